@@ -1,0 +1,30 @@
+# Every target creates the virtual environment itself, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test bench lint golden demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.gateway_parse
+
+lint: $(STAMP)
+	$(BIN)/ruff check plugins tests
+	$(BIN)/ruff format --check plugins tests
+
+# The only writer of golden files: review `git diff tests/golden` before committing.
+golden: $(STAMP)
+	$(BIN)/python -m tests.golden_writer
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
