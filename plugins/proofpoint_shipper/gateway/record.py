@@ -1,0 +1,74 @@
+"""The record a gateway line becomes, and its text form for the gateway text tables.
+
+`classify` picks the stream from the program, `collect_fields` keeps repeated keys,
+`render_text` rewrites only the header: `<time> <host> <program>[<pid>]: <body as it was>`.
+"""
+
+import re
+
+from proofpoint_shipper.gateway.grammar import common_terminal, terminal
+from proofpoint_shipper.gateway.syntax import Header
+from proofpoint_shipper.streams import BY_NAME, OTHER
+
+FILTER = "gateway_filter"
+SENDMAIL = "gateway_sendmail"
+TABLES: dict[str, str | None] = {FILTER: BY_NAME[FILTER].table, SENDMAIL: BY_NAME[SENDMAIL].table,
+                                 OTHER: None}
+
+_FILTER_PROGRAM = re.compile(common_terminal("FILTER_PROGRAM") + r"\Z")
+_SENDMAIL_PROGRAM = re.compile(common_terminal("SENDMAIL_PROGRAM") + r"\Z")
+_SEVERITY_FIRST = re.compile(terminal("filter_instance", "SEVERITY") + r"(?: |\Z)")
+
+
+class GatewayRecord(dict):
+    """A parsed line as a plain dict (it serialises as one); `body` keeps the text after the header."""
+
+    __slots__ = ("body",)
+
+
+def classify(header: Header) -> str:
+    """Which stream a line belongs to; the on-box file form has no program but a filter body."""
+    program = header.program
+    if program is None:
+        body = header.body
+        return FILTER if body is not None and _SEVERITY_FIRST.match(body) else OTHER
+    if _FILTER_PROGRAM.match(program):
+        return FILTER
+    if _SENDMAIL_PROGRAM.match(program):
+        return SENDMAIL
+    return OTHER
+
+
+def collect_fields(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """key → value as written; a key that repeats → the list of its values in order."""
+    fields: dict[str, str | list[str]] = dict(pairs)
+    if len(fields) == len(pairs):
+        return fields
+    fields = {}
+    for key, value in pairs:
+        earlier = fields.get(key)
+        if earlier is None:
+            fields[key] = value
+        elif isinstance(earlier, list):
+            earlier.append(value)
+        else:
+            fields[key] = [earlier, value]
+    return fields
+
+
+def render_text(record: GatewayRecord) -> str:
+    """The line for a text table: normalised header, body exactly as it arrived.
+
+    A line whose header could not be read at all is passed on as it came.
+    """
+    body = record.body
+    if body is None and "program" not in record and "host" not in record:
+        return record["raw"]
+    parts = [record["time"]]
+    if "host" in record:
+        parts.append(record["host"])
+    if "program" in record:
+        pid = record.get("pid")
+        parts.append(f"{record['program']}[{pid}]:" if pid else f"{record['program']}:")
+    head = " ".join(parts)
+    return head if body is None else f"{head} {body}"

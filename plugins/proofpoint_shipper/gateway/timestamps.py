@@ -1,0 +1,133 @@
+"""Timestamp normalisation to the text tables' form, `%Y-%m-%dT%H:%M:%S.%f%z` with a colon offset.
+
+`normalize_iso` handles RFC 3339 and the on-box form; `BsdClock` infers year and zone for BSD
+stamps; `resolve_zone` turns the --timezone setting into a tzinfo.
+"""
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from proofpoint_shipper.errors import ConfigError, ParseError
+
+MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_BSD_CACHE_LIMIT = 4096
+
+
+def format_time(moment: datetime) -> str:
+    """2022-02-20T08:35:00.157994-06:00: microseconds always, offset with a colon."""
+    return moment.isoformat(timespec="microseconds")
+
+
+def normalize_iso(date: str, clock: str, fraction: str, offset: str) -> str:
+    """Join the parts of an RFC 3339 or on-box stamp into the normal form, checking ranges."""
+    micros = (fraction[1:] + "000000")[:6]
+    if offset in ("Z", "z"):
+        offset = "+00:00"
+    elif len(offset) == 5:
+        offset = f"{offset[:3]}:{offset[3:]}"
+    text = f"{date}T{clock}.{micros}{offset}"
+    try:
+        datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ParseError(f"timestamp out of range: {exc}") from exc
+    return text
+
+
+def split_rfc3339(stamp: str) -> str:
+    """2022-02-20T08:35:00.157994-06:00 / ...Z / no fraction → normal form."""
+    date, clock, rest = stamp[:10], stamp[11:19], stamp[19:]
+    fraction, offset = _split_fraction(rest)
+    return normalize_iso(date, clock, fraction, offset)
+
+
+def split_onbox(stamp: str) -> str:
+    """[2015-06-17 16:51:00.354586 -0700] → normal form."""
+    inner = stamp[1:-1]
+    date, clock, rest = inner[:10], inner[11:19], inner[19:]
+    fraction, _, offset = rest.partition(" ")
+    return normalize_iso(date, clock, fraction, offset)
+
+
+def _split_fraction(rest: str) -> tuple[str, str]:
+    if not rest.startswith("."):
+        return "", rest
+    end = 1
+    while end < len(rest) and rest[end].isdigit():
+        end += 1
+    return rest[:end], rest[end:]
+
+
+class BsdClock:
+    """Turns `Feb  3 08:35:00` into an aware time: zone from the setting, year nearest to now.
+
+    A December line read on 2 January belongs to the previous year; a 1 January line read a
+    minute before midnight on 31 December (a gateway clock running ahead) to the next one.
+    """
+
+    def __init__(self, zone: tzinfo, now: Callable[[], datetime]):
+        self.zone = zone
+        self.now = now
+        self._cache: dict[str, str] = {}
+
+    def normalize(self, stamp: str) -> str:
+        cached = self._cache.get(stamp)
+        if cached is None:
+            if len(self._cache) >= _BSD_CACHE_LIMIT:
+                self._cache.clear()  # lines arrive in time order: old entries are not needed
+            cached = self._cache[stamp] = format_time(self._resolve(stamp))
+        return cached
+
+    def _resolve(self, stamp: str) -> datetime:
+        month_name, day, clock = stamp.split()
+        month = MONTHS[month_name]
+        hour, minute, second = (int(part) for part in clock.split(":"))
+        now = self.now().astimezone(self.zone)
+        candidates = []
+        for year in (now.year - 1, now.year, now.year + 1):
+            try:
+                candidates.append(datetime(year, month, int(day), hour, minute, second, tzinfo=self.zone))
+            except ValueError:
+                continue  # 29 February outside a leap year, 31 April, second 60
+        if not candidates:
+            raise ParseError(f"no such date: {stamp!r}")
+        return min(candidates, key=lambda moment: abs(moment - now))
+
+
+def resolve_zone(name: str | None) -> tzinfo:
+    """`local` (default), `UTC`, an IANA name (`America/Chicago`) or a fixed offset (`-06:00`)."""
+    if name is None or name == "local":
+        return local_zone()
+    if name.upper() in ("UTC", "Z"):
+        return UTC
+    if name[:1] in "+-" and len(name) in (5, 6):
+        return _fixed_offset(name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"unknown time zone {name!r}: use an IANA name, UTC or ±HH:MM") from exc
+
+
+def _fixed_offset(text: str) -> tzinfo:
+    digits = text[1:].replace(":", "")
+    if len(digits) != 4 or not digits.isdigit() or int(digits[:2]) > 23 or int(digits[2:]) > 59:
+        raise ConfigError(f"bad UTC offset {text!r}: expected ±HH:MM")
+    delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    return timezone(-delta if text[0] == "-" else delta)
+
+
+def local_zone() -> tzinfo:
+    """The machine's zone with its DST rules: $TZ, else /etc/localtime, else today's offset."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    localtime = Path("/etc/localtime")
+    if localtime.exists():
+        with localtime.open("rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    return datetime.now().astimezone().tzinfo or UTC
