@@ -1,14 +1,22 @@
 """The fast path: regular expressions assembled from the grammars' own terminals.
 
-Each terminal is wrapped in an atomic group, so a token is never re-split by backtracking, and
-a lower-priority choice is guarded by a negative lookahead of the higher ones: the expressions
-accept a line only where Lark's contextual lexer would tokenise it the same way. Anything they
-do not accept returns None and goes to the Lark parse. tests/test_fastpath.py proves agreement.
+A fast expression accepts a line only where Lark's contextual lexer would tokenise it the same
+way; anything else returns None and goes to the Lark parse. Two rules keep that true:
+  - a lower-priority branch is guarded by a negative lookahead of the higher ones, because the
+    lexer commits to the first terminal that matches and never comes back (`_first_of`);
+  - a terminal is matched atomically unless it can end in one place only, given what must
+    follow it (a key ends before its "=", a bare value before a space, a quoted value at its
+    first unescaped quote, a sendmail value before the next ", key="): those are left plain,
+    because atomic groups cost CPython's regex engine about half its speed.
+Where a key is followed by its "=" in the expression itself, the key's own lookahead for that
+"=" is dropped (`_key_then_equals`): it asserts what the next character already matches.
+Pairs are read with `re.split`: when every piece between two matches is empty, the matches tile
+the body exactly as the lexer reads it. tests/test_fastpath.py proves the paths agree.
 """
 
 import re
 
-from proofpoint_shipper.gateway.grammar import terminal
+from proofpoint_shipper.gateway.grammar import common_terminal, terminal
 from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody, split_tag, unquote
 
 
@@ -16,12 +24,16 @@ def _atom(pattern: str) -> str:
     return f"(?>{pattern})"
 
 
-def _first_of(*alternatives: tuple[str, str, str]) -> str:
-    """Branches tried in lexer order, each (group name, leading terminal, rest of the branch).
+def _key_then_equals(key: str) -> str:
+    """The key terminal, captured, then its "=": the key's own lookahead for "=" is redundant."""
+    bare = key.removesuffix("(?==)")
+    if bare == key:
+        raise ValueError(f"KEY no longer ends in its lookahead for '=': {key}")
+    return f"({bare})="
 
-    A branch is taken only where no earlier branch's leading terminal matches, as the lexer
-    would commit to that terminal and never come back.
-    """
+
+def _first_of(*alternatives: tuple[str, str, str]) -> str:
+    """Branches tried in lexer order, each (group name, leading terminal, rest of the branch)."""
     branches, earlier = [], []
     for name, lead, rest in alternatives:
         guard = f"(?!{'|'.join(earlier)})" if earlier else ""
@@ -48,36 +60,49 @@ def _header_regex() -> re.Pattern[str]:
     return re.compile(f"{pri}(?:{header}(?:(?P<sep> )(?P<body>.+)?)?|{no_header})\\Z")
 
 
-def _filter_regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
+def _filter_regexes() -> dict[str, re.Pattern[str]]:
     def t(name: str) -> str:
         return terminal("filter_instance", name)
 
-    key, value = _atom(t("KEY")), _atom(f"{t('QUOTED')}|{t('BARE')}")
-    spaces = _atom(t("_SP"))
-    body = (
-        f"{_atom(t('SEVERITY'))}(?P<pairs>(?:{spaces}{key}={value}?)*)"
-        f"(?:{spaces}(?!{t('KEY')})(?P<tail>{_atom(t('TAIL'))}))?{spaces}?\\Z"
-    )
-    pair = f"{spaces}({key})=({value}?)"
-    return re.compile(body), re.compile(pair)
+    key = _key_then_equals(t("KEY"))
+    pair = f"{t('_SP')}{key}((?:{t('QUOTED')}|{t('BARE')})?)"
+    tail = f"{t('_SP')}(?!{t('KEY')})(?P<tail>{t('TAIL')})"
+    return {
+        "split": re.compile(pair),
+        "severity": re.compile(t("SEVERITY") + r"\Z"),
+        "end": re.compile(f"(?:{tail}|{t('_SP')})\\Z"),
+        "whole": re.compile(f"{_atom(t('SEVERITY'))}(?P<pairs>(?:{pair})*)(?:{tail})?(?:{t('_SP')})?\\Z"),
+        "pair": re.compile(pair),
+    }
 
 
-def _sendmail_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+def _sendmail_regexes() -> dict[str, re.Pattern[str]]:
     def t(name: str) -> str:
         return terminal("sendmail", name)
 
-    key, value = _atom(t("KEY")), _atom(t("VALUE"))
-    qid = re.compile(f"(?P<qid>{_atom(t('QID'))}):")
-    content = re.compile(
-        f"(?:(?!{t('KEY')})(?P<text>{_atom(t('TEXT'))})|{key}={value}?)(?:, {key}={value}?)*\\Z"
-    )
-    pair = re.compile(f", ({key})=({value}?)")
-    return qid, content, pair
+    key = _key_then_equals(t("KEY"))
+    return {
+        "qid": re.compile(f"(?P<qid>{_atom(t('QID'))}):"),
+        "key_first": re.compile(t("KEY")),
+        "split": re.compile(f", {key}((?:{t('VALUE')})?)"),
+    }
+
+
+def _common_header_regex() -> re.Pattern[str]:
+    """The shape of nearly every real line: RFC 3339 or BSD time, host, prog[pid]:, a body."""
+    def t(name: str) -> str:
+        return terminal("syslog", name)
+
+    stamp = _first_of(("rfc3339", t("RFC3339_TIME"), ""), ("bsd", t("BSD_TIME"), ""))
+    # TAG is PROGRAM ("[" PID "]")? ":" followed by a space; here its parts are captured.
+    tag = f"(?P<program>{common_terminal('PROGRAM')})(?:\\[(?P<pid>{common_terminal('PID')})\\])?:"
+    return re.compile(f"{stamp} (?P<host>{_atom(t('HOST'))}) (?>{tag}) (?P<body>.+)\\Z")
 
 
 HEADER = _header_regex()
-FILTER_BODY, FILTER_PAIR = _filter_regexes()
-SENDMAIL_QID, SENDMAIL_CONTENT, SENDMAIL_PAIR = _sendmail_regexes()
+COMMON_HEADER = _common_header_regex()
+FILTER = _filter_regexes()
+SENDMAIL = _sendmail_regexes()
 
 
 def fast_header(line: str) -> Header | None:
@@ -85,40 +110,60 @@ def fast_header(line: str) -> Header | None:
     if match is None:
         return None
     g = match.group
-    if not (g("rfc3339") or g("bsd") or g("onbox") or g("tag3")):
-        return Header(pri=g("pri"), body=g("bare"))
     body = (g("body") or "") if g("sep") else None
-    for time_kind in ("rfc3339", "bsd", "onbox"):
-        if g(time_kind):
-            tag = g("tag1") or g("tag2")
-            program, pid = split_tag(tag) if tag else (None, None)
-            return Header(g("pri"), time_kind, g(time_kind), g("host1") or g("host2"), program, pid,
-                          body=body)
-    program, pid = split_tag(g("tag3"))
-    return Header(pri=g("pri"), program=program, pid=pid, body=body)
+    if g("rfc3339"):
+        return _header_with_tag(g("pri"), "rfc3339", g("rfc3339"), g("host1"), g("tag1"), body)
+    if g("bsd"):
+        return _header_with_tag(g("pri"), "bsd", g("bsd"), g("host2"), g("tag2"), body)
+    if g("onbox"):
+        return Header(g("pri"), "onbox", g("onbox"), body=body)
+    if g("tag3"):
+        program, pid = split_tag(g("tag3"))
+        return Header(pri=g("pri"), program=program, pid=pid, body=body)
+    return Header(pri=g("pri"), body=g("bare"))
+
+
+def _header_with_tag(pri, kind, stamp, host, tag, body) -> Header:
+    program, pid = split_tag(tag)
+    return Header(pri, kind, stamp, host, program, pid, body=body)
 
 
 def fast_filter_body(body: str) -> FilterBody | None:
-    match = FILTER_BODY.match(body)
+    parts = FILTER["split"].split(body)
+    if len(parts) == 1 or not FILTER["severity"].match(parts[0]) or any(parts[3:-1:3]):
+        return _filter_whole(body)  # no pairs, or free text between them: the slower reading
+    tail = None
+    if parts[-1]:
+        end = FILTER["end"].match(parts[-1])
+        if end is None:
+            return None
+        tail = end.group("tail")
+    values = parts[2::3]
+    if '"' in body:
+        values = [unquote(value) for value in values]
+    return FilterBody(parts[0], list(zip(parts[1::3], values)), tail)
+
+
+def _filter_whole(body: str) -> FilterBody | None:
+    match = FILTER["whole"].match(body)
     if match is None:
         return None
-    pairs_text = match.group("pairs")
-    pairs = FILTER_PAIR.findall(pairs_text)
-    if '"' in pairs_text:
-        pairs = [(key, unquote(value)) for key, value in pairs]
+    pairs = [(key, unquote(value)) for key, value in FILTER["pair"].findall(match.group("pairs"))]
     return FilterBody(body[: match.start("pairs")], pairs, match.group("tail"))
 
 
 def fast_sendmail_body(body: str) -> SendmailBody | None:
-    qid_match = SENDMAIL_QID.match(body)
+    qid_match = SENDMAIL["qid"].match(body)
     qid, content = None, body
     if qid_match is not None:
         qid, content = qid_match.group("qid"), body[qid_match.end() + 1 :]
     if not content:
         return SendmailBody(qid, None, [])
-    match = SENDMAIL_CONTENT.match(content)
-    if match is None:
-        return None
-    text = match.group("text")
-    rest = content[len(text) :] if text is not None else ", " + content
-    return SendmailBody(qid, text, SENDMAIL_PAIR.findall(rest))
+    if "\n" in content:
+        return None  # no sendmail terminal matches a line break
+    key_first = SENDMAIL["key_first"].match(content) is not None
+    parts = SENDMAIL["split"].split(", " + content if key_first else content)
+    if any(parts[3::3]):
+        return None  # cannot happen for one line: a value runs up to the next ", key="
+    text = None if key_first else parts[0]
+    return SendmailBody(qid, text, list(zip(parts[1::3], parts[2::3])))

@@ -1,7 +1,8 @@
 """Turns one gateway log line into a record, never raising and never dropping the line.
 
-`GatewayParser.parse(line)` tries the fast path and falls back to the Lark grammars; any part
-that does not parse becomes an `error` note while the rest of the record is kept.
+`GatewayParser.parse(line)` gives the record; `parse_with_body(line)` also gives the text after
+the header, for `render_text`. Any part that does not parse becomes an `error` note while the
+rest of the record is kept.
 """
 
 from collections.abc import Callable
@@ -13,11 +14,11 @@ from proofpoint_shipper.gateway.record import (
     FILTER,
     SENDMAIL,
     TABLES,
-    GatewayRecord,
     classify,
     collect_fields,
+    stream_of_program,
 )
-from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody
+from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody, split_tag
 from proofpoint_shipper.gateway.timestamps import (
     BsdClock,
     format_time,
@@ -25,8 +26,13 @@ from proofpoint_shipper.gateway.timestamps import (
     split_onbox,
     split_rfc3339,
 )
+from proofpoint_shipper.streams import OTHER
 
 _BODY_SEPARATOR = {FILTER: " ", SENDMAIL: ", "}
+_BODY_PARSERS = {
+    FILTER: (fastpath.fast_filter_body, syntax.lark_filter_body),
+    SENDMAIL: (fastpath.fast_sendmail_body, syntax.lark_sendmail_body),
+}
 
 
 class GatewayParser:
@@ -46,13 +52,57 @@ class GatewayParser:
         self.bsd = BsdClock(self.zone, self.now)
         self.host = host
         self.fast = fast
-        self._bodies = {
-            FILTER: (fastpath.fast_filter_body, syntax.lark_filter_body),
-            SENDMAIL: (fastpath.fast_sendmail_body, syntax.lark_sendmail_body),
-        }
+        self._program_streams: dict[str, str] = {}
 
-    def parse(self, line: str, *, problem: str | None = None) -> GatewayRecord:
+    def parse(self, line: str, *, problem: str | None = None) -> dict:
         """The record for one line (without its line terminator); `problem` notes an input fault."""
+        return self.parse_with_body(line, problem=problem)[0]
+
+    def parse_with_body(self, line: str, *, problem: str | None = None) -> tuple[dict, str | None]:
+        if self.fast and problem is None:
+            common = self._common_line(line)
+            if common is not None:
+                return common
+        return self._any_line(line, problem)
+
+    # -- the common shape, in one pass ---------------------------------------------------------
+
+    def _common_line(self, line: str) -> tuple[dict, str] | None:
+        """RFC 3339 or BSD header, host, prog[pid]:, a filter or sendmail body the fast path reads.
+
+        Gives exactly the record `_any_line` would, in far fewer steps; None for anything else.
+        """
+        match = fastpath.COMMON_HEADER.match(line)
+        if match is None or "\x00" in line:
+            return None
+        rfc3339, bsd, host, program, pid, body = match.groups()
+        stream = self._program_streams.get(program) or self._remember_program(program)
+        if stream == OTHER:
+            return None
+        try:
+            time = split_rfc3339(rfc3339) if rfc3339 else self.bsd.normalize(bsd)
+        except ParseError:
+            return None
+        parsed = _BODY_PARSERS[stream][0](body)
+        if parsed is None:
+            return None
+        record = {"stream": stream, "table": TABLES[stream], "time": time, "host": host,
+                  "program": program}
+        if pid is not None:
+            record["pid"] = pid
+        _add_body_fields(record, parsed)
+        record["raw"] = line
+        return record, body
+
+    def _remember_program(self, program: str) -> str:
+        if len(self._program_streams) > 1024:
+            self._program_streams.clear()  # bounded: hosts run a handful of programs
+        stream = self._program_streams[program] = stream_of_program(program)
+        return stream
+
+    # -- any line, step by step ----------------------------------------------------------------
+
+    def _any_line(self, line: str, problem: str | None) -> tuple[dict, str | None]:
         errors = [problem] if problem else []
         if "\x00" in line:
             errors.append("NUL byte in line")
@@ -60,31 +110,27 @@ class GatewayParser:
             header = self._header(line)
         except ParseError as exc:
             errors.append(str(exc))
-            return self._unreadable(line, errors)
-        stream = classify(header)
-        record = GatewayRecord(stream=stream, table=TABLES[stream])
-        record.body = header.body
+            return self._unreadable(line, errors), None
+        stream = classify(header.program, header.body)
+        record = {"stream": stream, "table": TABLES[stream]}
         self._add_header(record, header, errors)
-        self._add_body(record, stream, header.body, errors)
+        self._add_body(record, stream, header, errors)
         record["raw"] = line
         if errors:
             record["error"] = "; ".join(errors)
-        return record
+        return record, header.body
 
     def _header(self, line: str) -> Header:
         header = fastpath.fast_header(line) if self.fast else None
         return header if header is not None else syntax.lark_header(line)
 
-    def _unreadable(self, line: str, errors: list[str]) -> GatewayRecord:
-        record = GatewayRecord(stream="other", table=None)
-        record.body = None
-        record["time"], record["time_source"] = format_time(self.now()), "received"
-        record.update(fields={}, raw=line, error="; ".join(errors))
-        return record
+    def _unreadable(self, line: str, errors: list[str]) -> dict:
+        return {"stream": OTHER, "table": None, "time": format_time(self.now()),
+                "time_source": "received", "fields": {}, "raw": line, "error": "; ".join(errors)}
 
-    def _add_header(self, record: GatewayRecord, header: Header, errors: list[str]) -> None:
-        record["time"] = self._time(header, errors)
-        if header.time_kind is None or errors and errors[-1].startswith("timestamp"):
+    def _add_header(self, record: dict, header: Header, errors: list[str]) -> None:
+        record["time"], from_line = self._time(header, errors)
+        if not from_line:
             record["time_source"] = "received"
         host = header.host or self.host
         for key, value in (("host", host), ("program", header.program), ("pid", header.pid),
@@ -94,49 +140,37 @@ class GatewayParser:
         if header.pri is not None:
             record["pri"] = int(header.pri[1:-1])
 
-    def _time(self, header: Header, errors: list[str]) -> str:
+    def _time(self, header: Header, errors: list[str]) -> tuple[str, bool]:
+        """The normalised time and whether it came from the line (else: the reference time)."""
         kind, text = header.time_kind, header.time_text
         try:
             if kind == "rfc3339":
-                return split_rfc3339(text)
+                return split_rfc3339(text), True
             if kind == "bsd":
-                return self.bsd.normalize(text)
+                return self.bsd.normalize(text), True
             if kind == "onbox":
-                return split_onbox(text)
+                return split_onbox(text), True
         except ParseError as exc:
             errors.append(str(exc))
-        return format_time(self.now())
+        return format_time(self.now()), False
 
-    def _add_body(self, record: GatewayRecord, stream: str, body: str | None,
-                  errors: list[str]) -> None:
+    def _add_body(self, record: dict, stream: str, header: Header, errors: list[str]) -> None:
+        body = header.body
         if not body:
-            errors.append("no message after the header" if record.body is not None or "program" in record
-                          else "empty line")
+            has_header = header.body is not None or header.program is not None
+            errors.append("no message after the header" if has_header else "empty line")
             record["fields"] = {}
-            return
-        if stream not in self._bodies:
+        elif stream == OTHER:
             record["fields"], record["message"] = {}, body
-            return
-        parsed = self._parse_body(stream, body, errors)
-        if parsed is None:
-            record["fields"] = {}
-        elif isinstance(parsed, FilterBody):
-            record["severity"], record["fields"] = parsed.severity, collect_fields(parsed.pairs)
-            if parsed.tail is not None:
-                record["message"] = parsed.tail
         else:
-            self._add_sendmail(record, parsed)
-
-    @staticmethod
-    def _add_sendmail(record: GatewayRecord, parsed: SendmailBody) -> None:
-        if parsed.qid is not None:
-            record["qid"] = parsed.qid
-        record["fields"] = collect_fields(parsed.pairs)
-        if parsed.text is not None:
-            record["message"] = parsed.text
+            parsed = self._parse_body(stream, body, errors)
+            if parsed is None:
+                record["fields"] = {}
+            else:
+                _add_body_fields(record, parsed)
 
     def _parse_body(self, stream: str, body: str, errors: list[str]):
-        fast, lark = self._bodies[stream]
+        fast, lark = _BODY_PARSERS[stream]
         parsed = fast(body) if self.fast else None
         if parsed is not None:
             return parsed
@@ -148,20 +182,34 @@ class GatewayParser:
 
     def _salvage(self, stream: str, body: str, position: int | None):
         """What parses before the pair the grammar stopped in: kept rather than thrown away."""
-        cut = body.rfind(_BODY_SEPARATOR[stream], 0, position if position is not None else len(body))
+        end = position if position is not None else len(body)
+        cut = body.rfind(_BODY_SEPARATOR[stream], 0, end)
         if cut <= 0:
             return None
-        fast, lark = self._bodies[stream]
+        fast, lark = _BODY_PARSERS[stream]
         try:
             return (fast(body[:cut]) if self.fast else None) or lark(body[:cut])
         except ParseError:
             return None
 
 
+def _add_body_fields(record: dict, parsed: FilterBody | SendmailBody) -> None:
+    if isinstance(parsed, FilterBody):
+        record["severity"] = parsed.severity
+        extra = parsed.tail
+    else:
+        if parsed.qid is not None:
+            record["qid"] = parsed.qid
+        extra = parsed.text
+    record["fields"] = collect_fields(parsed.pairs)
+    if extra is not None:
+        record["message"] = extra
+
+
 _DEFAULT: GatewayParser | None = None
 
 
-def parse_line(line: str, **settings) -> GatewayRecord:
+def parse_line(line: str, **settings) -> dict:
     """Parse one line; with no settings a shared parser in the machine's zone is used."""
     global _DEFAULT
     if settings:

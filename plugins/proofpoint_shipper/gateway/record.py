@@ -7,7 +7,6 @@
 import re
 
 from proofpoint_shipper.gateway.grammar import common_terminal, terminal
-from proofpoint_shipper.gateway.syntax import Header
 from proofpoint_shipper.streams import BY_NAME, OTHER
 
 FILTER = "gateway_filter"
@@ -20,23 +19,19 @@ _SENDMAIL_PROGRAM = re.compile(common_terminal("SENDMAIL_PROGRAM") + r"\Z")
 _SEVERITY_FIRST = re.compile(terminal("filter_instance", "SEVERITY") + r"(?: |\Z)")
 
 
-class GatewayRecord(dict):
-    """A parsed line as a plain dict (it serialises as one); `body` keeps the text after the header."""
-
-    __slots__ = ("body",)
-
-
-def classify(header: Header) -> str:
-    """Which stream a line belongs to; the on-box file form has no program but a filter body."""
-    program = header.program
-    if program is None:
-        body = header.body
-        return FILTER if body is not None and _SEVERITY_FIRST.match(body) else OTHER
+def stream_of_program(program: str) -> str:
     if _FILTER_PROGRAM.match(program):
         return FILTER
     if _SENDMAIL_PROGRAM.match(program):
         return SENDMAIL
     return OTHER
+
+
+def classify(program: str | None, body: str | None) -> str:
+    """Which stream a line belongs to; the on-box file form has no program but a filter body."""
+    if program is not None:
+        return stream_of_program(program)
+    return FILTER if body is not None and _SEVERITY_FIRST.match(body) else OTHER
 
 
 def collect_fields(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
@@ -56,12 +51,11 @@ def collect_fields(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
     return fields
 
 
-def render_text(record: GatewayRecord) -> str:
-    """The line for a text table: normalised header, body exactly as it arrived.
+def render_text(record: dict, body: str | None) -> str:
+    """The line for a text table: normalised header, then `body` (the text after the header).
 
     A line whose header could not be read at all is passed on as it came.
     """
-    body = record.body
     if body is None and "program" not in record and "host" not in record:
         return record["raw"]
     parts = [record["time"]]

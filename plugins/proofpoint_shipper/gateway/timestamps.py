@@ -14,6 +14,7 @@ from proofpoint_shipper.errors import ConfigError, ParseError
 
 MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _BSD_CACHE_LIMIT = 4096
+FUTURE_TOLERANCE = timedelta(days=1)  # how far ahead of us a gateway clock may run
 
 
 def format_time(moment: datetime) -> str:
@@ -28,19 +29,24 @@ def normalize_iso(date: str, clock: str, fraction: str, offset: str) -> str:
         offset = "+00:00"
     elif len(offset) == 5:
         offset = f"{offset[:3]}:{offset[3:]}"
-    text = f"{date}T{clock}.{micros}{offset}"
+    return _checked(f"{date}T{clock}.{micros}{offset}")
+
+
+def split_rfc3339(stamp: str) -> str:
+    """2022-02-20T08:35:00.157994-06:00 / ...Z / no fraction → normal form."""
+    if len(stamp) == 32 and stamp[19] == "." and stamp[29] == ":" and stamp[10] == "T":
+        return _checked(stamp)  # already in the normal form: the common case
+    date, clock, rest = stamp[:10], stamp[11:19], stamp[19:]
+    fraction, offset = _split_fraction(rest)
+    return normalize_iso(date, clock, fraction, offset)
+
+
+def _checked(text: str) -> str:
     try:
         datetime.fromisoformat(text)
     except ValueError as exc:
         raise ParseError(f"timestamp out of range: {exc}") from exc
     return text
-
-
-def split_rfc3339(stamp: str) -> str:
-    """2022-02-20T08:35:00.157994-06:00 / ...Z / no fraction → normal form."""
-    date, clock, rest = stamp[:10], stamp[11:19], stamp[19:]
-    fraction, offset = _split_fraction(rest)
-    return normalize_iso(date, clock, fraction, offset)
 
 
 def split_onbox(stamp: str) -> str:
@@ -52,19 +58,19 @@ def split_onbox(stamp: str) -> str:
 
 
 def _split_fraction(rest: str) -> tuple[str, str]:
-    if not rest.startswith("."):
-        return "", rest
-    end = 1
-    while end < len(rest) and rest[end].isdigit():
-        end += 1
-    return rest[:end], rest[end:]
+    """".157994-06:00" → (".157994", "-06:00"); "Z" → ("", "Z")."""
+    for index, char in enumerate(rest):
+        if char in "+-Zz":
+            return rest[:index], rest[index:]
+    return rest, ""
 
 
 class BsdClock:
-    """Turns `Feb  3 08:35:00` into an aware time: zone from the setting, year nearest to now.
+    """Turns `Feb  3 08:35:00` into an aware time: zone from the setting, year from the reference.
 
-    A December line read on 2 January belongs to the previous year; a 1 January line read a
-    minute before midnight on 31 December (a gateway clock running ahead) to the next one.
+    The year is the latest one that does not put the line more than a day after the reference
+    time: a December line read on 2 January belongs to the previous year, and a 1 January line
+    read a minute before midnight on 31 December (a gateway clock running ahead) to the next.
     """
 
     def __init__(self, zone: tzinfo, now: Callable[[], datetime]):
@@ -93,7 +99,9 @@ class BsdClock:
                 continue  # 29 February outside a leap year, 31 April, second 60
         if not candidates:
             raise ParseError(f"no such date: {stamp!r}")
-        return min(candidates, key=lambda moment: abs(moment - now))
+        latest_allowed = now + FUTURE_TOLERANCE
+        past = [moment for moment in candidates if moment <= latest_allowed]
+        return max(past) if past else min(candidates)
 
 
 def resolve_zone(name: str | None) -> tzinfo:

@@ -1,0 +1,38 @@
+"""The `ppship` console command: one entry point, one subcommand per job.
+
+`main(argv)` returns the exit code: 0 done, 2 a clear one-line error (bad flag, missing file).
+"""
+
+import argparse
+import sys
+
+from proofpoint_shipper import __version__
+from proofpoint_shipper.errors import ShipperError
+from proofpoint_shipper.gateway import command as gateway_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppship",
+        description="Collect Proofpoint email-security logs (TAP, PoD, on-prem gateway) and ship them "
+        "to S3 in the layout a SIEM data lake ingests, alone or inside Fluent Bit, Vector or Fluentd.",
+        epilog="Run 'ppship COMMAND --help' for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gateway_command.register(subcommands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ShipperError as exc:
+        print(f"ppship: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""`ppship gateway parse`: gateway log lines in, one record per line out, for an agent's exec input.
+
+Entry points: `register(subcommands)` adds the command, `run(args)` runs it. Counts go to
+stderr at exit; EPIPE, SIGTERM and a vanished parent end the run cleanly with exit code 0.
+"""
+
+import argparse
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+import msgpack
+import orjson
+
+from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.streams import OTHER
+
+STREAM_CHOICES = {"filter": FILTER, "sendmail": SENDMAIL, "other": OTHER}
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+
+
+def _encode_json(record: dict, body: str | None) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def _encode_text(record: dict, body: str | None) -> bytes:
+    return render_text(record, body).encode() + b"\n"
+
+
+def _msgpack_encoder() -> Callable[[dict, str | None], bytes]:
+    pack = msgpack.Packer().pack
+    return lambda record, body: pack(record)
+
+
+ENCODERS: dict[str, Callable[[dict, str | None], bytes]] = {
+    "json": _encode_json,
+    "text": _encode_text,
+    "msgpack": _msgpack_encoder(),
+}
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    gateway = subcommands.add_parser(
+        "gateway", help="on-prem gateway syslog (filter_instance and sendmail lines)",
+        description="Commands for the on-prem Proofpoint gateway's syslog lines.")
+    actions = gateway.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parse = actions.add_parser(
+        "parse", help="parse gateway log lines into records (for an agent's exec input)",
+        description="Read gateway log lines from FILEs (or stdin) and write one record per line to "
+        "stdout. Lines that do not parse are written too, with their raw text and an `error` field. "
+        "Counts per stream go to stderr at exit.")
+    parse.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
+    parse.add_argument("--format", choices=sorted(ENCODERS), default="json",
+                       help="json: NDJSON records; text: the line with its header normalised, for the "
+                       "gateway text tables; msgpack: one msgpack map per record (default: %(default)s)")
+    parse.add_argument("--streams", default="filter,sendmail,other", type=_streams,
+                       help="comma list of the streams to write (filter, sendmail, other); "
+                       "the others are counted and skipped (default: all)")
+    parse.add_argument("--timezone", default="local",
+                       help="zone of BSD timestamps (no zone of their own): IANA name, UTC, ±HH:MM "
+                       "or local (default: %(default)s, the machine's zone)")
+    parse.add_argument("--reference-time", type=_reference_time, default=None, metavar="ISO8601",
+                       help="time that BSD years are inferred against and header-less lines are "
+                       "stamped with (default: now); set it to re-process old files")
+    parse.add_argument("--host", default=None,
+                       help="host name written for lines that carry none (on-box and header-less lines)")
+    parse.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES,
+                       help="longer lines keep this many bytes and carry an error saying how many "
+                       "were dropped (default: %(default)s)")
+    parse.set_defaults(run=run)
+
+
+def _streams(text: str) -> frozenset[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STREAM_CHOICES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown stream {', '.join(unknown) or '(none)'}: choose from filter, sendmail, other")
+    return frozenset(STREAM_CHOICES[name] for name in names)
+
+
+def _reference_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the zone too, e.g. {text}+00:00")
+    return moment
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    sources = _open_inputs(args.files)
+    parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time,
+                           host=args.host)
+    job = ParseJob(parser, ENCODERS[args.format], args.streams, args.max_line_bytes)
+    with job.signals_handled():
+        for fd in sources:
+            job.consume(fd)
+            if fd != sys.stdin.fileno():
+                os.close(fd)
+    job.report()
+    return 0
+
+
+def _open_inputs(files: list[str]) -> list[int]:
+    """Open every input before reading any, so a typo fails at once with exit code 2."""
+    if not files or files == ["-"]:
+        return [sys.stdin.fileno()]
+    fds = []
+    for path in files:
+        if path == "-":
+            fds.append(sys.stdin.fileno())
+            continue
+        if os.path.isdir(path):
+            raise InputError(f"cannot read {path}: is a directory")
+        try:
+            fds.append(os.open(path, os.O_RDONLY))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return fds
+
+
+class ParseJob:
+    """One run: reads batches, parses, writes and flushes per batch, counts per stream."""
+
+    def __init__(self, parser: GatewayParser, encode: Callable[[dict, str | None], bytes],
+                 streams: frozenset[str], max_line_bytes: int):
+        self.parser = parser
+        self.encode = encode
+        self.streams = streams
+        self.max_line_bytes = max_line_bytes
+        self.parsed: Counter[str] = Counter()  # the common case, counted apart for speed
+        self.counts: Counter[tuple[str, str]] = Counter()  # (stream, partial|failed|skipped)
+        self.stopping = False
+        self.output_closed = False
+        self._parent = os.getppid()
+
+    def signals_handled(self):
+        return _StopOnSignal(self)
+
+    def keep_going(self) -> bool:
+        if os.getppid() != self._parent:
+            self.stopping = True  # our parent (the agent) is gone: nobody reads our output
+        return not (self.stopping or self.output_closed)
+
+    def consume(self, fd: int) -> None:
+        reader = LineReader(fd, self.max_line_bytes, self.keep_going)
+        for batch in reader.batches():
+            self._write(b"".join(self._records(batch)))
+            if not self.keep_going():
+                return
+
+    def _records(self, batch: Batch):
+        parse, encode, streams = self.parser.parse_with_body, self.encode, self.streams
+        texts, undecodable = _decode_lines(batch.lines)
+        for index, text in enumerate(texts):
+            problem = None
+            if undecodable or batch.dropped:
+                problem = _problem(index in undecodable, batch.dropped.get(index, 0),
+                                   self.max_line_bytes)
+            record, body = parse(text, problem=problem)
+            stream = record["stream"]
+            if "error" in record:
+                self.counts[stream, _status(record)] += 1
+            else:
+                self.parsed[stream] += 1
+            if stream in streams:
+                yield encode(record, body)
+            else:
+                self.counts[stream, "skipped"] += 1
+
+    def _write(self, data: bytes) -> None:
+        if not data or self.output_closed:
+            return
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            self._close_output()
+
+    def _close_output(self) -> None:
+        """The reader went away: stop, and keep the interpreter's final flush from complaining."""
+        self.output_closed = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+    def report(self) -> None:
+        for stream, parsed in self.parsed.items():
+            self.counts[stream, "parsed"] = parsed
+        total = sum(n for (_, status), n in self.counts.items() if status != "skipped")
+        parts = []
+        for stream in (FILTER, SENDMAIL, OTHER):
+            figures = ", ".join(f"{self.counts[stream, s]} {s}"
+                                for s in ("parsed", "partial", "failed", "skipped")
+                                if self.counts[stream, s] or s == "parsed")
+            parts.append(f"{stream} {figures}")
+        ending = " (stopped early)" if self.stopping or self.output_closed else ""
+        print(f"ppship gateway parse: {total} lines{ending}: " + "; ".join(parts), file=sys.stderr,
+              flush=True)
+
+
+def _decode_lines(lines: list[bytes]) -> tuple[list[str], set[int]]:
+    """The batch as text, and which lines held invalid UTF-8 (replaced with U+FFFD).
+
+    Decoded in one call where it is valid: a line break never occurs inside a multi-byte UTF-8
+    sequence, so that equals decoding line by line.
+    """
+    try:
+        return b"\n".join(lines).decode("utf-8").split("\n"), set()
+    except UnicodeDecodeError:
+        pass
+    texts, undecodable = [], set()
+    for index, line in enumerate(lines):
+        try:
+            texts.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(line.decode("utf-8", "replace"))
+            undecodable.add(index)
+    return texts, undecodable
+
+
+def _problem(undecodable: bool, dropped: int, limit: int) -> str | None:
+    problems = []
+    if undecodable:
+        problems.append("invalid UTF-8 (replaced with U+FFFD)")
+    if dropped:
+        problems.append(f"line of {limit + dropped} bytes cut to its first {limit} "
+                        f"(--max-line-bytes); {dropped} bytes dropped")
+    return "; ".join(problems) or None
+
+
+def _status(record: dict) -> str:
+    """parsed: no error; partial: an error, but a header or fields were understood; failed: neither."""
+    if "error" not in record:
+        return "parsed"
+    if record["fields"] or "program" in record or "time_source" not in record:
+        return "partial"
+    return "failed"
+
+
+class _StopOnSignal:
+    """SIGTERM (and SIGINT) finish the current batch, then the run reports and exits 0."""
+
+    def __init__(self, job: ParseJob):
+        self.job = job
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def _stop(self, signum, frame) -> None:
+        self.job.stopping = True
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+

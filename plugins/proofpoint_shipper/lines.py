@@ -1,0 +1,84 @@
+"""Reads lines from a file descriptor in batches, with every line's length bounded.
+
+`LineReader(fd, max_line_bytes).batches()` yields `Batch`es; memory stays flat on endless input,
+and a line over the bound keeps its first bytes while the batch says how many were dropped.
+"""
+
+import os
+import select
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+CHUNK_BYTES = 64 * 1024
+WAIT_SECONDS = 0.5
+_NOTHING_DROPPED: dict[int, int] = {}
+
+
+class Batch(NamedTuple):
+    lines: list[bytes]  # without their line terminators
+    dropped: dict[int, int]  # index in `lines` → bytes cut off a line longer than the bound
+
+
+class LineReader:
+    """Splits a byte stream into lines; `keep_going()` is asked whenever input is idle."""
+
+    def __init__(self, fd: int, max_line_bytes: int, keep_going: Callable[[], bool] = lambda: True):
+        self.fd = fd
+        self.limit = max_line_bytes
+        self.keep_going = keep_going
+        self._head = b""  # the start of a line whose end has not arrived yet
+        self._head_dropped = 0
+
+    def batches(self) -> Iterator[Batch]:
+        while self._wait_readable():
+            chunk = os.read(self.fd, CHUNK_BYTES)
+            if not chunk:
+                break
+            batch = self._split(chunk)
+            if batch.lines:
+                yield batch
+        if self._head or self._head_dropped:
+            line, dropped = self._take_head(b"")
+            yield Batch([line], {0: dropped} if dropped else _NOTHING_DROPPED)
+
+    def _wait_readable(self) -> bool:
+        while self.keep_going():
+            try:
+                readable, _, _ = select.select([self.fd], [], [], WAIT_SECONDS)
+            except (OSError, ValueError):
+                return True  # not selectable: a plain read will block or answer
+            if readable:
+                return True
+        return False
+
+    def _split(self, chunk: bytes) -> Batch:
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        dropped: dict[int, int] = _NOTHING_DROPPED
+        if lines and (self._head or self._head_dropped):
+            lines[0], first_dropped = self._take_head(lines[0])
+            if first_dropped:
+                dropped = {0: first_dropped}
+        if any(len(line) > self.limit for line in lines):
+            dropped = dict(dropped)
+            for index, line in enumerate(lines):
+                if len(line) > self.limit:
+                    dropped[index] = dropped.get(index, 0) + len(line) - self.limit
+                    lines[index] = line[: self.limit]
+        if b"\r" in chunk:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        self._extend_head(rest)
+        return Batch(lines, dropped)
+
+    def _extend_head(self, part: bytes) -> None:
+        room = self.limit - len(self._head)
+        if len(part) > room:
+            self._head_dropped += len(part) - room
+            part = part[:room]
+        self._head += part
+
+    def _take_head(self, part: bytes) -> tuple[bytes, int]:
+        self._extend_head(part)
+        line, dropped = self._head, self._head_dropped
+        self._head, self._head_dropped = b"", 0
+        return line, dropped
