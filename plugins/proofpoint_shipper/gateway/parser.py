@@ -109,12 +109,12 @@ class GatewayParser:
         try:
             header = self._header(line)
         except ParseError as exc:
-            errors.append(str(exc))
+            errors.append(_located(exc, 0))
             return self._unreadable(line, errors), None
         stream = classify(header.program, header.body)
         record = {"stream": stream, "table": TABLES[stream]}
         self._add_header(record, header, errors)
-        self._add_body(record, stream, header, errors)
+        self._add_body(record, stream, header, len(line), errors)
         record["raw"] = line
         if errors:
             record["error"] = "; ".join(errors)
@@ -154,22 +154,24 @@ class GatewayParser:
             errors.append(str(exc))
         return format_time(self.now()), False
 
-    def _add_body(self, record: dict, stream: str, header: Header, errors: list[str]) -> None:
+    def _add_body(self, record: dict, stream: str, header: Header, line_length: int,
+                  errors: list[str]) -> None:
         body = header.body
         if not body:
-            has_header = header.body is not None or header.program is not None
+            has_header = body is not None or any(part is not None for part in header[:-1])
             errors.append("no message after the header" if has_header else "empty line")
             record["fields"] = {}
         elif stream == OTHER:
             record["fields"], record["message"] = {}, body
         else:
-            parsed = self._parse_body(stream, body, errors)
+            parsed = self._parse_body(stream, body, line_length - len(body), errors)
             if parsed is None:
                 record["fields"] = {}
             else:
                 _add_body_fields(record, parsed)
 
-    def _parse_body(self, stream: str, body: str, errors: list[str]):
+    def _parse_body(self, stream: str, body: str, offset: int, errors: list[str]):
+        """The parsed body; `offset` is where it starts in the line, for the error's column."""
         fast, lark = _BODY_PARSERS[stream]
         parsed = fast(body) if self.fast else None
         if parsed is not None:
@@ -177,7 +179,7 @@ class GatewayParser:
         try:
             return lark(body)
         except ParseError as exc:
-            errors.append(str(exc))
+            errors.append(_located(exc, offset))
             return self._salvage(stream, body, exc.position)
 
     def _salvage(self, stream: str, body: str, position: int | None):
@@ -191,6 +193,13 @@ class GatewayParser:
             return (fast(body[:cut]) if self.fast else None) or lark(body[:cut])
         except ParseError:
             return None
+
+
+def _located(exc: ParseError, offset: int) -> str:
+    """The error's one line, with the column in the whole line where the grammar stopped."""
+    if exc.position is None:
+        return str(exc)
+    return f"{exc} at column {offset + exc.position + 1}"
 
 
 def _add_body_fields(record: dict, parsed: FilterBody | SendmailBody) -> None:

@@ -161,13 +161,13 @@ def _position(exc: UnexpectedInput) -> int | None:
 
 
 def describe(exc: UnexpectedInput, what: str) -> str:
-    """One line saying where and why a parse stopped."""
+    """One line saying why a parse stopped; where it stopped is the ParseError's position."""
     if isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     ):
         return f"{what}: ends too early"
     if isinstance(exc, UnexpectedCharacters):
-        return f"{what}: unexpected {exc.char!r} at column {exc.column}"
+        return f"{what}: unexpected {exc.char!r}"
     if isinstance(exc, UnexpectedToken):
-        return f"{what}: unexpected {str(exc.token)[:20]!r} at column {exc.column}"
+        return f"{what}: unexpected {str(exc.token)[:20]!r}"
     return f"{what}: does not parse"

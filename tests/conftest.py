@@ -1,0 +1,54 @@
+"""Shared fixtures: parsers with the golden settings, and a runner for the real `ppship` command."""
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from proofpoint_shipper.gateway import GatewayParser
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+
+TESTS = Path(__file__).parent
+GOLDEN = TESTS / "golden"
+
+# The settings every golden file was written with (tests/golden/README.md).
+GOLDEN_ZONE = "America/Chicago"
+GOLDEN_REFERENCE = "2022-03-01T12:00:00-06:00"
+
+
+def golden_parser(fast: bool = True) -> GatewayParser:
+    return GatewayParser(zone=resolve_zone(GOLDEN_ZONE),
+                         reference=datetime.fromisoformat(GOLDEN_REFERENCE), fast=fast)
+
+
+def golden_cases() -> list[Path]:
+    return sorted(GOLDEN.glob("*/*.log"))
+
+
+def golden_lines() -> list[str]:
+    return [line for case in golden_cases() for line in read_lines(case)]
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a golden .log file, exactly, without their terminators."""
+    return path.read_bytes().decode("utf-8").split("\n")[:-1]
+
+
+@pytest.fixture
+def fast_parser() -> GatewayParser:
+    return golden_parser(fast=True)
+
+
+@pytest.fixture
+def lark_parser() -> GatewayParser:
+    return golden_parser(fast=False)
+
+
+def run_ppship(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real console command as a user would, in a child process."""
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run([sys.executable, "-m", "proofpoint_shipper", *args], input=input,
+                          capture_output=True, timeout=timeout, env=env, check=False)
