@@ -20,8 +20,9 @@ GOLDEN_REFERENCE = "2022-03-01T12:00:00-06:00"
 
 
 def golden_parser(fast: bool = True) -> GatewayParser:
-    return GatewayParser(zone=resolve_zone(GOLDEN_ZONE),
-                         reference=datetime.fromisoformat(GOLDEN_REFERENCE), fast=fast)
+    return GatewayParser(
+        zone=resolve_zone(GOLDEN_ZONE), reference=datetime.fromisoformat(GOLDEN_REFERENCE), fast=fast
+    )
 
 
 def golden_cases() -> list[Path]:
@@ -50,5 +51,11 @@ def lark_parser() -> GatewayParser:
 def run_ppship(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the real console command as a user would, in a child process."""
     env = {**os.environ, "PYTHONWARNINGS": "error"}
-    return subprocess.run([sys.executable, "-m", "proofpoint_shipper", *args], input=input,
-                          capture_output=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "proofpoint_shipper", *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )

@@ -6,8 +6,8 @@ The only writer of golden files. Review `git diff tests/golden` before committin
 import json
 import sys
 
-from tests.conftest import golden_cases, golden_parser, read_lines
 from proofpoint_shipper.gateway import render_text
+from tests.conftest import golden_cases, golden_parser, read_lines
 
 
 def expected_for(lines: list[str]) -> list[dict]:

@@ -14,7 +14,7 @@ REQUIRED = {"stream", "table", "time", "fields", "raw"}
 def check_record(line: str) -> None:
     record = PARSER.parse(line)
     assert record["raw"] == line
-    assert REQUIRED <= record.keys()
+    assert record.keys() >= REQUIRED
     assert record["stream"] in {"gateway_filter", "gateway_sendmail", "other"}
     for value in record["fields"].values():
         assert isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))

@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ppship",
         description="Collect Proofpoint email-security logs (TAP, PoD, on-prem gateway) and ship them "
         "to S3 in the layout a SIEM data lake ingests, alone or inside Fluent Bit, Vector or Fluentd.",
-        epilog="Run 'ppship COMMAND --help' for the options of each command.")
+        epilog="Run 'ppship COMMAND --help' for the options of each command.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gateway_command.register(subcommands)

@@ -15,24 +15,19 @@ class Stream:
     tag: str  # Fluent tag
 
 
+# fmt: off
 STREAMS: tuple[Stream, ...] = (
-    Stream("tap_messages_delivered", "proofpoint_tap_messages_delivered", "ndjson", "tap_api",
-           "proofpoint.tap.messages_delivered"),
-    Stream("tap_messages_blocked", "proofpoint_tap_messages_blocked", "ndjson", "tap_api",
-           "proofpoint.tap.messages_blocked"),
-    Stream("tap_clicks_permitted", "proofpoint_tap_clicks_permitted", "ndjson", "tap_api",
-           "proofpoint.tap.clicks_permitted"),
-    Stream("tap_clicks_blocked", "proofpoint_tap_clicks_blocked", "ndjson", "tap_api",
-           "proofpoint.tap.clicks_blocked"),
-    Stream("pod_message", "proofpoint_on_demand_message", "ndjson", "pod_stream",
-           "proofpoint.pod.message"),
-    Stream("pod_maillog", "proofpoint_on_demand_maillog", "ndjson", "pod_stream",
-           "proofpoint.pod.maillog"),
-    Stream("gateway_filter", "proofpoint_gateway_filter_logs", "text", "gateway_syslog",
-           "proofpoint.gateway.filter"),
-    Stream("gateway_sendmail", "proofpoint_gateway_sendmail_logs", "text", "gateway_syslog",
-           "proofpoint.gateway.sendmail"),
+    #      name                      table                                 format    collection        tag
+    Stream("tap_messages_delivered", "proofpoint_tap_messages_delivered", "ndjson", "tap_api",        "proofpoint.tap.messages_delivered"),
+    Stream("tap_messages_blocked",   "proofpoint_tap_messages_blocked",   "ndjson", "tap_api",        "proofpoint.tap.messages_blocked"),
+    Stream("tap_clicks_permitted",   "proofpoint_tap_clicks_permitted",   "ndjson", "tap_api",        "proofpoint.tap.clicks_permitted"),
+    Stream("tap_clicks_blocked",     "proofpoint_tap_clicks_blocked",     "ndjson", "tap_api",        "proofpoint.tap.clicks_blocked"),
+    Stream("pod_message",            "proofpoint_on_demand_message",      "ndjson", "pod_stream",     "proofpoint.pod.message"),
+    Stream("pod_maillog",            "proofpoint_on_demand_maillog",      "ndjson", "pod_stream",     "proofpoint.pod.maillog"),
+    Stream("gateway_filter",         "proofpoint_gateway_filter_logs",    "text",   "gateway_syslog", "proofpoint.gateway.filter"),
+    Stream("gateway_sendmail",       "proofpoint_gateway_sendmail_logs",  "text",   "gateway_syslog", "proofpoint.gateway.sendmail"),
 )
+# fmt: on
 
 BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}
 BY_TABLE: dict[str, Stream] = {s.table: s for s in STREAMS}

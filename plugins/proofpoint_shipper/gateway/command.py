@@ -48,32 +48,59 @@ ENCODERS: dict[str, Callable[[dict, str | None], bytes]] = {
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     gateway = subcommands.add_parser(
-        "gateway", help="on-prem gateway syslog (filter_instance and sendmail lines)",
-        description="Commands for the on-prem Proofpoint gateway's syslog lines.")
+        "gateway",
+        help="on-prem gateway syslog (filter_instance and sendmail lines)",
+        description="Commands for the on-prem Proofpoint gateway's syslog lines.",
+    )
     actions = gateway.add_subparsers(dest="action", required=True, metavar="ACTION")
     parse = actions.add_parser(
-        "parse", help="parse gateway log lines into records (for an agent's exec input)",
+        "parse",
+        help="parse gateway log lines into records (for an agent's exec input)",
         description="Read gateway log lines from FILEs (or stdin) and write one record per line to "
         "stdout. Lines that do not parse are written too, with their raw text and an `error` field. "
-        "Counts per stream go to stderr at exit.")
+        "Counts per stream go to stderr at exit.",
+    )
     parse.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
-    parse.add_argument("--format", choices=sorted(ENCODERS), default="json",
-                       help="json: NDJSON records; text: the line with its header normalised, for the "
-                       "gateway text tables; msgpack: one msgpack map per record (default: %(default)s)")
-    parse.add_argument("--streams", default="filter,sendmail,other", type=_streams,
-                       help="comma list of the streams to write (filter, sendmail, other); "
-                       "the others are counted and skipped (default: all)")
-    parse.add_argument("--timezone", default="local",
-                       help="zone of BSD timestamps (no zone of their own): IANA name, UTC, ±HH:MM "
-                       "or local (default: %(default)s, the machine's zone)")
-    parse.add_argument("--reference-time", type=_reference_time, default=None, metavar="ISO8601",
-                       help="time that BSD years are inferred against and header-less lines are "
-                       "stamped with (default: now); set it to re-process old files")
-    parse.add_argument("--host", default=None,
-                       help="host name written for lines that carry none (on-box and header-less lines)")
-    parse.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES,
-                       help="longer lines keep this many bytes and carry an error saying how many "
-                       "were dropped (default: %(default)s)")
+    parse.add_argument(
+        "--format",
+        choices=sorted(ENCODERS),
+        default="json",
+        help="json: NDJSON records; text: the line with its header normalised, for the "
+        "gateway text tables; msgpack: one msgpack map per record (default: %(default)s)",
+    )
+    parse.add_argument(
+        "--streams",
+        default="filter,sendmail,other",
+        type=_streams,
+        help="comma list of the streams to write (filter, sendmail, other); "
+        "the others are counted and skipped (default: all)",
+    )
+    parse.add_argument(
+        "--timezone",
+        default="local",
+        help="zone of BSD timestamps (no zone of their own): IANA name, UTC, ±HH:MM "
+        "or local (default: %(default)s, the machine's zone)",
+    )
+    parse.add_argument(
+        "--reference-time",
+        type=_reference_time,
+        default=None,
+        metavar="ISO8601",
+        help="time that BSD years are inferred against and header-less lines are "
+        "stamped with (default: now); set it to re-process old files",
+    )
+    parse.add_argument(
+        "--host",
+        default=None,
+        help="host name written for lines that carry none (on-box and header-less lines)",
+    )
+    parse.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        help="longer lines keep this many bytes and carry an error saying how many "
+        "were dropped (default: %(default)s)",
+    )
     parse.set_defaults(run=run)
 
 
@@ -82,7 +109,8 @@ def _streams(text: str) -> frozenset[str]:
     unknown = [name for name in names if name not in STREAM_CHOICES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown stream {', '.join(unknown) or '(none)'}: choose from filter, sendmail, other")
+            f"unknown stream {', '.join(unknown) or '(none)'}: choose from filter, sendmail, other"
+        )
     return frozenset(STREAM_CHOICES[name] for name in names)
 
 
@@ -104,8 +132,7 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     sources = _open_inputs(args.files)
-    parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time,
-                           host=args.host)
+    parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host)
     job = ParseJob(parser, ENCODERS[args.format], args.streams, args.max_line_bytes)
     with job.signals_handled():
         for fd in sources:
@@ -137,8 +164,13 @@ def _open_inputs(files: list[str]) -> list[int]:
 class ParseJob:
     """One run: reads batches, parses, writes and flushes per batch, counts per stream."""
 
-    def __init__(self, parser: GatewayParser, encode: Callable[[dict, str | None], bytes],
-                 streams: frozenset[str], max_line_bytes: int):
+    def __init__(
+        self,
+        parser: GatewayParser,
+        encode: Callable[[dict, str | None], bytes],
+        streams: frozenset[str],
+        max_line_bytes: int,
+    ):
         self.parser = parser
         self.encode = encode
         self.streams = streams
@@ -170,8 +202,7 @@ class ParseJob:
         for index, text in enumerate(texts):
             problem = None
             if undecodable or batch.dropped:
-                problem = _problem(index in undecodable, batch.dropped.get(index, 0),
-                                   self.max_line_bytes)
+                problem = _problem(index in undecodable, batch.dropped.get(index, 0), self.max_line_bytes)
             record, body = parse(text, problem=problem)
             stream = record["stream"]
             if "error" in record:
@@ -205,13 +236,16 @@ class ParseJob:
         total = sum(n for (_, status), n in self.counts.items() if status != "skipped")
         parts = []
         for stream in (FILTER, SENDMAIL, OTHER):
-            figures = ", ".join(f"{self.counts[stream, s]} {s}"
-                                for s in ("parsed", "partial", "failed", "skipped")
-                                if self.counts[stream, s] or s == "parsed")
+            figures = ", ".join(
+                f"{self.counts[stream, s]} {s}"
+                for s in ("parsed", "partial", "failed", "skipped")
+                if self.counts[stream, s] or s == "parsed"
+            )
             parts.append(f"{stream} {figures}")
         ending = " (stopped early)" if self.stopping or self.output_closed else ""
-        print(f"ppship gateway parse: {total} lines{ending}: " + "; ".join(parts), file=sys.stderr,
-              flush=True)
+        print(
+            f"ppship gateway parse: {total} lines{ending}: " + "; ".join(parts), file=sys.stderr, flush=True
+        )
 
 
 def _decode_lines(lines: list[bytes]) -> tuple[list[str], set[int]]:
@@ -239,8 +273,10 @@ def _problem(undecodable: bool, dropped: int, limit: int) -> str | None:
     if undecodable:
         problems.append("invalid UTF-8 (replaced with U+FFFD)")
     if dropped:
-        problems.append(f"line of {limit + dropped} bytes cut to its first {limit} "
-                        f"(--max-line-bytes); {dropped} bytes dropped")
+        problems.append(
+            f"line of {limit + dropped} bytes cut to its first {limit} "
+            f"(--max-line-bytes); {dropped} bytes dropped"
+        )
     return "; ".join(problems) or None
 
 
@@ -271,4 +307,3 @@ class _StopOnSignal:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
-

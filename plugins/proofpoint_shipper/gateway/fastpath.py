@@ -47,8 +47,7 @@ def _header_regex() -> re.Pattern[str]:
         return terminal("syslog", name)
 
     host, tag = _atom(t("HOST")), _atom(t("TAG"))
-    leads = {"rfc3339": t("RFC3339_TIME"), "bsd": t("BSD_TIME"), "onbox": t("ONBOX_TIME"),
-             "tag3": t("TAG")}
+    leads = {"rfc3339": t("RFC3339_TIME"), "bsd": t("BSD_TIME"), "onbox": t("ONBOX_TIME"), "tag3": t("TAG")}
     header = _first_of(
         ("rfc3339", leads["rfc3339"], f" (?P<host1>{host}) (?P<tag1>{tag})"),
         ("bsd", leads["bsd"], f" (?P<host2>{host}) (?P<tag2>{tag})"),
@@ -90,6 +89,7 @@ def _sendmail_regexes() -> dict[str, re.Pattern[str]]:
 
 def _common_header_regex() -> re.Pattern[str]:
     """The shape of nearly every real line: RFC 3339 or BSD time, host, prog[pid]:, a body."""
+
     def t(name: str) -> str:
         return terminal("syslog", name)
 
@@ -141,7 +141,7 @@ def fast_filter_body(body: str) -> FilterBody | None:
     values = parts[2::3]
     if '"' in body:
         values = [unquote(value) for value in values]
-    return FilterBody(parts[0], list(zip(parts[1::3], values)), tail)
+    return FilterBody(parts[0], list(zip(parts[1::3], values, strict=True)), tail)
 
 
 def _filter_whole(body: str) -> FilterBody | None:
@@ -166,4 +166,4 @@ def fast_sendmail_body(body: str) -> SendmailBody | None:
     if any(parts[3::3]):
         return None  # cannot happen for one line: a value runs up to the next ", key="
     text = None if key_first else parts[0]
-    return SendmailBody(qid, text, list(zip(parts[1::3], parts[2::3])))
+    return SendmailBody(qid, text, list(zip(parts[1::3], parts[2::3], strict=True)))

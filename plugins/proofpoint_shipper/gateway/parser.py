@@ -18,7 +18,7 @@ from proofpoint_shipper.gateway.record import (
     collect_fields,
     stream_of_program,
 )
-from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody, split_tag
+from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody
 from proofpoint_shipper.gateway.timestamps import (
     BsdClock,
     format_time,
@@ -43,8 +43,14 @@ class GatewayParser:
     for lines that name none. fast=False parses with the Lark grammars alone.
     """
 
-    def __init__(self, *, zone: tzinfo | None = None, reference: datetime | None = None,
-                 host: str | None = None, fast: bool = True):
+    def __init__(
+        self,
+        *,
+        zone: tzinfo | None = None,
+        reference: datetime | None = None,
+        host: str | None = None,
+        fast: bool = True,
+    ):
         self.zone = zone or local_zone()
         self.now: Callable[[], datetime] = (
             (lambda: reference) if reference is not None else (lambda: datetime.now(self.zone))
@@ -86,8 +92,7 @@ class GatewayParser:
         parsed = _BODY_PARSERS[stream][0](body)
         if parsed is None:
             return None
-        record = {"stream": stream, "table": TABLES[stream], "time": time, "host": host,
-                  "program": program}
+        record = {"stream": stream, "table": TABLES[stream], "time": time, "host": host, "program": program}
         if pid is not None:
             record["pid"] = pid
         _add_body_fields(record, parsed)
@@ -125,16 +130,28 @@ class GatewayParser:
         return header if header is not None else syntax.lark_header(line)
 
     def _unreadable(self, line: str, errors: list[str]) -> dict:
-        return {"stream": OTHER, "table": None, "time": format_time(self.now()),
-                "time_source": "received", "fields": {}, "raw": line, "error": "; ".join(errors)}
+        return {
+            "stream": OTHER,
+            "table": None,
+            "time": format_time(self.now()),
+            "time_source": "received",
+            "fields": {},
+            "raw": line,
+            "error": "; ".join(errors),
+        }
 
     def _add_header(self, record: dict, header: Header, errors: list[str]) -> None:
         record["time"], from_line = self._time(header, errors)
         if not from_line:
             record["time_source"] = "received"
         host = header.host or self.host
-        for key, value in (("host", host), ("program", header.program), ("pid", header.pid),
-                           ("msgid", header.msgid), ("structured_data", header.structured_data)):
+        for key, value in (
+            ("host", host),
+            ("program", header.program),
+            ("pid", header.pid),
+            ("msgid", header.msgid),
+            ("structured_data", header.structured_data),
+        ):
             if value is not None:
                 record[key] = value
         if header.pri is not None:
@@ -154,8 +171,9 @@ class GatewayParser:
             errors.append(str(exc))
         return format_time(self.now()), False
 
-    def _add_body(self, record: dict, stream: str, header: Header, line_length: int,
-                  errors: list[str]) -> None:
+    def _add_body(
+        self, record: dict, stream: str, header: Header, line_length: int, errors: list[str]
+    ) -> None:
         body = header.body
         if not body:
             has_header = body is not None or any(part is not None for part in header[:-1])

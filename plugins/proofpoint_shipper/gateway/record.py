@@ -11,8 +11,11 @@ from proofpoint_shipper.streams import BY_NAME, OTHER
 
 FILTER = "gateway_filter"
 SENDMAIL = "gateway_sendmail"
-TABLES: dict[str, str | None] = {FILTER: BY_NAME[FILTER].table, SENDMAIL: BY_NAME[SENDMAIL].table,
-                                 OTHER: None}
+TABLES: dict[str, str | None] = {
+    FILTER: BY_NAME[FILTER].table,
+    SENDMAIL: BY_NAME[SENDMAIL].table,
+    OTHER: None,
+}
 
 _FILTER_PROGRAM = re.compile(common_terminal("FILTER_PROGRAM") + r"\Z")
 _SENDMAIL_PROGRAM = re.compile(common_terminal("SENDMAIL_PROGRAM") + r"\Z")

@@ -162,9 +162,7 @@ def _position(exc: UnexpectedInput) -> int | None:
 
 def describe(exc: UnexpectedInput, what: str) -> str:
     """One line saying why a parse stopped; where it stopped is the ParseError's position."""
-    if isinstance(exc, UnexpectedEOF) or (
-        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
-    ):
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
         return f"{what}: ends too early"
     if isinstance(exc, UnexpectedCharacters):
         return f"{what}: unexpected {exc.char!r}"

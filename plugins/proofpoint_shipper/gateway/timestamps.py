@@ -12,7 +12,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from proofpoint_shipper.errors import ConfigError, ParseError
 
-MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
 _BSD_CACHE_LIMIT = 4096
 FUTURE_TOLERANCE = timedelta(days=1)  # how far ahead of us a gateway clock may run
 
@@ -58,7 +63,7 @@ def split_onbox(stamp: str) -> str:
 
 
 def _split_fraction(rest: str) -> tuple[str, str]:
-    """".157994-06:00" → (".157994", "-06:00"); "Z" → ("", "Z")."""
+    """ ".157994-06:00" → (".157994", "-06:00"); "Z" → ("", "Z")."""
     for index, char in enumerate(rest):
         if char in "+-Zz":
             return rest[:index], rest[index:]

@@ -1,0 +1,62 @@
+"""The line reader: lines split across reads, bounded length, CRLF, a last line without newline."""
+
+import os
+import threading
+
+from proofpoint_shipper.lines import CHUNK_BYTES, LineReader
+
+
+def read_all(data: bytes, limit: int = 1000, pieces: int = 1) -> list[tuple[bytes, int]]:
+    """Feed `data` through a real pipe in `pieces` writes and collect (line, dropped)."""
+    read_end, write_end = os.pipe()
+    step = max(1, len(data) // pieces)
+
+    def writer():
+        with os.fdopen(write_end, "wb") as out:
+            for start in range(0, len(data), step):
+                out.write(data[start : start + step])
+                out.flush()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    out = []
+    with os.fdopen(read_end, "rb") as handle:
+        for batch in LineReader(handle.fileno(), limit).batches():
+            out.extend((line, batch.dropped.get(i, 0)) for i, line in enumerate(batch.lines))
+    thread.join()
+    return out
+
+
+def test_lines_split_across_reads_come_out_whole():
+    data = b"".join(b"line %d with some text\n" % n for n in range(5000))
+    assert [line for line, _ in read_all(data, pieces=997)] == data.split(b"\n")[:-1]
+
+
+def test_last_line_without_newline_is_kept():
+    assert read_all(b"a\nb") == [(b"a", 0), (b"b", 0)]
+
+
+def test_crlf_is_removed_and_a_lone_cr_kept():
+    assert read_all(b"a\r\nb\rc\n") == [(b"a", 0), (b"b\rc", 0)]
+
+
+def test_overlong_lines_are_cut_and_counted_even_across_reads():
+    long = b"x" * (3 * CHUNK_BYTES + 17)
+    out = read_all(b"short\n" + long + b"\nafter\n", limit=100, pieces=7)
+    assert out == [(b"short", 0), (b"x" * 100, len(long) - 100), (b"after", 0)]
+
+
+def test_memory_is_bounded_by_the_line_limit():
+    """An endless line never grows the reader's buffer past its limit."""
+    read_end, write_end = os.pipe()
+    reader = LineReader(read_end, 1000)
+    os.write(write_end, b"y" * 60_000)
+    os.close(write_end)
+    batches = reader.batches()
+    (batch,) = list(batches)
+    assert batch.lines == [b"y" * 1000] and batch.dropped == {0: 59_000}
+    os.close(read_end)
+
+
+def test_empty_input_gives_nothing():
+    assert read_all(b"") == []

@@ -1,0 +1,51 @@
+"""The grammars ship inside the wheel and load from the installed package."""
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from proofpoint_shipper.gateway import grammar
+
+GRAMMARS = {"common.lark", "syslog.lark", "filter_instance.lark", "sendmail.lark"}
+
+
+def test_every_grammar_loads_with_lalr_and_the_contextual_lexer():
+    for name in grammar.GRAMMARS:
+        lark = grammar.parser(name)
+        assert lark.options.parser == "lalr" and lark.options.lexer == "contextual"
+    assert {p.name for p in grammar.grammar_dir().glob("*.lark")} >= GRAMMARS
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_grammars_and_runs_from_them(tmp_path):
+    root = grammar.grammar_dir().parent
+    if root.name == "proofpoint_shipper":
+        pytest.skip("running from an installed wheel already: nothing to build")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr.decode()
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"proofpoint_shipper/grammars/{name}" for name in GRAMMARS} <= names
+    # Load the grammars from the unpacked wheel alone, as an installed package would.
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    probe = (
+        "from proofpoint_shipper.gateway import grammar, parse_line; "
+        "print(grammar.grammar_dir()); print(parse_line('x[1]: y')['program'])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    where, program = run.stdout.decode().split()
+    assert where.startswith(str(tmp_path / "site")) and program == "x"

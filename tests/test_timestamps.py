@@ -1,0 +1,113 @@
+"""Timestamp normalisation: every header form to %Y-%m-%dT%H:%M:%S.%f%z, BSD years and zones."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from proofpoint_shipper.errors import ConfigError, ParseError
+from proofpoint_shipper.gateway.timestamps import BsdClock, resolve_zone, split_onbox, split_rfc3339
+
+CHICAGO = ZoneInfo("America/Chicago")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "normal"),
+    [
+        ("2022-02-20T08:35:00.157994-06:00", "2022-02-20T08:35:00.157994-06:00"),
+        ("2022-02-20T14:35:00Z", "2022-02-20T14:35:00.000000+00:00"),
+        ("2022-02-20t14:35:00z", "2022-02-20T14:35:00.000000+00:00"),
+        ("2022-02-20T08:35:00-0600", "2022-02-20T08:35:00.000000-06:00"),
+        ("2022-02-20T08:35:00.1+05:30", "2022-02-20T08:35:00.100000+05:30"),
+        ("2022-02-20T08:35:00.123456789Z", "2022-02-20T08:35:00.123456+00:00"),
+    ],
+)
+def test_rfc3339_forms(stamp, normal):
+    assert split_rfc3339(stamp) == normal
+    assert datetime.strptime(normal, "%Y-%m-%dT%H:%M:%S.%f%z")  # the tables' declared format
+
+
+def test_onbox_form():
+    assert split_onbox("[2015-06-17 16:51:00.354586 -0700]") == "2015-06-17T16:51:00.354586-07:00"
+
+
+@pytest.mark.parametrize("stamp", ["2022-13-20T08:35:00Z", "2022-02-30T08:35:00Z", "2022-02-20T25:00:00Z"])
+def test_impossible_times_are_parse_errors(stamp):
+    with pytest.raises(ParseError):
+        split_rfc3339(stamp)
+
+
+def clock_at(moment: datetime, zone=CHICAGO) -> BsdClock:
+    return BsdClock(zone, lambda: moment)
+
+
+def test_bsd_takes_year_and_zone_from_the_reference():
+    clock = clock_at(datetime(2022, 3, 1, 12, tzinfo=CHICAGO))
+    assert clock.normalize("Feb  3 08:35:00") == "2022-02-03T08:35:00.000000-06:00"
+    assert clock.normalize("Feb 13 08:35:00") == "2022-02-13T08:35:00.000000-06:00"
+
+
+def test_december_line_read_on_2_january_is_last_year():
+    clock = clock_at(datetime(2023, 1, 2, 9, tzinfo=CHICAGO))
+    assert clock.normalize("Dec 31 23:59:59") == "2022-12-31T23:59:59.000000-06:00"
+
+
+def test_a_line_from_a_clock_running_ahead_over_new_year_is_next_year():
+    clock = clock_at(datetime(2022, 12, 31, 23, 59, tzinfo=CHICAGO))
+    assert clock.normalize("Jan  1 00:00:30") == "2023-01-01T00:00:30.000000-06:00"
+
+
+def test_a_date_later_this_year_is_last_year():
+    clock = clock_at(datetime(2026, 11, 29, tzinfo=UTC), UTC)
+    assert clock.normalize("Dec 20 10:00:00") == "2025-12-20T10:00:00.000000+00:00"
+
+
+def test_bsd_zone_follows_daylight_saving():
+    clock = clock_at(datetime(2022, 8, 1, tzinfo=CHICAGO))
+    assert clock.normalize("Jul  4 12:00:00") == "2022-07-04T12:00:00.000000-05:00"
+    assert clock.normalize("Jan  4 12:00:00") == "2022-01-04T12:00:00.000000-06:00"
+
+
+def test_29_february_finds_its_leap_year():
+    clock = clock_at(datetime(2025, 3, 1, tzinfo=UTC), UTC)
+    assert clock.normalize("Feb 29 00:00:00") == "2024-02-29T00:00:00.000000+00:00"
+
+
+def test_no_such_day_is_a_parse_error():
+    with pytest.raises(ParseError):
+        clock_at(datetime(2025, 3, 1, tzinfo=UTC), UTC).normalize("Feb 30 00:00:00")
+
+
+def test_bsd_cache_stays_bounded():
+    clock = clock_at(datetime(2022, 3, 1, tzinfo=UTC), UTC)
+    for second in range(10_000):
+        clock.normalize(f"Feb  3 {second // 3600 % 24:02}:{second // 60 % 60:02}:{second % 60:02}")
+    assert len(clock._cache) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("name", "offset"),
+    [
+        ("UTC", timedelta(0)),
+        ("-06:00", timedelta(hours=-6)),
+        ("+0530", timedelta(hours=5, minutes=30)),
+    ],
+)
+def test_fixed_zones(name, offset):
+    assert resolve_zone(name).utcoffset(datetime(2022, 1, 1)) == offset
+
+
+def test_iana_zone_and_local_default():
+    assert resolve_zone("Europe/Berlin") == ZoneInfo("Europe/Berlin")
+    assert resolve_zone("local").utcoffset(datetime(2022, 1, 1)) is not None
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "+25:00", "+ab:cd", "../etc/passwd"])
+def test_bad_zones_are_config_errors(name):
+    with pytest.raises(ConfigError):
+        resolve_zone(name)
+
+
+def test_local_zone_honours_tz(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert resolve_zone(None).utcoffset(datetime(2022, 1, 1)) == timezone(timedelta(hours=9)).utcoffset(None)
