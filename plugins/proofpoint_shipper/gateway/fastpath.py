@@ -55,8 +55,15 @@ def _header_regex() -> re.Pattern[str]:
         ("tag3", leads["tag3"], ""),
     )
     no_header = f"(?!{'|'.join(leads.values())})(?P<bare>.+)?"
-    pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"  # RFC 5424 is left to Lark
-    return re.compile(f"{pri}(?:{header}(?:(?P<sep> )(?P<body>.+)?)?|{no_header})\\Z")
+    rfc5424 = (
+        f"(?P<pri5424>{t('PRI')}){t('VERSION')} (?:(?P<time5424>{_atom(t('RFC3339_TIME'))})|-)"
+        f" (?P<host5424>{_atom(t('HOST'))}) (?P<app>{_atom(t('APP_NAME'))})"
+        f" (?P<procid>{_atom(t('PROCID'))}) (?P<msgid>{_atom(t('MSGID'))})"
+        f" (?P<sd>{_atom(t('STRUCTURED_DATA'))})"
+    )
+    pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"  # a PRI then "1 " is RFC 5424
+    tail = "(?:(?P<sep> )(?P<body>.+)?)?"
+    return re.compile(f"(?:{rfc5424}|{pri}(?:{header}|{no_header})){tail}\\Z")
 
 
 def _filter_regexes() -> dict[str, re.Pattern[str]]:
@@ -93,10 +100,11 @@ def _common_header_regex() -> re.Pattern[str]:
     def t(name: str) -> str:
         return terminal("syslog", name)
 
+    pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"
     stamp = _first_of(("rfc3339", t("RFC3339_TIME"), ""), ("bsd", t("BSD_TIME"), ""))
     # TAG is PROGRAM ("[" PID "]")? ":" followed by a space; here its parts are captured.
     tag = f"(?P<program>{common_terminal('PROGRAM')})(?:\\[(?P<pid>{common_terminal('PID')})\\])?:"
-    return re.compile(f"{stamp} (?P<host>{_atom(t('HOST'))}) (?>{tag}) (?P<body>.+)\\Z")
+    return re.compile(f"{pri}{stamp} (?P<host>{_atom(t('HOST'))}) (?>{tag}) (?P<body>.+)\\Z")
 
 
 HEADER = _header_regex()
@@ -111,6 +119,10 @@ def fast_header(line: str) -> Header | None:
         return None
     g = match.group
     body = (g("body") or "") if g("sep") else None
+    if g("bare") is not None:
+        return Header(pri=g("pri"), body=g("bare"))  # no header: the whole line is the body
+    if g("pri5424"):
+        return _rfc5424_header(g, body)
     if g("rfc3339"):
         return _header_with_tag(g("pri"), "rfc3339", g("rfc3339"), g("host1"), g("tag1"), body)
     if g("bsd"):
@@ -120,7 +132,26 @@ def fast_header(line: str) -> Header | None:
     if g("tag3"):
         program, pid = split_tag(g("tag3"))
         return Header(pri=g("pri"), program=program, pid=pid, body=body)
-    return Header(pri=g("pri"), body=g("bare"))
+    return Header(pri=g("pri"), body=body)
+
+
+def _rfc5424_header(g, body: str | None) -> Header:
+    def value(name: str) -> str | None:
+        text = g(name)
+        return None if text == "-" else text
+
+    time_text = g("time5424")
+    return Header(
+        g("pri5424"),
+        "rfc3339" if time_text else None,
+        time_text,
+        value("host5424"),
+        value("app"),
+        value("procid"),
+        value("msgid"),
+        value("sd"),
+        body,
+    )
 
 
 def _header_with_tag(pri, kind, stamp, host, tag, body) -> Header:

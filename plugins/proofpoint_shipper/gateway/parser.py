@@ -74,14 +74,14 @@ class GatewayParser:
     # -- the common shape, in one pass ---------------------------------------------------------
 
     def _common_line(self, line: str) -> tuple[dict, str] | None:
-        """RFC 3339 or BSD header, host, prog[pid]:, a filter or sendmail body the fast path reads.
+        """[<PRI>] RFC 3339 or BSD time, host, prog[pid]:, a body the fast path reads.
 
         Gives exactly the record `_any_line` would, in far fewer steps; None for anything else.
         """
         match = fastpath.COMMON_HEADER.match(line)
         if match is None or "\x00" in line:
             return None
-        rfc3339, bsd, host, program, pid, body = match.groups()
+        pri, rfc3339, bsd, host, program, pid, body = match.groups()
         stream = self._program_streams.get(program) or self._remember_program(program)
         if stream == OTHER:
             return None
@@ -95,6 +95,8 @@ class GatewayParser:
         record = {"stream": stream, "table": TABLES[stream], "time": time, "host": host, "program": program}
         if pid is not None:
             record["pid"] = pid
+        if pri is not None:
+            record["pri"] = int(pri[1:-1])
         _add_body_fields(record, parsed)
         record["raw"] = line
         return record, body
