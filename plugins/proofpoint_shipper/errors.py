@@ -2,7 +2,10 @@
 
     ShipperError            root: anything the command reports as one line and exit code 2
      ├── ConfigError        a flag, setting or file name is wrong; found at start-up
+     │    └── SharedKeyRefused   a forward receiver refused our shared key
      ├── InputError         an input file cannot be opened or read
+     ├── DeliveryError      an output did not confirm data within its retry bound
+     ├── CursorConflict     another collector advanced the same cursor
      └── ParseError         part of a line does not follow its grammar (the hot path turns
                             it into a record's `error` field; it never leaves the parser)
 
@@ -18,8 +21,20 @@ class ConfigError(ShipperError):
     """A flag, setting or file name is wrong."""
 
 
+class SharedKeyRefused(ConfigError):
+    """A forward receiver and we do not share the same key; retrying cannot help."""
+
+
 class InputError(ShipperError):
     """An input file cannot be opened or read."""
+
+
+class DeliveryError(ShipperError):
+    """An output did not confirm the data within its retry bound; the data was kept."""
+
+
+class CursorConflict(ShipperError):
+    """Another collector advanced the same cursor since we read it; this one must stop."""
 
 
 class ParseError(ShipperError):

@@ -1,0 +1,91 @@
+"""Cursor stores: one JSON document per collector, saved only after the sink's flush() returned.
+
+`FileCursorStore` writes a temporary file, fsyncs it and renames it over the old one, so a crash
+leaves the old cursor or the new one, never a torn file. `S3CursorStore` writes with If-Match on
+the ETag it read (If-None-Match on first write): two collectors can never both advance one
+cursor; the one that loses gets CursorConflict and must stop.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
+
+
+class FileCursorStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cursor file {self.path} cannot be read: {exc}") from exc
+
+    def save(self, document: dict) -> None:
+        data = json.dumps(document, sort_keys=True).encode()
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            _fsync_directory(self.path.parent)
+        except OSError as exc:
+            raise ConfigError(f"cursor file {self.path} cannot be written: {exc.strerror}") from exc
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+class S3CursorStore:
+    def __init__(self, client, bucket: str, key: str):
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self._etag: str | None = None  # what we read: our write must replace exactly that
+
+    def load(self) -> dict | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                self._etag = None
+                return None
+            raise ConfigError(f"cursor s3://{self.bucket}/{self.key} cannot be read: {exc}") from exc
+        self._etag = response["ETag"]
+        return json.loads(response["Body"].read())
+
+    def save(self, document: dict) -> None:
+        condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+        body = json.dumps(document, sort_keys=True).encode()
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json", **condition
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
+                raise CursorConflict(
+                    f"cursor s3://{self.bucket}/{self.key} was advanced by another collector; "
+                    "stopping so that only one collector runs"
+                ) from exc
+            raise DeliveryError(f"cursor s3://{self.bucket}/{self.key} was not saved: {exc}") from exc
+        except BotoCoreError as exc:
+            raise DeliveryError(f"cursor s3://{self.bucket}/{self.key} was not saved: {exc}") from exc
+        self._etag = response["ETag"]

@@ -1,0 +1,1 @@
+"""The Fluent forward protocol: message shapes, EventTime and the shared-key handshake."""

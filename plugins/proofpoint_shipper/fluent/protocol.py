@@ -1,0 +1,72 @@
+"""Forward protocol v1 pieces the sinks and peers share: Forward-mode chunks, acks, handshake.
+
+EventTime is fluent-logger's (msgpack ext type 0, seconds and nanoseconds). The handshake is
+HELO (server) → PING (client) → PONG (server), each side proving the shared key with
+sha512_hex(salt + hostname + nonce + shared_key).
+"""
+
+import hashlib
+import os
+import uuid
+from datetime import datetime
+
+import msgpack
+from fluent.sender import EventTime
+
+from proofpoint_shipper.errors import DeliveryError, SharedKeyRefused
+
+MAX_SERVER_MESSAGE_BYTES = 64 * 1024  # acks and handshake messages are tiny
+
+
+def event_time(moment: datetime) -> EventTime:
+    nanoseconds = moment.microsecond * 1000
+    return EventTime(int(moment.timestamp()), nanoseconds)
+
+
+def new_chunk_id() -> str:
+    """A chunk id as a msgpack *string*: Fluent Bit acks nothing it received as binary."""
+    return uuid.uuid4().hex
+
+
+def forward_chunk(tag: str, entries: list[list], chunk_id: str) -> bytes:
+    """[tag, [[time, record], ...], {"size": n, "chunk": id}] packed."""
+    return msgpack.packb([tag, entries, {"size": len(entries), "chunk": chunk_id}], use_bin_type=True)
+
+
+def unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, max_buffer_size=MAX_SERVER_MESSAGE_BYTES, ext_hook=_ext_hook)
+
+
+def _ext_hook(code: int, data: bytes):
+    if code == 0 and len(data) == 8:
+        seconds, nanoseconds = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big")
+        return EventTime(seconds, nanoseconds)
+    return msgpack.ExtType(code, data)
+
+
+def shared_key_digest(salt: bytes, hostname: str, nonce: bytes, shared_key: str) -> str:
+    return hashlib.sha512(salt + hostname.encode() + nonce + shared_key.encode()).hexdigest()
+
+
+def ping(helo: object, hostname: str, shared_key: str) -> tuple[bytes, bytes, bytes]:
+    """The PING answering a HELO: (packed message, our salt, the server's nonce)."""
+    if not (isinstance(helo, list) and len(helo) == 2 and helo[0] == "HELO" and isinstance(helo[1], dict)):
+        raise DeliveryError(f"forward receiver sent no HELO but {str(helo)[:80]!r}")
+    nonce = _as_bytes(helo[1].get("nonce", b""))
+    salt = os.urandom(16)
+    message = ["PING", hostname, salt, shared_key_digest(salt, hostname, nonce, shared_key), "", ""]
+    return msgpack.packb(message, use_bin_type=True), salt, nonce
+
+
+def check_pong(pong: object, salt: bytes, nonce: bytes, shared_key: str) -> None:
+    if not (isinstance(pong, list) and len(pong) == 5 and pong[0] == "PONG"):
+        raise DeliveryError(f"forward receiver sent no PONG but {str(pong)[:80]!r}")
+    _, accepted, reason, server_hostname, digest = pong
+    if not accepted:
+        raise SharedKeyRefused(f"forward receiver refused our shared key: {reason}")
+    if digest != shared_key_digest(salt, server_hostname, nonce, shared_key):
+        raise SharedKeyRefused("forward receiver does not know our shared key (its PONG digest differs)")
+
+
+def _as_bytes(value: object) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)

@@ -1,0 +1,93 @@
+"""A local S3 (moto's server) on 127.0.0.1 for tests, the demo and trying the S3 output.
+
+`LocalS3(bucket)` is a context manager: start() binds a free port (or the one given), creates the
+bucket, and gives `endpoint_url` and a boto3 `client()`. `ppship dev s3` runs one until stopped.
+"""
+
+import argparse
+import logging
+import signal
+import threading
+
+import boto3
+
+from proofpoint_shipper.errors import ConfigError
+
+LOCAL_CREDENTIALS = {
+    "aws_access_key_id": "local",
+    "aws_secret_access_key": "local",
+    "region_name": "us-east-1",
+}
+
+
+class LocalS3:
+    def __init__(self, bucket: str = "proofpoint-logs", port: int = 0, host: str = "127.0.0.1"):
+        self.bucket = bucket
+        self.port = port
+        self.host = host
+        self._server = None
+
+    def start(self) -> "LocalS3":
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise ConfigError("the local S3 needs moto: pip install 'proofpoint-shipper[dev]'") from exc
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        client = self.client()
+        if self.bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=self.bucket)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def client(self, **config):
+        return boto3.client("s3", endpoint_url=self.endpoint_url, **LOCAL_CREDENTIALS, **config)
+
+    def __enter__(self) -> "LocalS3":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    dev = subcommands.add_parser(
+        "dev",
+        help="local stand-ins for trying ppship without AWS",
+        description="Local stand-ins for trying ppship without AWS.",
+    )
+    actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s3 = actions.add_parser(
+        "s3",
+        help="run a local S3 on 127.0.0.1 until Ctrl-C",
+        description="Run a local S3 (moto) on 127.0.0.1 with one bucket, until "
+        "Ctrl-C or SIGTERM. Prints the endpoint and the settings to use it.",
+    )
+    s3.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    s3.add_argument("--bucket", default="proofpoint-logs", help="bucket to create (default: %(default)s)")
+    s3.set_defaults(run=run_local_s3)
+
+
+def run_local_s3(args: argparse.Namespace) -> int:
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    with LocalS3(args.bucket, args.port) as local:
+        print(f"local S3 at {local.endpoint_url}, bucket {local.bucket}", flush=True)
+        print(
+            f"  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1\n"
+            f"  aws --endpoint-url {local.endpoint_url} s3 ls s3://{local.bucket}/ --recursive",
+            flush=True,
+        )
+        stopped.wait()
+    return 0

@@ -1,0 +1,19 @@
+"""Outputs: where records go once collected. One interface, three sinks.
+
+    sink.write(table, records)   buffer records for one table (raises ConfigError on an unknown table)
+    sink.flush()                 return only once the data is durable at the destination,
+                                 or raise DeliveryError (the data stays buffered)
+    sink.close()                 flush, then release connections
+
+`StdoutSink` (an agent's exec input), `ForwardSink` (Fluent forward protocol with acks), `S3Sink`.
+"""
+
+from typing import Protocol
+
+
+class Sink(Protocol):
+    def write(self, table: str, records: list[dict]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,127 @@
+"""ForwardSink: records to a Fluent forward input (Fluent Bit, Fluentd, Vector) with acks.
+
+Records are sent as Forward-mode chunks tagged with their stream's tag and EventTime times;
+`flush()` returns once every chunk was acknowledged. A lost connection is re-opened under the
+retry policy and unacknowledged chunks are sent again (at-least-once: the receiver may see a
+chunk twice if only its ack was lost). Optional TLS and shared-key handshake.
+"""
+
+import logging
+import socket
+import ssl
+from collections import defaultdict
+
+from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.fluent import protocol
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.records import record_time, stream_for
+
+log = logging.getLogger("proofpoint_shipper")
+DEFAULT_CHUNK_RECORDS = 1000
+
+
+class ForwardSink:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        shared_key: str | None = None,
+        hostname: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    ):
+        self.address = (host, port)
+        self.tls = tls
+        self.shared_key = shared_key
+        self.hostname = hostname or socket.gethostname()
+        self.timeout = timeout
+        self.retry = retry
+        self.chunk_records = chunk_records
+        self._entries: dict[str, list[list]] = defaultdict(list)
+        self._unacked: dict[str, bytes] = {}  # chunk id → packed chunk, in sending order
+        self._socket: socket.socket | None = None
+        self._unpacker = protocol.unpacker()
+
+    def write(self, table: str, records: list[dict]) -> None:
+        tag = stream_for(table).tag
+        entries = self._entries[tag]
+        for record in records:
+            entries.append([protocol.event_time(record_time(record)), record])
+
+    def flush(self) -> None:
+        self._cut_chunks()
+        if not self._unacked:
+            return
+        try:
+            self.retry.run(self._send_and_confirm, f"forward to {self._where()}", (OSError, DeliveryError))
+        except (OSError, DeliveryError) as exc:
+            self._disconnect()
+            raise DeliveryError(
+                f"forward receiver {self._where()} did not acknowledge {len(self._unacked)} chunks: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._disconnect()
+
+    def _cut_chunks(self) -> None:
+        for tag, entries in self._entries.items():
+            for start in range(0, len(entries), self.chunk_records):
+                chunk_id = protocol.new_chunk_id()
+                batch = entries[start : start + self.chunk_records]
+                self._unacked[chunk_id] = protocol.forward_chunk(tag, batch, chunk_id)
+        self._entries.clear()
+
+    def _send_and_confirm(self) -> None:
+        try:
+            connection = self._connection()
+            for payload in self._unacked.values():
+                connection.sendall(payload)
+            while self._unacked:
+                reply = self._receive(connection)
+                chunk_id = reply.get("ack") if isinstance(reply, dict) else None
+                if chunk_id not in self._unacked:
+                    raise DeliveryError(f"unexpected reply {str(reply)[:80]!r}")
+                del self._unacked[chunk_id]
+        except BaseException:
+            self._disconnect()  # start the next attempt on a fresh connection
+            raise
+
+    def _connection(self) -> socket.socket:
+        if self._socket is None:
+            raw = socket.create_connection(self.address, timeout=self.timeout)
+            self._socket = self.tls.wrap_socket(raw, server_hostname=self.address[0]) if self.tls else raw
+            self._unpacker = protocol.unpacker()
+            if self.shared_key is not None:
+                self._handshake(self._socket)
+        return self._socket
+
+    def _handshake(self, connection: socket.socket) -> None:
+        message, salt, nonce = protocol.ping(self._receive(connection), self.hostname, self.shared_key)
+        connection.sendall(message)
+        protocol.check_pong(self._receive(connection), salt, nonce, self.shared_key)
+
+    def _receive(self, connection: socket.socket) -> object:
+        """The next message from the receiver; raises on a closed connection or a timeout."""
+        while True:
+            for message in self._unpacker:
+                return message
+            data = connection.recv(65536)
+            if not data:
+                raise ConnectionResetError("forward receiver closed the connection")
+            self._unpacker.feed(data)
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.close()
+            finally:
+                self._socket = None
+
+    def _where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"

@@ -1,0 +1,46 @@
+"""What every sink needs to know about a record: its stream, its time, its line in a table.
+
+`stream_for(table)` refuses unknown tables; `record_time` finds an event's own time;
+`table_line` is the bytes that land in S3 for one record (NDJSON or the text line).
+"""
+
+from datetime import UTC, datetime
+
+import orjson
+
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.streams import BY_TABLE, Stream
+
+# Where each source keeps the event's own time, in the order they are tried.
+TIME_KEYS = ("time", "eventTime", "clickTime", "click_time", "messageTime", "ts")
+
+
+def stream_for(table: str) -> Stream:
+    try:
+        return BY_TABLE[table]
+    except KeyError:
+        known = ", ".join(sorted(BY_TABLE))
+        raise ConfigError(f"unknown table {table!r}; known tables: {known}") from None
+
+
+def record_time(record: dict, default: datetime | None = None) -> datetime:
+    """The event's own time (aware, UTC), else `default`, else now."""
+    for key in TIME_KEYS:
+        value = record.get(key)
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return default or datetime.now(UTC)
+
+
+def table_line(stream: Stream, record: dict) -> bytes:
+    """One line of a table's object: the JSON record, or for a text table the line itself."""
+    if stream.format == "text":
+        text = record.get("text", record.get("raw"))
+        if not isinstance(text, str):
+            raise ValueError("a text-table record needs a 'text' (or 'raw') string")
+        return text.encode() + b"\n"
+    return orjson.dumps(record) + b"\n"

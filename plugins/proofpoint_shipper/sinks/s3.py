@@ -1,0 +1,197 @@
+"""S3Sink: records straight into the data-lake bucket, one object per table, hour and batch.
+
+Keys: <prefix>/<table>/<YYYY>/<MM>/<DD>/<HH>/<host>-<YYYYmmddTHHMMSSZ>-<uuid>.<ndjson|log>[.gz], the
+time parts from the records (UTC). A batch closes at `max_batch_bytes` (uncompressed) or
+`max_batch_age` seconds, and on `flush()`. An upload that fails past the retry policy goes to
+the spool (if one is set) and is re-sent, in order and under the same key, when S3 answers again.
+"""
+
+import gzip
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from proofpoint_shipper.errors import ConfigError, DeliveryError
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.records import record_time, stream_for, table_line
+from proofpoint_shipper.sinks.spool import Spool
+
+log = logging.getLogger("proofpoint_shipper")
+DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BATCH_AGE = 60.0  # seconds
+_CREDENTIAL_ERRORS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "403",
+}
+
+
+@dataclass
+class _Batch:
+    table: str
+    first_time: datetime
+    opened: float
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+class S3Sink:
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        *,
+        prefix: str = "",
+        host: str | None = None,
+        compress: bool = True,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        spool: Spool | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        if sse not in (None, "AES256", "aws:kms"):
+            raise ConfigError(f"unknown server-side encryption {sse!r}: use AES256 or aws:kms")
+        if kms_key_id and sse != "aws:kms":
+            raise ConfigError("a KMS key id needs --sse aws:kms")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.host = host or socket.gethostname()
+        self.compress = compress
+        self.max_batch_bytes = max_batch_bytes
+        self.max_batch_age = max_batch_age
+        self.sse, self.kms_key_id = sse, kms_key_id
+        self.spool = spool
+        self.retry = retry
+        self._open: dict[tuple[str, datetime], _Batch] = {}
+        self._waiting: list[tuple[str, bytes, dict[str, str]]] = []  # closed, not yet delivered
+
+    def check(self) -> None:
+        """Start-up checks: the bucket exists and the credentials work; the spool is writable."""
+        if self.spool is not None:
+            self.spool.check()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError as exc:
+            raise ConfigError("no AWS credentials found (environment, profile or instance role)") from exc
+        except ClientError as exc:
+            raise _config_error(exc, self.bucket) from exc
+        except BotoCoreError as exc:
+            raise ConfigError(f"cannot reach S3 for bucket {self.bucket}: {exc}") from exc
+
+    def write(self, table: str, records: list[dict]) -> None:
+        stream = stream_for(table)
+        for record in records:
+            moment = record_time(record)
+            hour = moment.replace(minute=0, second=0, microsecond=0)
+            batch = self._open.get((table, hour))
+            if batch is None:
+                batch = self._open[table, hour] = _Batch(table, moment, time.monotonic())
+            line = table_line(stream, record)
+            batch.lines.append(line)
+            batch.size += len(line)
+            if batch.size >= self.max_batch_bytes:
+                self._close(table, hour)
+        self._close_aged()
+
+    def flush(self) -> None:
+        for table, hour in list(self._open):
+            self._close(table, hour)
+        self._deliver_waiting()
+
+    def close(self) -> None:
+        self.flush()
+
+    def object_key(self, table: str, first_time: datetime) -> str:
+        moment = first_time.astimezone(UTC)
+        suffix = (".ndjson" if stream_for(table).format == "ndjson" else ".log") + (
+            ".gz" if self.compress else ""
+        )
+        name = f"{self.host}-{moment:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex}{suffix}"
+        parts = [self.prefix] if self.prefix else []
+        return "/".join([*parts, table, f"{moment:%Y/%m/%d/%H}", name])
+
+    def _close_aged(self) -> None:
+        now = time.monotonic()
+        for (table, hour), batch in list(self._open.items()):
+            if now - batch.opened >= self.max_batch_age:
+                self._close(table, hour)
+        if self._waiting:
+            self._deliver_waiting()
+
+    def _close(self, table: str, hour: datetime) -> None:
+        batch = self._open.pop((table, hour))
+        body = b"".join(batch.lines)
+        headers = {"ContentType": "application/x-ndjson" if body[:1] == b"{" else "text/plain"}
+        if self.compress:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+            headers["ContentEncoding"] = "gzip"
+        self._waiting.append((self.object_key(table, batch.first_time), body, headers))
+        if sum(len(item[1]) for item in self._waiting) >= self.max_batch_bytes:
+            self._deliver_waiting()
+
+    def _deliver_waiting(self) -> None:
+        """Spooled objects first (they are older), then the closed batches, in order."""
+        self._drain_spool()
+        while self._waiting:
+            key, body, headers = self._waiting[0]
+            if self.spool is not None and len(self.spool):
+                self.spool.put(key, body, headers)  # keep order behind what is already spooled
+            else:
+                try:
+                    self._upload(key, body, headers)
+                except DeliveryError:
+                    if self.spool is None:
+                        raise  # the batch stays waiting for the next flush
+                    log.error("S3 unreachable; spooling %s to %s", key, self.spool.directory)
+                    self.spool.put(key, body, headers)
+            self._waiting.pop(0)
+
+    def _drain_spool(self) -> None:
+        if self.spool is None:
+            return
+        for sequence, key, body, headers in self.spool.items():
+            try:
+                self._upload(key, body, headers)
+            except DeliveryError:
+                return  # still down: everything stays spooled, in order
+            self.spool.remove(sequence)
+
+    def _upload(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        extra = dict(headers)
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+
+        def put() -> None:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+
+        try:
+            self.retry.run(put, f"upload s3://{self.bucket}/{key}", (BotoCoreError, ClientError))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _CREDENTIAL_ERRORS or code == "NoSuchBucket":
+                raise _config_error(exc, self.bucket) from exc
+            raise DeliveryError(f"S3 refused s3://{self.bucket}/{key}: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise DeliveryError(f"S3 did not take s3://{self.bucket}/{key}: {exc}") from exc
+
+
+def _config_error(exc: ClientError, bucket: str) -> ConfigError:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in ("404", "NoSuchBucket"):
+        return ConfigError(f"bucket {bucket} does not exist")
+    if code in _CREDENTIAL_ERRORS:
+        return ConfigError(f"S3 refused our credentials for bucket {bucket} ({code})")
+    return ConfigError(f"S3 refused bucket {bucket}: {code or exc}")

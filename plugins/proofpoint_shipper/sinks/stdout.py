@@ -1,0 +1,72 @@
+"""StdoutSink: one record per line for an agent's exec input, each carrying its table.
+
+NDJSON (records gain a `table` key when they lack one, so the agent can route), the plain line
+for text tables (`--format text`, one table per process), or msgpack maps. A line over the limit
+is refused, counted and reported on stderr, never split.
+"""
+
+import sys
+from typing import BinaryIO
+
+import msgpack
+import orjson
+
+from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.sinks.records import stream_for, table_line
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+
+
+class StdoutSink:
+    def __init__(
+        self,
+        output: BinaryIO | None = None,
+        *,
+        format: str = "json",
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        errors=None,
+    ):
+        if format not in ("json", "text", "msgpack"):
+            raise ValueError(f"unknown format {format!r}")
+        self.output = output or sys.stdout.buffer
+        self.format = format
+        self.max_line_bytes = max_line_bytes
+        self.errors = errors or sys.stderr
+        self.refused = 0
+        self._buffer = bytearray()
+        self._pack = msgpack.Packer().pack
+
+    def write(self, table: str, records: list[dict]) -> None:
+        stream = stream_for(table)
+        for record in records:
+            line = self._encode(stream, table, record)
+            if len(line) > self.max_line_bytes:
+                self.refused += 1
+                print(
+                    f"ppship: refused a {len(line)}-byte record for {table}: over the "
+                    f"{self.max_line_bytes}-byte line limit",
+                    file=self.errors,
+                    flush=True,
+                )
+                continue
+            self._buffer += line
+
+    def _encode(self, stream, table: str, record: dict) -> bytes:
+        if self.format == "text":
+            return table_line(stream, record)
+        routed = record if "table" in record else {**record, "table": table}
+        if self.format == "msgpack":
+            return self._pack(routed)
+        return orjson.dumps(routed) + b"\n"
+
+    def flush(self) -> None:
+        try:
+            if self._buffer:
+                self.output.write(self._buffer)
+                self._buffer.clear()
+            self.output.flush()
+        except OSError as exc:  # the reader went away: nothing was confirmed
+            raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        self.flush()
