@@ -59,3 +59,28 @@ def run_ppship(*args: str, input: bytes = b"", timeout: float = 60) -> subproces
         env=env,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """One moto S3 server on 127.0.0.1 for the whole session; tests make their own buckets."""
+    from proofpoint_shipper.local_s3 import LocalS3
+
+    with LocalS3("session-bucket") as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(local_s3, request) -> str:
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    local_s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def receiver():
+    from tests.forward_receiver import ForwardReceiver
+
+    server = ForwardReceiver().start()
+    yield server
+    server.stop()

@@ -58,3 +58,6 @@ class RetryPolicy:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+DEFAULT_RETRY = RetryPolicy()

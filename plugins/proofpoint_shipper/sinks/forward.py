@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from proofpoint_shipper.errors import DeliveryError
 from proofpoint_shipper.fluent import protocol
-from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for
 
 log = logging.getLogger("proofpoint_shipper")
@@ -30,7 +30,7 @@ class ForwardSink:
         shared_key: str | None = None,
         hostname: str | None = None,
         timeout: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         chunk_records: int = DEFAULT_CHUNK_RECORDS,
     ):
         self.address = (host, port)

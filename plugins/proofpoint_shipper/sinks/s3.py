@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError
-from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for, table_line
 from proofpoint_shipper.sinks.spool import Spool
 
@@ -57,7 +57,7 @@ class S3Sink:
         sse: str | None = None,
         kms_key_id: str | None = None,
         spool: Spool | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ):
         if sse not in (None, "AES256", "aws:kms"):
             raise ConfigError(f"unknown server-side encryption {sse!r}: use AES256 or aws:kms")

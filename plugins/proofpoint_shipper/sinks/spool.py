@@ -28,6 +28,7 @@ class Spool:
             raise ConfigError(f"spool directory {self.directory} is not writable: {exc.strerror}") from exc
 
     def put(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         sequence = f"{self._next_sequence():012d}"
         _write_durably(self.directory / f"{sequence}.body", body)
         meta = json.dumps({"key": key, "headers": headers}).encode()

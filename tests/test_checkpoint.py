@@ -1,0 +1,95 @@
+"""Cursor stores: atomic file cursors (shown with a real kill -9) and S3 cursors with If-Match."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
+from proofpoint_shipper.errors import ConfigError, CursorConflict
+
+
+def test_file_cursor_round_trip(tmp_path):
+    store = FileCursorStore(tmp_path / "state" / "tap.json")
+    assert store.load() is None
+    store.save({"queryEndTime": "2022-02-20T14:00:00Z", "seen": ["a"]})
+    assert FileCursorStore(tmp_path / "state" / "tap.json").load() == {
+        "queryEndTime": "2022-02-20T14:00:00Z",
+        "seen": ["a"],
+    }
+
+
+def test_a_corrupt_cursor_file_is_a_clear_error(tmp_path):
+    (tmp_path / "tap.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        FileCursorStore(tmp_path / "tap.json").load()
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from proofpoint_shipper.checkpoint import FileCursorStore
+
+    path, kill_point = Path(sys.argv[1]), sys.argv[2]
+    real_replace = os.replace
+
+    def replace_and_pause(source, target):
+        if kill_point == "before-rename":
+            print("written, not renamed", flush=True)
+            sys.stdin.readline()  # the parent kills us while we wait here
+        real_replace(source, target)
+        if kill_point == "after-rename":
+            print("renamed", flush=True)
+            sys.stdin.readline()
+
+    os.replace = replace_and_pause
+    FileCursorStore(path).save({"cursor": "new"})
+""")
+
+
+def kill_writer_at(path, kill_point: str, announcement: bytes) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path), kill_point],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as writer:
+        assert writer.stdout.readline() == announcement
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+
+
+def test_kill_9_between_write_and_rename_leaves_the_old_cursor(tmp_path):
+    path = tmp_path / "tap.json"
+    FileCursorStore(path).save({"cursor": "old"})
+    kill_writer_at(path, "before-rename", b"written, not renamed\n")
+    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the new one had reached the disk
+    assert json.loads(path.read_text()) == {"cursor": "old"}  # never a torn file
+    FileCursorStore(path).save({"cursor": "next"})  # and the next save works
+    assert FileCursorStore(path).load() == {"cursor": "next"}
+
+
+def test_kill_9_after_rename_leaves_the_new_cursor(tmp_path):
+    path = tmp_path / "tap.json"
+    FileCursorStore(path).save({"cursor": "old"})
+    kill_writer_at(path, "after-rename", b"renamed\n")
+    assert FileCursorStore(path).load() == {"cursor": "new"}
+
+
+def test_two_s3_writers_one_wins_the_other_stops(local_s3, bucket):
+    client = local_s3.client()
+    first = S3CursorStore(client, bucket, "cursors/tap.json")
+    second = S3CursorStore(client, bucket, "cursors/tap.json")
+    assert first.load() is None and second.load() is None
+    first.save({"queryEndTime": "A"})
+    with pytest.raises(CursorConflict, match="advanced by another collector"):
+        second.save({"queryEndTime": "B"})
+    assert S3CursorStore(client, bucket, "cursors/tap.json").load() == {"queryEndTime": "A"}
+    first.save({"queryEndTime": "A2"})  # the winner keeps going
+    assert second.load() == {"queryEndTime": "A2"}
+    second.save({"queryEndTime": "C"})  # after a fresh read, writing is allowed again
+    with pytest.raises(CursorConflict):
+        first.save({"queryEndTime": "A3"})

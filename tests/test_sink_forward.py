@@ -1,0 +1,128 @@
+"""ForwardSink against a real msgpack forward receiver on 127.0.0.1: acks, restarts, shared keys."""
+
+import pytest
+from fluent.sender import EventTime
+
+from proofpoint_shipper.errors import DeliveryError, SharedKeyRefused
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.forward import ForwardSink
+from tests.forward_receiver import ForwardReceiver
+
+FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
+TABLE = "proofpoint_tap_clicks_blocked"
+
+
+def clicks(start: int, n: int) -> list[dict]:
+    return [
+        {"clickTime": f"2021-11-29T19:46:{s % 60:02}.123456+00:00", "id": f"c{s}"}
+        for s in range(start, start + n)
+    ]
+
+
+def test_flush_returns_once_every_chunk_is_acked(receiver):
+    sink = ForwardSink("127.0.0.1", receiver.port, retry=FAST, chunk_records=4)
+    sink.write(TABLE, clicks(0, 10))
+    sink.write(
+        "proofpoint_gateway_sendmail_logs", [{"time": "2022-02-20T08:35:00.157994-06:00", "text": "x"}]
+    )
+    sink.flush()
+    assert len(receiver.chunks) == 4  # 10 clicks in chunks of 4, and one gateway record
+    tags = [tag for tag, _, _ in receiver.entries]
+    assert (
+        tags.count("proofpoint.tap.clicks_blocked") == 10 and tags.count("proofpoint.gateway.sendmail") == 1
+    )
+    assert [record["id"] for tag, _, record in receiver.entries if tag.startswith("proofpoint.tap")] == [
+        f"c{n}" for n in range(10)
+    ]
+    for _, _, options in receiver.chunks:
+        assert isinstance(options["chunk"], str) and options["size"] >= 1
+    sink.close()
+
+
+def test_times_are_event_times_that_fluent_logger_decodes():
+    receiver = ForwardReceiver().start()
+    try:
+        sink = ForwardSink("127.0.0.1", receiver.port, retry=FAST)
+        sink.write(TABLE, clicks(5, 1))
+        sink.flush()
+        ((_, time, record),) = receiver.entries
+        assert isinstance(time, EventTime)  # decoded as fluent-logger's own type
+        assert time == EventTime(1638215165, 123456000)  # 2021-11-29T19:46:05.123456Z
+        assert record == clicks(5, 1)[0]
+        sink.close()
+    finally:
+        receiver.stop()
+
+
+def test_no_ack_means_delivery_error_and_nothing_is_dropped():
+    silent = ForwardReceiver(ack=False).start()
+    port = silent.port
+    sink = ForwardSink("127.0.0.1", port, retry=FAST, timeout=0.3)
+    sink.write(TABLE, clicks(0, 3))
+    with pytest.raises(DeliveryError, match="did not acknowledge 1 chunks"):
+        sink.flush()
+    silent.stop()
+    acking = ForwardReceiver()
+    acking.port = port
+    acking.start()
+    try:
+        sink.flush()  # the unacked chunk is still ours and goes again
+        assert [r["id"] for _, _, r in acking.entries] == ["c0", "c1", "c2"]
+        sink.close()
+    finally:
+        acking.stop()
+
+
+def test_reconnects_after_the_receiver_restarts_with_nothing_lost():
+    first = ForwardReceiver().start()
+    port = first.port
+    sink = ForwardSink("127.0.0.1", port, retry=FAST)
+    sink.write(TABLE, clicks(0, 5))
+    sink.flush()
+    first.stop()  # the agent restarts; our open connection is now dead
+    second = ForwardReceiver()
+    second.port = port
+    second.start()
+    try:
+        sink.write(TABLE, clicks(5, 5))
+        sink.flush()
+        received = [r["id"] for _, _, r in first.entries + second.entries]
+        assert sorted(received, key=lambda i: int(i[1:])) == [f"c{n}" for n in range(10)]
+        assert {r["id"] for _, _, r in second.entries} >= {f"c{n}" for n in range(5, 10)}
+        sink.close()
+    finally:
+        second.stop()
+
+
+def test_receiver_down_past_the_retries_is_a_delivery_error():
+    gone = ForwardReceiver().start()
+    port = gone.port
+    gone.stop()
+    sink = ForwardSink("127.0.0.1", port, retry=FAST)
+    sink.write(TABLE, clicks(0, 1))
+    with pytest.raises(DeliveryError, match=f"127.0.0.1:{port} did not acknowledge"):
+        sink.flush()
+
+
+def test_shared_key_handshake():
+    guarded = ForwardReceiver(shared_key="s3cret").start()
+    try:
+        sink = ForwardSink("127.0.0.1", guarded.port, shared_key="s3cret", retry=FAST)
+        sink.write(TABLE, clicks(0, 2))
+        sink.flush()
+        assert len(guarded.entries) == 2
+        sink.close()
+    finally:
+        guarded.stop()
+
+
+def test_a_refused_shared_key_is_a_clear_error_without_retries():
+    guarded = ForwardReceiver(shared_key="s3cret").start()
+    try:
+        sink = ForwardSink("127.0.0.1", guarded.port, shared_key="wrong", retry=FAST)
+        sink.write(TABLE, clicks(0, 1))
+        with pytest.raises(SharedKeyRefused, match="refused our shared key: shared key mismatch"):
+            sink.flush()
+        assert guarded.entries == []
+    finally:
+        guarded.stop()

@@ -1,0 +1,195 @@
+"""S3Sink against a real local S3 server: key layout, content, batching, encryption, spool."""
+
+import gzip
+import json
+import re
+
+import pytest
+
+from proofpoint_shipper.errors import ConfigError, DeliveryError
+from proofpoint_shipper.local_s3 import LocalS3
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.s3 import S3Sink
+from proofpoint_shipper.sinks.spool import Spool
+from proofpoint_shipper.streams import STREAMS
+
+FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+KEY = re.compile(
+    r"lake/(?P<table>[a-z_]+)/(?P<y>\d{4})/(?P<m>\d\d)/(?P<d>\d\d)/(?P<h>\d\d)/"
+    r"gw1-\d{8}T\d{6}Z-[0-9a-f]{32}\.(?P<ext>ndjson|log)\.gz"
+)
+
+
+def sample(stream, n: int, hour: int = 14) -> list[dict]:
+    if stream.format == "text":
+        return [
+            {
+                "time": f"2022-02-20T{hour - 6:02}:35:{n:02}.000000-06:00",
+                "text": f"2022-02-20T{hour - 6:02}:35:{n:02}.000000-06:00 gw sendmail[1]: line {n}",
+            }
+        ]
+    return [{"eventTime": f"2022-02-20T{hour:02}:35:{n:02}.000Z", "id": f"{stream.name}-{n}", "n": n}]
+
+
+def objects(client, bucket: str) -> dict[str, bytes]:
+    listing = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+
+
+def test_every_table_lands_under_its_prefix_in_its_format(local_s3, bucket):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, prefix="lake", host="gw1", retry=FAST)
+    sink.check()
+    for stream in STREAMS:
+        sink.write(stream.table, sample(stream, 1) + sample(stream, 2))
+    sink.flush()
+    landed = objects(client, bucket)
+    assert {KEY.fullmatch(key).group("table") for key in landed} == {s.table for s in STREAMS}
+    for key, body in landed.items():
+        match = KEY.fullmatch(key)
+        stream = next(s for s in STREAMS if s.table == match.group("table"))
+        assert (match.group("y"), match.group("m"), match.group("d"), match.group("h")) == (
+            "2022",
+            "02",
+            "20",
+            "14",
+        )
+        lines = gzip.decompress(body).decode().splitlines()
+        if stream.format == "text":
+            assert match.group("ext") == "log"
+            assert lines == [r["text"] for r in sample(stream, 1) + sample(stream, 2)]
+        else:
+            assert match.group("ext") == "ndjson"
+            assert [json.loads(line) for line in lines] == sample(stream, 1) + sample(stream, 2)
+
+
+def test_records_of_different_hours_go_to_different_objects(local_s3, bucket):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, prefix="lake", host="gw1", retry=FAST)
+    stream = STREAMS[0]
+    sink.write(stream.table, sample(stream, 1, hour=13) + sample(stream, 2, hour=14))
+    sink.flush()
+    assert sorted(KEY.fullmatch(k).group("h") for k in objects(client, bucket)) == ["13", "14"]
+
+
+def test_batches_close_by_size_and_keep_every_record(local_s3, bucket):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, prefix="lake", host="gw1", max_batch_bytes=300, retry=FAST)
+    records = [{"eventTime": "2022-02-20T14:00:00Z", "n": n, "pad": "x" * 40} for n in range(40)]
+    sink.write("proofpoint_tap_messages_blocked", records)
+    sink.flush()
+    landed = objects(client, bucket)
+    assert len(landed) > 5
+    got = [json.loads(line) for body in landed.values() for line in gzip.decompress(body).splitlines()]
+    assert sorted(r["n"] for r in got) == list(range(40))
+
+
+def test_batches_close_by_age(local_s3, bucket):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, host="gw1", max_batch_age=0, retry=FAST)
+    sink.write("proofpoint_tap_clicks_blocked", [{"clickTime": "2021-11-29T19:46:21+00:00", "id": "a"}])
+    assert len(objects(client, bucket)) == 1  # uploaded without a flush
+
+
+def test_uncompressed_objects(local_s3, bucket):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, host="gw1", compress=False, retry=FAST)
+    sink.write("proofpoint_gateway_filter_logs", [{"time": "2022-02-20T08:35:00-06:00", "text": "a line"}])
+    sink.flush()
+    ((key, body),) = objects(client, bucket).items()
+    assert key.endswith(".log") and body == b"a line\n"
+
+
+@pytest.mark.parametrize(
+    ("sse", "kms_key"), [("AES256", None), ("aws:kms", "arn:aws:kms:us-east-1:1:key/k-1")]
+)
+def test_encryption_settings_reach_put_object(local_s3, bucket, sse, kms_key):
+    client = local_s3.client()
+    sink = S3Sink(client, bucket, host="gw1", sse=sse, kms_key_id=kms_key, retry=FAST)
+    sink.write("proofpoint_on_demand_message", [{"ts": "2022-02-20T08:35:00.157994-0600", "guid": "g"}])
+    sink.flush()
+    (key,) = objects(client, bucket)
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == sse
+    assert head.get("SSEKMSKeyId") == kms_key
+
+
+def test_bad_encryption_settings_are_config_errors(local_s3):
+    with pytest.raises(ConfigError):
+        S3Sink(local_s3.client(), "x-bucket", sse="DES")
+    with pytest.raises(ConfigError):
+        S3Sink(local_s3.client(), "x-bucket", kms_key_id="k")
+
+
+def test_unknown_table_is_a_config_error(local_s3, bucket):
+    with pytest.raises(ConfigError, match="unknown table 'proofpoint_nope'"):
+        S3Sink(local_s3.client(), bucket).write("proofpoint_nope", [{}])
+
+
+def test_missing_bucket_is_found_at_start_up(local_s3):
+    with pytest.raises(ConfigError, match="bucket no-such-bucket-here does not exist"):
+        S3Sink(local_s3.client(), "no-such-bucket-here").check()
+
+
+def test_unwritable_spool_is_found_at_start_up(local_s3, bucket, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="spool directory .* is not writable"):
+        S3Sink(local_s3.client(), bucket, spool=Spool(blocker / "spool")).check()
+
+
+def _records(n: int, start: int = 0) -> list[dict]:
+    return [{"eventTime": "2022-02-20T14:00:00Z", "n": i} for i in range(start, start + n)]
+
+
+def _landed_numbers(client, bucket: str) -> list[int]:
+    bodies = objects(client, bucket).values()
+    return sorted(json.loads(line)["n"] for body in bodies for line in gzip.decompress(body).splitlines())
+
+
+def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_duplicates(tmp_path):
+    """S3 goes away mid-run; the process restarts; S3 comes back: every record lands once."""
+    server = LocalS3("outage-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    table = "proofpoint_tap_messages_delivered"
+    sink = S3Sink(client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool"), retry=FAST)
+    sink.write(table, _records(10))
+    sink.flush()  # delivered while S3 is up
+    server.stop()
+    sink.write(table, _records(15, start=10))
+    sink.flush()  # S3 is down: spooled, durable locally
+    sink.write(table, _records(5, start=25))
+    sink.flush()
+    assert len(Spool(tmp_path / "spool")) == 2
+    del sink  # the collector process ends
+
+    server = LocalS3("outage-bucket", port=port).start()  # S3 is back
+    try:
+        restarted = S3Sink(client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool"), retry=FAST)
+        restarted.flush()
+        assert len(Spool(tmp_path / "spool")) == 0
+        assert _landed_numbers(client, "outage-bucket") == list(range(30))
+    finally:
+        server.stop()
+
+
+def test_without_a_spool_an_outage_raises_and_keeps_the_data(tmp_path):
+    server = LocalS3("keep-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    server.stop()
+    sink = S3Sink(client, "keep-bucket", host="gw1", retry=FAST)
+    sink.write("proofpoint_tap_clicks_permitted", _records(3))
+    with pytest.raises(DeliveryError, match="S3 did not take"):
+        sink.flush()
+    server = LocalS3("keep-bucket", port=port).start()
+    try:
+        sink.flush()
+        assert _landed_numbers(client, "keep-bucket") == [0, 1, 2]
+    finally:
+        server.stop()
+
+
+def _quick_client():
+    from botocore.config import Config
+
+    return Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1})
