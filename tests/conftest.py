@@ -11,6 +11,9 @@ import pytest
 from proofpoint_shipper.gateway import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 
+# Never let boto3 look for credentials at the cloud metadata address: tests talk to 127.0.0.1 only.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
 

@@ -4,6 +4,7 @@ It acks every chunk (unless told not to), can demand a shared key (HELO/PING/PON
 stopped and started again on the same port, and keeps what it received for the test to check.
 """
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -58,10 +59,8 @@ class ForwardReceiver:
             self._server = None
         with self.lock:
             for connection in self._connections:
-                try:
+                with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self._connections.clear()
 
     def _serve(self, connection: socket.socket) -> None:

@@ -134,7 +134,7 @@ def test_missing_bucket_is_found_at_start_up(local_s3):
 def test_unwritable_spool_is_found_at_start_up(local_s3, bucket, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(ConfigError, match="spool directory .* is not writable"):
+    with pytest.raises(ConfigError, match=r"spool directory .* is not writable"):
         S3Sink(local_s3.client(), bucket, spool=Spool(blocker / "spool")).check()
 
 

@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from proofpoint_shipper import __version__, local_s3
+from proofpoint_shipper import __version__, local_s3, ship
 from proofpoint_shipper.errors import ShipperError
 from proofpoint_shipper.gateway import command as gateway_command
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gateway_command.register(subcommands)
+    ship.register(subcommands)
     local_s3.register(subcommands)
     return parser
 

@@ -1,0 +1,145 @@
+"""`ppship ship` and the shared output flags: delivery to a local S3, and every start-up error."""
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_ppship
+
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def ship(*args: str, input: bytes = b"", env: dict | None = None) -> subprocess.CompletedProcess:
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        return run_ppship("ship", *args, input=input)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_ship_to_s3_lands_the_records(local_s3, bucket):
+    records = [{"eventTime": "2022-02-20T14:00:00Z", "id": f"m{n}"} for n in range(3)]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    result = ship(
+        "--table",
+        "proofpoint_tap_messages_blocked",
+        "--output",
+        "s3",
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        local_s3.endpoint_url,
+        "--prefix",
+        "lake",
+        input=data,
+        env=LOCAL_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    client = local_s3.client()
+    (item,) = client.list_objects_v2(Bucket=bucket)["Contents"]
+    assert item["Key"].startswith("lake/proofpoint_tap_messages_blocked/2022/02/20/14/")
+    body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+    assert [json.loads(line) for line in body.splitlines()] == records
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    return lines[0]
+
+
+def test_unknown_table(local_s3):
+    assert "unknown table 'proofpoint_bogus'" in one_error_line(ship("--table", "proofpoint_bogus"))
+
+
+def test_missing_bucket(local_s3):
+    result = ship(
+        "--table",
+        "proofpoint_tap_clicks_blocked",
+        "--output",
+        "s3",
+        "--bucket",
+        "not-there-bucket",
+        "--endpoint-url",
+        local_s3.endpoint_url,
+        env=LOCAL_ENV,
+    )
+    assert "bucket not-there-bucket does not exist" in one_error_line(result)
+
+
+def test_unwritable_spool_directory(local_s3, bucket, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = ship(
+        "--table",
+        "proofpoint_tap_clicks_blocked",
+        "--output",
+        "s3",
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        local_s3.endpoint_url,
+        "--spool-dir",
+        str(tmp_path / "file" / "spool"),
+        env=LOCAL_ENV,
+    )
+    assert re.search(r"spool directory .* is not writable", one_error_line(result))
+
+
+def test_missing_input_file():
+    result = ship("--table", "proofpoint_tap_clicks_blocked", "/nonexistent/records.ndjson")
+    assert "cannot read /nonexistent/records.ndjson" in one_error_line(result)
+
+
+def test_missing_shared_key_file():
+    result = ship(
+        "--table",
+        "proofpoint_tap_clicks_blocked",
+        "--output",
+        "forward",
+        "--shared-key-file",
+        "/nonexistent/key",
+    )
+    assert "cannot read the shared key file" in one_error_line(result)
+
+
+@pytest.fixture
+def s3_with_auth():
+    """A local S3 that, after creating its bucket, checks credentials as AWS does."""
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"}
+    command = [sys.executable, "-m", "proofpoint_shipper", "dev", "s3", "--bucket", "auth-bucket"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as server:
+        endpoint = re.search(r"(http://127\.0\.0\.1:\d+)", server.stdout.readline().decode()).group(1)
+        yield endpoint
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+
+def test_wrong_credentials(s3_with_auth):
+    result = ship(
+        "--table",
+        "proofpoint_tap_clicks_blocked",
+        "--output",
+        "s3",
+        "--bucket",
+        "auth-bucket",
+        "--endpoint-url",
+        s3_with_auth,
+        env={**LOCAL_ENV, "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG"},
+    )
+    assert "S3 refused our credentials for bucket auth-bucket" in one_error_line(result)
