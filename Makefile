@@ -17,6 +17,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.gateway_parse
+	$(BIN)/python -m tests.bench.s3_sink
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests

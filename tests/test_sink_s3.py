@@ -193,3 +193,20 @@ def _quick_client():
     from botocore.config import Config
 
     return Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1})
+
+
+def test_write_takes_all_records_or_none_while_s3_is_down():
+    server = LocalS3("pressure-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    server.stop()
+    sink = S3Sink(client, "pressure-bucket", host="gw1", max_batch_bytes=200, retry=FAST)
+    table = "proofpoint_tap_messages_blocked"
+    sink.write(table, _records(10))  # batches close and fail quietly: they wait, nothing raised
+    with pytest.raises(DeliveryError):
+        sink.write(table, _records(5, start=10))  # too much waiting: refused before taking any
+    server = LocalS3("pressure-bucket", port=port).start()
+    try:
+        sink.flush()
+        assert _landed_numbers(client, "pressure-bucket") == list(range(10))  # the refused 5 were not taken
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """`ppship ship`: deliver records for one table from files or stdin through any output.
 
 For backfills and re-sends: NDJSON records for the JSON tables, one text line per record for the
-gateway text tables. Flushes every --flush-records and at the end; counts go to stderr.
+gateway text tables. Flushes every --flush-records and at the end; counts (of flushed records) go to stderr.
 """
 
 import argparse
@@ -33,12 +33,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     ship.set_defaults(run=run)
 
 
+WRITE_GROUP = 1000  # records handed to the sink at a time: it keeps them encoded, not as dicts
+
+
 def run(args: argparse.Namespace) -> int:
     stream = stream_for(args.table)  # an unknown table fails before anything is opened
     sources = _open_inputs(args.files)
     sink = open_sink(args)
-    shipped = bad = 0
-    pending: list[dict] = []
+    shipped = bad = unflushed = 0
+    group: list[dict] = []
     for source in sources:
         for number, line in enumerate(source, 1):
             record = _record(stream.format, line)
@@ -46,11 +49,15 @@ def run(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"ppship ship: {source.name}:{number}: not a JSON object; skipped", file=sys.stderr)
                 continue
-            pending.append(record)
-            if len(pending) >= args.flush_records:
-                shipped += _deliver(sink, args.table, pending)
-    shipped += _deliver(sink, args.table, pending)
+            group.append(record)
+            if len(group) >= WRITE_GROUP:
+                unflushed += _hand_over(sink, args.table, group)
+            if unflushed >= args.flush_records:
+                sink.flush()
+                shipped, unflushed = shipped + unflushed, 0
+    unflushed += _hand_over(sink, args.table, group)
     sink.close()
+    shipped += unflushed
     print(f"ppship ship: {shipped} records delivered to {args.table}, {bad} not readable", file=sys.stderr)
     return 0
 
@@ -66,12 +73,11 @@ def _record(table_format: str, line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _deliver(sink, table: str, records: list[dict]) -> int:
-    count = len(records)
-    if records:
-        sink.write(table, records)
-        sink.flush()
-        records.clear()
+def _hand_over(sink, table: str, group: list[dict]) -> int:
+    count = len(group)
+    if group:
+        sink.write(table, group)
+        group.clear()
     return count
 
 

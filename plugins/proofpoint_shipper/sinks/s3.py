@@ -90,7 +90,10 @@ class S3Sink:
             raise ConfigError(f"cannot reach S3 for bucket {self.bucket}: {exc}") from exc
 
     def write(self, table: str, records: list[dict]) -> None:
+        """Buffer records; takes all of them or, when S3 has been refusing, none (DeliveryError)."""
         stream = stream_for(table)
+        if self._waiting:
+            self._deliver_waiting()  # back-pressure: while S3 refuses, raise before taking a record
         for record in records:
             moment = record_time(record)
             hour = moment.replace(minute=0, second=0, microsecond=0)
@@ -107,7 +110,7 @@ class S3Sink:
     def flush(self) -> None:
         for table, hour in list(self._open):
             self._close(table, hour)
-        self._deliver_waiting()
+        self._deliver_waiting()  # what an earlier failure left waiting, even with no new batch
 
     def close(self) -> None:
         self.flush()
@@ -126,8 +129,6 @@ class S3Sink:
         for (table, hour), batch in list(self._open.items()):
             if now - batch.opened >= self.max_batch_age:
                 self._close(table, hour)
-        if self._waiting:
-            self._deliver_waiting()
 
     def _close(self, table: str, hour: datetime) -> None:
         batch = self._open.pop((table, hour))
@@ -137,8 +138,10 @@ class S3Sink:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers["ContentEncoding"] = "gzip"
         self._waiting.append((self.object_key(table, batch.first_time), body, headers))
-        if sum(len(item[1]) for item in self._waiting) >= self.max_batch_bytes:
-            self._deliver_waiting()
+        try:
+            self._deliver_waiting()  # at once: memory holds one batch, not a queue of them
+        except DeliveryError:
+            log.error("S3 did not take a batch; it waits for the next flush")
 
     def _deliver_waiting(self) -> None:
         """Spooled objects first (they are older), then the closed batches, in order."""
