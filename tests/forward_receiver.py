@@ -23,8 +23,9 @@ def decode_ext(code: int, data: bytes):
 
 
 class ForwardReceiver:
-    def __init__(self, shared_key: str | None = None, ack: bool = True):
+    def __init__(self, shared_key: str | None = None, ack: bool = True, tls=None):
         self.shared_key = shared_key
+        self.tls = tls  # an ssl.SSLContext for the server side, or None for plain TCP
         self.ack = ack
         self.chunks: list[tuple[str, list, dict]] = []  # (tag, entries, options) as received
         self.lock = threading.Lock()
@@ -64,17 +65,27 @@ class ForwardReceiver:
             self._connections.clear()
 
     def _serve(self, connection: socket.socket) -> None:
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        try:
+            if self.tls is not None:
+                connection.do_handshake()
+            self._serve_messages(connection)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            if self.tls is not None:
+                connection.close()  # the TLS wrapper owns the descriptor now
+
+    def _serve_messages(self, connection: socket.socket) -> None:
         with self.lock:
             self._connections.add(connection)
         unpacker = msgpack.Unpacker(raw=False, ext_hook=decode_ext, max_buffer_size=64 * 1024 * 1024)
-        try:
-            if self.shared_key is not None and not self._handshake(connection, unpacker):
-                return
-            while self._server is not None:
-                for message in _messages(connection, unpacker):
-                    self._take(connection, message)
-        except (ConnectionError, OSError):
+        if self.shared_key is not None and not self._handshake(connection, unpacker):
             return
+        while self._server is not None:
+            for message in _messages(connection, unpacker):
+                self._take(connection, message)
 
     def _take(self, connection: socket.socket, message: list) -> None:
         tag, entries, options = message[0], message[1], (message[2] if len(message) > 2 else {})

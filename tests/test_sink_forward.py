@@ -3,7 +3,7 @@
 import pytest
 from fluent.sender import EventTime
 
-from proofpoint_shipper.errors import DeliveryError, SharedKeyRefused
+from proofpoint_shipper.errors import ConfigError, DeliveryError, SharedKeyRefused
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.forward_receiver import ForwardReceiver
@@ -126,3 +126,67 @@ def test_a_refused_shared_key_is_a_clear_error_without_retries():
         assert guarded.entries == []
     finally:
         guarded.stop()
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, made here (no files shipped, nothing fetched)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_with_a_verified_receiver(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    secure = ForwardReceiver(tls=server_context, shared_key="k").start()
+    try:
+        sink = ForwardSink(
+            "127.0.0.1",
+            secure.port,
+            tls=ssl.create_default_context(cafile=str(cert)),
+            shared_key="k",
+            retry=FAST,
+        )
+        sink.write(TABLE, clicks(0, 3))
+        sink.flush()
+        assert [r["id"] for _, _, r in secure.entries] == ["c0", "c1", "c2"]
+        sink.close()
+        untrusting = ForwardSink("127.0.0.1", secure.port, tls=ssl.create_default_context(), retry=FAST)
+        untrusting.write(TABLE, clicks(3, 1))
+        with pytest.raises(ConfigError, match="presented a certificate we do not trust: self-signed"):
+            untrusting.flush()  # a receiver we cannot verify gets nothing, and we do not retry
+    finally:
+        secure.stop()

@@ -11,7 +11,7 @@ import socket
 import ssl
 from collections import defaultdict
 
-from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for
@@ -95,11 +95,24 @@ class ForwardSink:
     def _connection(self) -> socket.socket:
         if self._socket is None:
             raw = socket.create_connection(self.address, timeout=self.timeout)
-            self._socket = self.tls.wrap_socket(raw, server_hostname=self.address[0]) if self.tls else raw
+            self._socket = self._secure(raw) if self.tls else raw
             self._unpacker = protocol.unpacker()
             if self.shared_key is not None:
                 self._handshake(self._socket)
         return self._socket
+
+    def _secure(self, raw: socket.socket) -> socket.socket:
+        try:
+            return self.tls.wrap_socket(raw, server_hostname=self.address[0])
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            raise ConfigError(
+                f"forward receiver {self._where()} presented a certificate we do not "
+                f"trust: {exc.verify_message}"
+            ) from exc
+        except BaseException:
+            raw.close()
+            raise
 
     def _handshake(self, connection: socket.socket) -> None:
         message, salt, nonce = protocol.ping(self._receive(connection), self.hostname, self.shared_key)
