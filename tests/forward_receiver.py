@@ -38,7 +38,10 @@ class ForwardReceiver:
         with self.lock:
             return [(tag, t, record) for tag, entries, _ in self.chunks for t, record in entries]
 
-    def start(self) -> "ForwardReceiver":
+    def start(self, port: int | None = None) -> "ForwardReceiver":
+        """Listen on `port` (a restart on the same port), or on the last one, or a free one."""
+        if port is not None:
+            self.port = port
         receiver = self
 
         class Handler(socketserver.BaseRequestHandler):

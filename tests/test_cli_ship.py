@@ -19,6 +19,10 @@ LOCAL_ENV = {
 }
 
 
+def s3_flags(bucket: str, endpoint: str, *extra: str) -> tuple[str, ...]:
+    return ("--output", "s3", "--bucket", bucket, "--endpoint-url", endpoint, *extra)
+
+
 def ship(*args: str, input: bytes = b"", env: dict | None = None) -> subprocess.CompletedProcess:
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
@@ -38,14 +42,7 @@ def test_ship_to_s3_lands_the_records(local_s3, bucket):
     result = ship(
         "--table",
         "proofpoint_tap_messages_blocked",
-        "--output",
-        "s3",
-        "--bucket",
-        bucket,
-        "--endpoint-url",
-        local_s3.endpoint_url,
-        "--prefix",
-        "lake",
+        *s3_flags(bucket, local_s3.endpoint_url, "--prefix", "lake"),
         input=data,
         env=LOCAL_ENV,
     )
@@ -72,12 +69,7 @@ def test_missing_bucket(local_s3):
     result = ship(
         "--table",
         "proofpoint_tap_clicks_blocked",
-        "--output",
-        "s3",
-        "--bucket",
-        "not-there-bucket",
-        "--endpoint-url",
-        local_s3.endpoint_url,
+        *s3_flags("not-there-bucket", local_s3.endpoint_url),
         env=LOCAL_ENV,
     )
     assert "bucket not-there-bucket does not exist" in one_error_line(result)
@@ -85,19 +77,9 @@ def test_missing_bucket(local_s3):
 
 def test_unwritable_spool_directory(local_s3, bucket, tmp_path):
     (tmp_path / "file").write_text("x")
-    result = ship(
-        "--table",
-        "proofpoint_tap_clicks_blocked",
-        "--output",
-        "s3",
-        "--bucket",
-        bucket,
-        "--endpoint-url",
-        local_s3.endpoint_url,
-        "--spool-dir",
-        str(tmp_path / "file" / "spool"),
-        env=LOCAL_ENV,
-    )
+    spool = str(tmp_path / "file" / "spool")
+    flags = s3_flags(bucket, local_s3.endpoint_url, "--spool-dir", spool)
+    result = ship("--table", "proofpoint_tap_clicks_blocked", *flags, env=LOCAL_ENV)
     assert re.search(r"spool directory .* is not writable", one_error_line(result))
 
 
@@ -134,12 +116,7 @@ def test_wrong_credentials(s3_with_auth):
     result = ship(
         "--table",
         "proofpoint_tap_clicks_blocked",
-        "--output",
-        "s3",
-        "--bucket",
-        "auth-bucket",
-        "--endpoint-url",
-        s3_with_auth,
+        *s3_flags("auth-bucket", s3_with_auth),
         env={**LOCAL_ENV, "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG"},
     )
     assert "S3 refused our credentials for bucket auth-bucket" in one_error_line(result)

@@ -62,9 +62,7 @@ def test_no_ack_means_delivery_error_and_nothing_is_dropped():
     with pytest.raises(DeliveryError, match="did not acknowledge 1 chunks"):
         sink.flush()
     silent.stop()
-    acking = ForwardReceiver()
-    acking.port = port
-    acking.start()
+    acking = ForwardReceiver().start(port)
     try:
         sink.flush()  # the unacked chunk is still ours and goes again
         assert [r["id"] for _, _, r in acking.entries] == ["c0", "c1", "c2"]
@@ -80,9 +78,7 @@ def test_reconnects_after_the_receiver_restarts_with_nothing_lost():
     sink.write(TABLE, clicks(0, 5))
     sink.flush()
     first.stop()  # the agent restarts; our open connection is now dead
-    second = ForwardReceiver()
-    second.port = port
-    second.start()
+    second = ForwardReceiver().start(port)
     try:
         sink.write(TABLE, clicks(5, 5))
         sink.flush()
