@@ -4,6 +4,7 @@
      ├── ConfigError        a flag, setting or file name is wrong; found at start-up
      │    └── SharedKeyRefused   a forward receiver refused our shared key
      ├── InputError         an input file cannot be opened or read
+     ├── FetchError         a source did not answer usefully within its retry bound
      ├── DeliveryError      an output did not confirm data within its retry bound
      ├── CursorConflict     another collector advanced the same cursor
      └── ParseError         part of a line does not follow its grammar (the hot path turns
@@ -27,6 +28,10 @@ class SharedKeyRefused(ConfigError):
 
 class InputError(ShipperError):
     """An input file cannot be opened or read."""
+
+
+class FetchError(ShipperError):
+    """A source (the TAP or PoD API) did not answer usefully within the retry bound."""
 
 
 class DeliveryError(ShipperError):

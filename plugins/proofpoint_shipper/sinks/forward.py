@@ -45,7 +45,7 @@ class ForwardSink:
         self._socket: socket.socket | None = None
         self._unpacker = protocol.unpacker()
 
-    def write(self, table: str, records: list[dict]) -> None:
+    def write(self, table: str, records: list[dict], name: str | None = None) -> None:
         tag = stream_for(table).tag
         entries = self._entries[tag]
         for record in records:

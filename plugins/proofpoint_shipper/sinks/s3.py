@@ -39,6 +39,7 @@ class _Batch:
     table: str
     first_time: datetime
     opened: float
+    name: str | None
     lines: list[bytes] = field(default_factory=list)
     size: int = 0
 
@@ -73,7 +74,8 @@ class S3Sink:
         self.sse, self.kms_key_id = sse, kms_key_id
         self.spool = spool
         self.retry = retry
-        self._open: dict[tuple[str, datetime], _Batch] = {}
+        self._open: dict[tuple[str, datetime, str | None], _Batch] = {}
+        self._sequence: dict[tuple[str, datetime, str], int] = {}  # objects so far per named group
         self._waiting: list[tuple[str, bytes, dict[str, str]]] = []  # closed, not yet delivered
 
     def check(self) -> None:
@@ -89,55 +91,69 @@ class S3Sink:
         except BotoCoreError as exc:
             raise ConfigError(f"cannot reach S3 for bucket {self.bucket}: {exc}") from exc
 
-    def write(self, table: str, records: list[dict]) -> None:
-        """Buffer records; takes all of them or, when S3 has been refusing, none (DeliveryError)."""
+    def write(self, table: str, records: list[dict], name: str | None = None) -> None:
+        """Buffer records; takes all of them or, when S3 has been refusing, none (DeliveryError).
+
+        `name` (e.g. the API window) makes object keys derive from it: writing the same group
+        again replaces its objects instead of adding new ones.
+        """
         stream = stream_for(table)
         if self._waiting:
             self._deliver_waiting()  # back-pressure: while S3 refuses, raise before taking a record
         for record in records:
             moment = record_time(record)
             hour = moment.replace(minute=0, second=0, microsecond=0)
-            batch = self._open.get((table, hour))
+            batch = self._open.get((table, hour, name))
             if batch is None:
-                batch = self._open[table, hour] = _Batch(table, moment, time.monotonic())
+                batch = self._open[table, hour, name] = _Batch(table, moment, time.monotonic(), name)
             line = table_line(stream, record)
             batch.lines.append(line)
             batch.size += len(line)
             if batch.size >= self.max_batch_bytes:
-                self._close(table, hour)
+                self._close((table, hour, name))
         self._close_aged()
 
     def flush(self) -> None:
-        for table, hour in list(self._open):
-            self._close(table, hour)
+        for group in list(self._open):
+            self._close(group)
         self._deliver_waiting()  # what an earlier failure left waiting, even with no new batch
 
     def close(self) -> None:
         self.flush()
 
-    def object_key(self, table: str, first_time: datetime) -> str:
+    def object_key(self, table: str, first_time: datetime, name: str | None = None) -> str:
+        """The key of a new object: random, or derived from `name` (the same on a re-run)."""
         moment = first_time.astimezone(UTC)
-        suffix = (".ndjson" if stream_for(table).format == "ndjson" else ".log") + (
-            ".gz" if self.compress else ""
-        )
-        name = f"{self.host}-{moment:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex}{suffix}"
+        extension = ".ndjson" if stream_for(table).format == "ndjson" else ".log"
+        suffix = extension + (".gz" if self.compress else "")
+        if name is None:
+            leaf = f"{self.host}-{moment:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex}{suffix}"
+        else:
+            hour = moment.replace(minute=0, second=0, microsecond=0)
+            sequence = self._sequence.get((table, hour, name), 0)
+            self._sequence[table, hour, name] = sequence + 1
+            if len(self._sequence) > 10_000:  # a long run: forget the oldest named groups
+                for old in sorted(self._sequence, key=lambda group: group[1])[:5_000]:
+                    del self._sequence[old]
+            leaf = f"{self.host}-{name}-{sequence:04d}{suffix}"
         parts = [self.prefix] if self.prefix else []
-        return "/".join([*parts, table, f"{moment:%Y/%m/%d/%H}", name])
+        return "/".join([*parts, table, f"{moment:%Y/%m/%d/%H}", leaf])
 
     def _close_aged(self) -> None:
         now = time.monotonic()
-        for (table, hour), batch in list(self._open.items()):
+        for group, batch in list(self._open.items()):
             if now - batch.opened >= self.max_batch_age:
-                self._close(table, hour)
+                self._close(group)
 
-    def _close(self, table: str, hour: datetime) -> None:
-        batch = self._open.pop((table, hour))
+    def _close(self, group: tuple[str, datetime, str | None]) -> None:
+        batch = self._open.pop(group)
+        table = batch.table
         body = b"".join(batch.lines)
         headers = {"ContentType": "application/x-ndjson" if body[:1] == b"{" else "text/plain"}
         if self.compress:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers["ContentEncoding"] = "gzip"
-        self._waiting.append((self.object_key(table, batch.first_time), body, headers))
+        self._waiting.append((self.object_key(table, batch.first_time, batch.name), body, headers))
         try:
             self._deliver_waiting()  # at once: memory holds one batch, not a queue of them
         except DeliveryError:

@@ -36,7 +36,7 @@ class StdoutSink:
         self._buffer = bytearray()
         self._pack = msgpack.Packer().pack
 
-    def write(self, table: str, records: list[dict]) -> None:
+    def write(self, table: str, records: list[dict], name: str | None = None) -> None:
         stream = stream_for(table)
         for record in records:
             line = self._encode(stream, table, record)

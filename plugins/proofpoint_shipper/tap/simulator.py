@@ -71,6 +71,7 @@ class TapSimulator:
         self.drop_rate = 0.0  # share of connections closed without an answer
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | None = None  # sent with 429 when set
+        self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
         self.corruptions: deque[str] = deque()  # applied to the next successful answers
         self._server: ThreadingHTTPServer | None = None
 
@@ -167,6 +168,9 @@ class TapSimulator:
         pool = self.pools["clicks_permitted" if endpoint == "clicks/permitted" else "main"]
         now = self.now()
         with self.lock:
+            if self.throttle_next > 0:
+                self.throttle_next -= 1
+                raise ApiError(429, "Too Many Requests")
             while pool and pool[0] <= now - timedelta(hours=24):
                 pool.popleft()
             if len(pool) >= self.quota:

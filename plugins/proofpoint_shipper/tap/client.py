@@ -1,0 +1,96 @@
+"""TapClient: one SIEM API request per window, streamed to a file, with the API's failure modes.
+
+401/403 stop at once (ConfigError: exit 2); 429 waits (Retry-After when sent) and 5xx, timeouts
+and dropped connections are retried under the retry policy, each retry logged. Requests are
+counted per quota pool. The secret is only ever handed to httpx's auth, never logged.
+"""
+
+import logging
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from proofpoint_shipper import __version__
+from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.tap.events import wire_time
+
+log = logging.getLogger("proofpoint_shipper")
+DEFAULT_BASE_URL = "https://tap-api-v2.proofpoint.com"
+API_RETRY = RetryPolicy(attempts=6, base_delay=2.0, max_delay=300.0)
+
+
+class Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TapClient:
+    def __init__(
+        self,
+        base_url: str,
+        principal: str,
+        secret: str,
+        *,
+        timeout: float = 120.0,
+        retry: RetryPolicy = API_RETRY,
+    ):
+        self.http = httpx.Client(
+            base_url=base_url,
+            auth=(principal, secret),
+            timeout=timeout,
+            headers={"User-Agent": f"proofpoint-shipper/{__version__}"},
+        )
+        self.retry = retry
+        self.requests = Counter()  # per quota pool, this run
+
+    def close(self) -> None:
+        self.http.close()
+
+    def download(self, start: datetime, end: datetime, target: Path) -> None:
+        """Write the /v2/siem/all answer for [start, end) to `target` (empty for 204)."""
+        params = {"interval": f"{wire_time(start)}/{wire_time(end)}", "format": "json"}
+        what = f"TAP window {params['interval']}"
+        try:
+            self.retry.run(lambda: self._get(params, target), what, (Retryable,))
+        except Retryable as exc:
+            raise FetchError(f"{what}: {exc} (gave up after {self.retry.attempts} tries)") from exc
+
+    def _get(self, params: dict, target: Path) -> None:
+        self.requests["main"] += 1
+        try:
+            with self.http.stream("GET", "/v2/siem/all", params=params) as response:
+                self._check(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        status = response.status_code
+        if status in (200, 204):
+            return
+        text = response.read().decode("utf-8", "replace").strip()[:200]
+        if status in (401, 403):
+            raise ConfigError(
+                f"the TAP API refused our credentials ({status} {text}); "
+                "check TAP_PRINCIPAL and TAP_SECRET, and that SIEM API access is enabled"
+            )
+        if status == 429:
+            raise Retryable("quota used up (429)", _retry_after(response))
+        if status >= 500:
+            raise Retryable(f"server error {status}")
+        raise FetchError(f"the TAP API refused the request ({status}): {text}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

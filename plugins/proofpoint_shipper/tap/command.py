@@ -1,0 +1,226 @@
+"""`ppship tap fetch` (the collector) and `ppship simulate tap` (the local API stand-in).
+
+Entry points: `register(subcommands)`. Credentials come from TAP_PRINCIPAL and TAP_SECRET or
+--secret-file; they are never printed or logged.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
+from proofpoint_shipper.tap.client import DEFAULT_BASE_URL, TapClient
+from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
+
+log = logging.getLogger("proofpoint_shipper")
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    tap = subcommands.add_parser(
+        "tap",
+        help="Proofpoint TAP SIEM API collector",
+        description="Collect the four TAP tables from the SIEM API.",
+    )
+    actions = tap.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = actions.add_parser(
+        "fetch",
+        help="fetch TAP events into the data lake",
+        description="Fetch TAP messages and clicks, every event once: windows of at most an hour "
+        "from the cursor to now minus --lag, each poll re-reading --lookback for late-indexed "
+        "events. The cursor moves only after the output confirmed the data.",
+    )
+    fetch.add_argument("--base-url", default=DEFAULT_BASE_URL, help="SIEM API (default: %(default)s)")
+    fetch.add_argument(
+        "--secret-file",
+        type=Path,
+        help="file holding the TAP secret (default: $TAP_SECRET); the principal comes from $TAP_PRINCIPAL",
+    )
+    mode = fetch.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="catch up to now and exit (the default)")
+    mode.add_argument("--follow", action="store_true", help="keep polling every --interval")
+    fetch.add_argument(
+        "--interval",
+        type=_seconds,
+        default=timedelta(minutes=5),
+        help="polling period with --follow, e.g. 300, 5m (default: 5m)",
+    )
+    fetch.add_argument(
+        "--lookback",
+        type=_seconds,
+        default=timedelta(minutes=30),
+        help="overlap re-read on every poll for late-indexed events (default: 30m)",
+    )
+    fetch.add_argument(
+        "--lag",
+        type=_seconds,
+        default=timedelta(minutes=2),
+        help="leave out the newest minutes, still being indexed (default: 2m)",
+    )
+    fetch.add_argument(
+        "--since",
+        type=_since,
+        help="first run or explicit backfill: ISO 8601 time or an age like 6h, 2d (at most 7 days)",
+    )
+    fetch.add_argument(
+        "--cursor",
+        default="ppship-state/tap-cursor.json",
+        help="cursor file, or s3://bucket/key (default: %(default)s)",
+    )
+    fetch.add_argument(
+        "--dead-letter-dir",
+        type=Path,
+        help="where malformed API answers are kept (default: next to the cursor)",
+    )
+    add_output_arguments(fetch)
+    fetch.set_defaults(run=run_fetch)
+    _register_simulator(subcommands)
+
+
+def _seconds(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        return timedelta(seconds=float(number) * units[unit])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 300, 5m, 2h)") from exc
+
+
+def _since(text: str) -> datetime:
+    if text[-1:] in "smhd" and text[:-1].replace(".", "", 1).isdigit():
+        moment = datetime.now(UTC) - _seconds(text)
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a time or age: {text!r}") from exc
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment < datetime.now(UTC) - timedelta(days=7):
+        raise argparse.ArgumentTypeError("--since reaches further back than the API's 7 days")
+    return moment
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+    principal = os.environ.get("TAP_PRINCIPAL", "")
+    if args.secret_file is not None:
+        try:
+            secret = args.secret_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from exc
+    else:
+        secret = os.environ.get("TAP_SECRET", "")
+    if not principal or not secret:
+        raise ConfigError("TAP credentials missing: set TAP_PRINCIPAL and TAP_SECRET (or --secret-file)")
+    return principal, secret
+
+
+def _cursor_store(args: argparse.Namespace):
+    if args.cursor.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = args.cursor[5:].partition("/")
+        if not bucket or not key:
+            raise ConfigError(f"--cursor wants s3://bucket/key, got {args.cursor!r}")
+        return S3CursorStore(boto3.client("s3", endpoint_url=args.endpoint_url), bucket, key)
+    return FileCursorStore(Path(args.cursor))
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    principal, secret = _credentials(args)
+    store = _cursor_store(args)
+    store.load()  # an unreadable cursor fails now, before any request
+    beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent
+    dead_letters = args.dead_letter_dir or beside_cursor / "dead-letter"
+    sink = open_sink(args)
+    client = TapClient(args.base_url, principal, secret)
+    settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
+    fetcher = TapFetcher(client, sink, store, settings, progress=sys.stderr if sys.stderr.isatty() else None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    skipped = _poll_loop(fetcher, args, stop)
+    sink.close()
+    client.close()
+    return 1 if skipped else 0
+
+
+def _poll_loop(fetcher: TapFetcher, args: argparse.Namespace, stop: threading.Event) -> int:
+    since, skipped = args.since, 0
+    while True:
+        summary = fetcher.poll(since=since)
+        since = None
+        skipped += len(summary.skipped)
+        log.info(
+            "TAP poll done: %d windows, %d new events, %d already seen%s",
+            summary.windows,
+            summary.events,
+            summary.duplicates,
+            f", skipped windows: {', '.join(summary.skipped)}" if summary.skipped else "",
+        )
+        if not args.follow or stop.wait(args.interval.total_seconds()):
+            return skipped
+
+
+def _register_simulator(subcommands: argparse._SubParsersAction) -> None:
+    simulate = subcommands.add_parser(
+        "simulate",
+        help="local stand-ins for the Proofpoint APIs",
+        description="Local stand-ins for the Proofpoint APIs, for tests and demos.",
+    )
+    actions = simulate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tap = actions.add_parser(
+        "tap",
+        help="a local TAP SIEM API on 127.0.0.1",
+        description="Serve a local TAP SIEM API with seeded events. Credentials: "
+        "$TAP_PRINCIPAL and $TAP_SECRET (the same the fetcher uses).",
+    )
+    tap.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    tap.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    tap.add_argument("--seed", type=int, default=7, help="event generator seed (default: %(default)s)")
+    tap.add_argument(
+        "--days", type=float, default=2.0, help="days of events up to now (default: %(default)s)"
+    )
+    tap.add_argument(
+        "--rate", type=int, default=60, help="messages and clicks per hour (default: %(default)s)"
+    )
+    tap.add_argument("--replay", type=Path, help="serve the events of this NDJSON file instead")
+    tap.add_argument(
+        "--quota", type=int, default=1800, help="requests per 24 h and pool (default: %(default)s)"
+    )
+    tap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 500")
+    tap.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped")
+    tap.add_argument("--slow", type=float, default=0.0, help="seconds of delay before each answer")
+    tap.set_defaults(run=run_simulator)
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    from proofpoint_shipper.tap.events import generate, replay
+    from proofpoint_shipper.tap.simulator import TapSimulator
+
+    principal, secret = os.environ.get("TAP_PRINCIPAL"), os.environ.get("TAP_SECRET")
+    if not principal or not secret:
+        raise ConfigError("set TAP_PRINCIPAL and TAP_SECRET: the simulator checks them as the API does")
+    now = datetime.now(UTC)
+    events = list(
+        replay(args.replay)
+        if args.replay
+        else generate(args.seed, now - timedelta(days=args.days), now, args.rate)
+    )
+    simulator = TapSimulator(events, principal, secret, quota=args.quota, host=args.host, port=args.port)
+    simulator.fail_rate, simulator.drop_rate = args.fail_rate, args.drop_rate
+    simulator.slow_seconds = args.slow
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with simulator:
+        print(f"TAP simulator at {simulator.url} with {len(events)} events", flush=True)
+        stop.wait()
+    return 0

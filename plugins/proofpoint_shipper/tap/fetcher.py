@@ -1,0 +1,180 @@
+"""TapFetcher: every TAP event into the lake once, across late indexing, restarts and kills.
+
+A poll plans its windows (tap.window), saves them with the cursor as an intent, then for each
+window: download, read event by event, drop events seen before (hash of the canonical event),
+write under a name derived from the window, flush, and only then save cursor, seen-set and the
+windows still to do. A killed run is re-run with exactly the saved windows, so an object store
+rewrites the same keys. Malformed answers go to a dead-letter file; after a bound, the window is
+skipped with an error naming it, and the poll goes on.
+"""
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from proofpoint_shipper.tap import ARRAYS
+from proofpoint_shipper.tap.answer import MalformedAnswer, read_answer
+from proofpoint_shipper.tap.client import TapClient
+from proofpoint_shipper.tap.events import creation_time, wire_time
+from proofpoint_shipper.tap.shape import event_key, to_record
+from proofpoint_shipper.tap.window import plan
+
+log = logging.getLogger("proofpoint_shipper")
+WRITE_GROUP = 500  # events handed to the sink at a time
+
+
+@dataclass
+class PollSummary:
+    windows: int = 0
+    events: int = 0
+    duplicates: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FetchSettings:
+    lookback: timedelta = timedelta(minutes=30)  # re-read before the cursor: late-indexed events
+    lag: timedelta = timedelta(minutes=2)  # do not ask for the last minutes: still being indexed
+    window_attempts: int = 3  # tries of a window whose answer is malformed
+    dead_letter_dir: Path = Path("ppship-state/dead-letter")
+
+
+class TapFetcher:
+    def __init__(
+        self,
+        client: TapClient,
+        sink,
+        store,
+        settings: FetchSettings,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress=None,
+    ):
+        self.client = client
+        self.sink = sink
+        self.store = store
+        self.settings = settings
+        self.now = now
+        self.progress = progress  # a stream for progress lines, or None
+
+    def poll(self, since: datetime | None = None) -> PollSummary:
+        """Catch up from the cursor (or `since`) to now minus the lag."""
+        document = self.store.load() or {}
+        windows = [(_time(a), _time(b)) for a, b in document.get("pending") or []]
+        if not windows or since is not None:
+            windows = self._plan(document, since)
+            document["pending"] = [[a.isoformat(), b.isoformat()] for a, b in windows]
+            self.store.save(document)  # the intent first: a re-run repeats exactly these windows
+        summary = PollSummary()
+        seen: dict[str, str] = dict(document.get("seen") or {})
+        for number, (start, end) in enumerate(windows):
+            self._fetch_window(start, end, seen, summary)
+            self.sink.flush()
+            self._prune(seen, end)
+            document = {"cursor": end.isoformat(), "seen": seen, "pending": document["pending"][number + 1 :]}
+            self.store.save(document)  # only after the sink confirmed the window
+            summary.windows += 1
+            self._report(number + 1, len(windows), summary)
+        return summary
+
+    def _plan(self, document: dict, since: datetime | None) -> list[tuple[datetime, datetime]]:
+        now = self.now()
+        if since is not None or not document.get("cursor"):
+            start = since or now - timedelta(hours=1)
+            result = plan(start, now, timedelta(0), self.settings.lag)
+        else:
+            result = plan(_time(document["cursor"]), now, self.settings.lookback, self.settings.lag)
+        if result.lost:
+            log.warning(
+                "!!! TAP events from %s to %s can no longer be fetched: the API serves only "
+                "the last 7 days. Fetching from %s on.",
+                wire_time(result.lost[0]),
+                wire_time(result.lost[1]),
+                wire_time(result.lost[1]),
+            )
+        return result.windows
+
+    def _fetch_window(
+        self, start: datetime, end: datetime, seen: dict[str, str], summary: PollSummary
+    ) -> None:
+        name = f"{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
+        for attempt in range(1, self.settings.window_attempts + 1):
+            answer = self._download(start, end)
+            try:
+                self._take(answer, name, seen, summary)
+                answer.unlink()
+                return
+            except MalformedAnswer as exc:
+                kept = self._dead_letter(answer, name, attempt)
+                log.error("TAP window %s: malformed answer (%s); raw answer kept in %s", name, exc, kept)
+        summary.skipped.append(name)
+        log.error(
+            "TAP window %s skipped after %d malformed answers; its events are not fetched",
+            name,
+            self.settings.window_attempts,
+        )
+
+    def _download(self, start: datetime, end: datetime) -> Path:
+        folder = self.settings.dead_letter_dir.parent / "partial"
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=folder, suffix=".json")
+        os.close(descriptor)
+        path = Path(name)
+        try:
+            self.client.download(start, end, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def _take(self, answer: Path, name: str, seen: dict[str, str], summary: PollSummary) -> None:
+        """Write the answer's new events; those written on an earlier attempt are in `seen`."""
+        groups: dict[str, list[dict]] = {}
+        for array, event in read_answer(answer):
+            key = event_key(array, event)
+            if key in seen:
+                summary.duplicates += 1
+                continue
+            table = ARRAYS[array][0]
+            groups.setdefault(table, []).append(to_record(array, event))
+            seen[key] = _stamp(creation_time(array, event))
+            summary.events += 1
+            if len(groups[table]) >= WRITE_GROUP:
+                self.sink.write(table, groups.pop(table), name=name)
+        for table, records in groups.items():
+            self.sink.write(table, records, name=name)
+
+    def _dead_letter(self, answer: Path, name: str, attempt: int) -> Path:
+        self.settings.dead_letter_dir.mkdir(parents=True, exist_ok=True)
+        target = self.settings.dead_letter_dir / f"tap-{name}-attempt{attempt}.json"
+        answer.replace(target)
+        return target
+
+    def _prune(self, seen: dict[str, str], cursor: datetime) -> None:
+        """Keep only hashes a later poll can meet again: events inside the next overlap."""
+        oldest = _stamp(cursor - self.settings.lookback - timedelta(minutes=1))
+        for key in [key for key, created in seen.items() if created < oldest]:
+            del seen[key]
+
+    def _report(self, done: int, total: int, summary: PollSummary) -> None:
+        if self.progress is not None:
+            left = 1800 - self.client.requests["main"]
+            print(
+                f"\rTAP windows {done}/{total}, {summary.events} events, about {left} requests "
+                "left in today's quota",
+                end="" if done < total else "\n",
+                file=self.progress,
+                flush=True,
+            )
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _stamp(moment: datetime) -> str:
+    """One fixed form (UTC, microseconds always), so that stamps compare as strings."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
