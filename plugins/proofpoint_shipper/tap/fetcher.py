@@ -131,21 +131,39 @@ class TapFetcher:
         return path
 
     def _take(self, answer: Path, name: str, seen: dict[str, str], summary: PollSummary) -> None:
-        """Write the answer's new events; those written on an earlier attempt are in `seen`."""
-        groups: dict[str, list[dict]] = {}
+        """Write the answer's new events. A key enters `seen` only once its record was handed
+        to the sink, so a retry after a broken answer writes whatever had not been written."""
+        groups: dict[str, list[tuple[str, str, dict]]] = {}
         for array, event in read_answer(answer):
             key = event_key(array, event)
             if key in seen:
                 summary.duplicates += 1
                 continue
             table = ARRAYS[array][0]
-            groups.setdefault(table, []).append(to_record(array, event))
-            seen[key] = _stamp(creation_time(array, event))
-            summary.events += 1
+            groups.setdefault(table, []).append(
+                (key, _stamp(creation_time(array, event)), to_record(array, event))
+            )
             if len(groups[table]) >= WRITE_GROUP:
-                self.sink.write(table, groups.pop(table), name=name)
-        for table, records in groups.items():
-            self.sink.write(table, records, name=name)
+                self._write(table, groups.pop(table), name, seen, summary)
+        for table, group in groups.items():
+            self._write(table, group, name, seen, summary)
+
+    def _write(
+        self,
+        table: str,
+        group: list[tuple[str, str, dict]],
+        name: str,
+        seen: dict[str, str],
+        summary: PollSummary,
+    ) -> None:
+        fresh = {}
+        for key, created, record in group:
+            if key not in seen and key not in fresh:  # the same event twice in one answer
+                fresh[key] = (created, record)
+        self.sink.write(table, [record for _, record in fresh.values()], name=name)
+        seen.update((key, created) for key, (created, _) in fresh.items())
+        summary.events += len(fresh)
+        summary.duplicates += len(group) - len(fresh)
 
     def _dead_letter(self, answer: Path, name: str, attempt: int) -> Path:
         self.settings.dead_letter_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,126 @@
+"""The TAP fetcher against the simulator over loopback, with one clock for both."""
+
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.tap.events import generate
+from proofpoint_shipper.tap.simulator import TapSimulator
+from tests.tap_harness import PRINCIPAL, SECRET, Clock, fetch, record_id
+
+END = datetime(2022, 2, 20, 15, 0, tzinfo=UTC)
+LAG = timedelta(minutes=2)
+
+
+def serve(events, clock, **settings):
+    simulator = TapSimulator(events, PRINCIPAL, SECRET, now=clock, **settings)
+    return simulator
+
+
+def test_a_multi_day_catch_up_fetches_every_event_exactly_once(tmp_path):
+    events = list(generate(11, END - timedelta(days=3), END, 40))
+    clock = Clock(END + timedelta(hours=1))  # everything indexed by now
+    with serve(events, clock) as simulator:
+        records, summary = fetch(simulator, clock, tmp_path, since=END - timedelta(days=3))
+    ids = Counter(record_id(r) for r in records)
+    assert set(ids) == {e.wire["id"] for e in events}
+    assert max(ids.values()) == 1
+    assert summary.windows >= 72 and not summary.skipped
+    assert {r["eventType"] for r in records} == {
+        "messagesDelivered",
+        "messagesBlocked",
+        "clicksPermitted",
+        "clicksBlocked",
+    }
+
+
+def test_late_indexed_events_are_caught_by_the_overlap(tmp_path):
+    events = list(generate(12, END - timedelta(hours=3), END, 120))
+    clock = Clock(END)
+    with serve(events, clock) as simulator:
+        first, _ = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=3))
+        later = []
+        for _ in range(6):  # polls every 10 minutes for an hour
+            clock.advance(timedelta(minutes=10))
+            records, _ = fetch(simulator, clock, tmp_path)
+            later += records
+    first_ids = {record_id(r) for r in first}
+    late = [e for e in events if e.created < END - LAG and e.wire["id"] not in first_ids]
+    assert late, "the generator made no late-indexed events: the test would prove nothing"
+    all_ids = Counter(record_id(r) for r in first + later)
+    assert {e.wire["id"] for e in events if e.created < END} <= set(all_ids)  # none lost
+    assert max(all_ids.values()) == 1  # none twice
+
+
+def test_per_recipient_events_are_all_kept(tmp_path):
+    events = list(generate(13, END - timedelta(hours=6), END, 60))
+    by_guid = Counter(e.wire["GUID"] for e in events if e.array.startswith("messages"))
+    shared = {guid for guid, count in by_guid.items() if count > 1}
+    assert shared
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator:
+        records, _ = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=6))
+    kept = Counter(r["GUID"] for r in records if r["eventType"].startswith("messages"))
+    assert all(kept[guid] == by_guid[guid] for guid in shared)
+
+
+def test_a_429_storm_is_survived_within_the_quota(tmp_path):
+    events = list(generate(14, END - timedelta(hours=2), END, 60))
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock, quota=50) as simulator:
+        simulator.throttle_next = 4
+        simulator.retry_after = 0
+        records, _ = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
+        statuses = Counter(status for _, status in simulator.requests)
+    assert statuses[429] == 4
+    assert {record_id(r) for r in records} == {e.wire["id"] for e in events}
+
+
+def test_a_week_old_cursor_is_clamped_with_a_loud_warning(tmp_path, caplog):
+    events = list(generate(15, END - timedelta(hours=2), END, 30))
+    clock = Clock(END + timedelta(hours=1))
+    (tmp_path / "cursor.json").write_text(json.dumps({"cursor": (END - timedelta(days=9)).isoformat()}))
+    with serve(events, clock) as simulator, caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, _ = fetch(simulator, clock, tmp_path)
+        statuses = {status for _, status in simulator.requests}
+    assert statuses <= {200, 204}  # never a 400 for a too-old start
+    warning = next(m for m in caplog.messages if "can no longer be fetched" in m)
+    assert "2022-02-11T15:00:00" in warning  # names the gap's start: the old cursor
+    assert {record_id(r) for r in records} == {e.wire["id"] for e in events}
+
+
+@pytest.mark.parametrize("corruption", ["invalid_json", "truncated", "not_object", "unknown_array"])
+def test_a_malformed_answer_is_dead_lettered_and_the_window_retried(tmp_path, corruption):
+    events = list(generate(16, END - timedelta(hours=2), END, 60))
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator:
+        simulator.corruptions.append(corruption)
+        records, summary = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
+    assert not summary.skipped
+    (dead,) = (tmp_path / "dead-letter").iterdir()
+    assert dead.name.startswith("tap-") and dead.stat().st_size > 0
+    ids = Counter(record_id(r) for r in records)
+    assert set(ids) == {e.wire["id"] for e in events} and max(ids.values()) == 1
+
+
+def test_a_window_that_stays_malformed_is_skipped_by_name_and_the_rest_fetched(tmp_path, caplog):
+    events = list(generate(17, END - timedelta(hours=2), END, 60))
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator, caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        simulator.corruptions.extend(["invalid_json"] * 3)
+        records, summary = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
+    assert len(summary.skipped) == 1
+    assert any(summary.skipped[0] in m and "skipped" in m for m in caplog.messages)
+    assert len(list((tmp_path / "dead-letter").iterdir())) == 3
+    assert records  # the later windows still came
+
+
+def test_wrong_credentials_stop_at_once(tmp_path):
+    clock = Clock(END)
+    with serve([], clock) as simulator, pytest.raises(ConfigError, match="refused our credentials"):
+        fetch(simulator, clock, tmp_path, since=END - timedelta(hours=1), secret="wrong")
+    assert len(simulator.requests) == 1  # no retries of a 401
