@@ -124,3 +124,26 @@ def test_wrong_credentials_stop_at_once(tmp_path):
     with serve([], clock) as simulator, pytest.raises(ConfigError, match="refused our credentials"):
         fetch(simulator, clock, tmp_path, since=END - timedelta(hours=1), secret="wrong")
     assert len(simulator.requests) == 1  # no retries of a 401
+
+
+def test_an_interrupted_run_leaves_exactly_its_remaining_windows_and_a_rerun_does_them(tmp_path):
+    from proofpoint_shipper.errors import FetchError
+
+    events = list(generate(18, END - timedelta(hours=5), END, 60))
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator:
+        simulator.fail_after = 3  # three windows answer, then the API fails for good
+        with pytest.raises(FetchError):
+            fetch(simulator, clock, tmp_path, since=END - timedelta(hours=5))
+        state = json.loads((tmp_path / "cursor.json").read_text())
+        requested = [path for path, status in simulator.requests if status == 200 or status == 204]
+        assert len(requested) == 3
+        assert len(state["pending"]) == 6 - 3  # 5 h + the hour since END: six windows, three done
+        assert state["cursor"] == state["pending"][0][0]  # the next window starts where the cursor is
+        simulator.fail_after = None
+        clock.advance(timedelta(minutes=30))  # later: a fresh plan would have other windows
+        records, summary = fetch(simulator, clock, tmp_path)
+        assert summary.windows == 3  # exactly the remaining ones, not a new plan
+    ids = Counter(record_id(r) for r in records)
+    assert max(ids.values()) == 1
+    assert {e.wire["id"] for e in events if e.created >= datetime.fromisoformat(state["cursor"])} <= set(ids)

@@ -66,7 +66,14 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     fetch.add_argument(
         "--since",
         type=_since,
-        help="first run or explicit backfill: ISO 8601 time or an age like 6h, 2d (at most 7 days)",
+        help="where a first run (no cursor yet) starts: ISO 8601 time or an age like 6h, 2d "
+        "(at most 7 days; default 1h)",
+    )
+    fetch.add_argument(
+        "--backfill",
+        action="store_true",
+        help="with --since: re-fetch from that time although a cursor exists "
+        "(records already delivered may arrive again)",
     )
     fetch.add_argument(
         "--cursor",
@@ -155,7 +162,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 def _poll_loop(fetcher: TapFetcher, args: argparse.Namespace, stop: threading.Event) -> int:
     since, skipped = args.since, 0
     while True:
-        summary = fetcher.poll(since=since)
+        summary = fetcher.poll(since=since, backfill=args.backfill)
         since = None
         skipped += len(summary.skipped)
         log.info(

@@ -60,11 +60,17 @@ class TapFetcher:
         self.now = now
         self.progress = progress  # a stream for progress lines, or None
 
-    def poll(self, since: datetime | None = None) -> PollSummary:
-        """Catch up from the cursor (or `since`) to now minus the lag."""
+    def poll(self, since: datetime | None = None, backfill: bool = False) -> PollSummary:
+        """Catch up to now minus the lag: first the windows of an interrupted run, else from the
+        cursor; `since` starts a first run (no cursor yet), or re-plans with `backfill`."""
         document = self.store.load() or {}
         windows = [(_time(a), _time(b)) for a, b in document.get("pending") or []]
-        if not windows or since is not None:
+        if windows:
+            log.info("finishing the %d windows of an interrupted run first", len(windows))
+        else:
+            if since is not None and document.get("cursor") and not backfill:
+                log.info("a cursor exists: --since is ignored (add --backfill to re-fetch from it)")
+                since = None
             windows = self._plan(document, since)
             document["pending"] = [[a.isoformat(), b.isoformat()] for a, b in windows]
             self.store.save(document)  # the intent first: a re-run repeats exactly these windows
@@ -74,8 +80,10 @@ class TapFetcher:
             self._fetch_window(start, end, seen, summary)
             self.sink.flush()
             self._prune(seen, end)
-            document = {"cursor": end.isoformat(), "seen": seen, "pending": document["pending"][number + 1 :]}
-            self.store.save(document)  # only after the sink confirmed the window
+            remaining = [[a.isoformat(), b.isoformat()] for a, b in windows[number + 1 :]]
+            self.store.save(
+                {"cursor": end.isoformat(), "seen": seen, "pending": remaining}
+            )  # after the flush
             summary.windows += 1
             self._report(number + 1, len(windows), summary)
         return summary

@@ -68,6 +68,7 @@ class TapSimulator:
         self.requests: list[tuple[str, int]] = []  # (path with query, status) of every request
         # Faults, switchable while running.
         self.fail_rate = 0.0  # share of requests answered 500
+        self.fail_after: int | None = None  # answer 500 to every request after this many
         self.drop_rate = 0.0  # share of connections closed without an answer
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | None = None  # sent with 429 when set
@@ -108,6 +109,8 @@ class TapSimulator:
         self._authenticate(authorization)
         start, end = self._window(parse_qs(parts.query, keep_blank_values=True))
         self._count(endpoint)
+        if self.fail_after is not None and len(self.requests) >= self.fail_after:
+            raise ApiError(500, "Internal Server Error")
         if self.rng.random() < self.fail_rate:
             raise ApiError(500, "Internal Server Error")
         arrays = {name: self._visible(name, start, end) for name in ENDPOINTS[endpoint]}
