@@ -18,6 +18,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.gateway_parse
 	$(BIN)/python -m tests.bench.s3_sink
+	$(BIN)/python -m tests.bench.tap_fetch
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from tests.bench.measure import PeakMemory
 from tests.bench.mixed_log import write_mixed_log
 from tests.conftest import golden_parser
 
@@ -41,12 +42,13 @@ def run_parse(path: Path) -> tuple[float, int]:
         child = subprocess.Popen(
             [*COMMAND, str(path)], stdin=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _, status, usage = os.wait4(child.pid, 0)
+        memory = PeakMemory(child.pid)
+        _, status, _ = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ppship gateway parse failed on {path}")
     child.returncode = 0
-    return elapsed, usage.ru_maxrss
+    return elapsed, memory.result()
 
 
 def lark_only(path: Path) -> float:

@@ -15,6 +15,7 @@ import time
 import orjson
 
 from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS, LocalS3
+from tests.bench.measure import PeakMemory
 
 TABLE = "proofpoint_tap_messages_delivered"
 MiB = 1024 * 1024
@@ -113,17 +114,18 @@ def run_ship(total_bytes: int, output_args: list[str]) -> tuple[float, int, int]
     )
     if len(CORES) > 1:
         os.sched_setaffinity(child.pid, {CORES[1]})  # the sink on its own core, S3 and feeder on the other
+    memory = PeakMemory(child.pid)
     writer = threading.Thread(target=feed, args=(child.stdin, total_bytes))
     writer.start()
     report = child.stderr.read().decode()
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, _ = os.wait4(child.pid, 0)
     writer.join()
     child.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start
     if child.returncode != 0:
         raise SystemExit(f"ppship ship failed: {report.strip()}")
     records = int(report.rsplit("ppship ship: ", 1)[1].split()[0])
-    return elapsed, records, usage.ru_maxrss
+    return elapsed, records, memory.result()
 
 
 def main() -> int:

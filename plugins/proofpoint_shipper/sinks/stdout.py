@@ -15,6 +15,7 @@ from proofpoint_shipper.errors import DeliveryError
 from proofpoint_shipper.sinks.records import stream_for, table_line
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+WRITE_THROUGH_BYTES = 1024 * 1024  # written before flush() past this much
 
 
 class StdoutSink:
@@ -50,6 +51,8 @@ class StdoutSink:
                 )
                 continue
             self._buffer += line
+            if len(self._buffer) >= WRITE_THROUGH_BYTES:
+                self._write_buffer()  # no need to hold a whole window: flush() still confirms
 
     def _encode(self, stream, table: str, record: dict) -> bytes:
         if self.format == "text":
@@ -60,13 +63,20 @@ class StdoutSink:
         return orjson.dumps(routed) + b"\n"
 
     def flush(self) -> None:
+        self._write_buffer()
         try:
-            if self._buffer:
-                self.output.write(self._buffer)
-                self._buffer.clear()
             self.output.flush()
         except OSError as exc:  # the reader went away: nothing was confirmed
             raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
+
+    def _write_buffer(self) -> None:
+        if not self._buffer:
+            return
+        try:
+            self.output.write(self._buffer)
+        except OSError as exc:
+            raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
+        self._buffer.clear()
 
     def close(self) -> None:
         self.flush()
