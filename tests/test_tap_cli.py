@@ -130,3 +130,55 @@ def test_kill_9_at_random_points_with_s3_neither_loses_nor_duplicates(simulator,
         ids.update(json.loads(line)["id"] for line in body.splitlines())
     assert set(ids) == expected_ids(simulator)
     assert max(ids.values()) == 1
+
+
+def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
+    import signal
+
+    command = [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        "tap",
+        "fetch",
+        "--follow",
+        "--interval",
+        "0.3",
+        "--base-url",
+        simulator.url,
+        "--cursor",
+        str(tmp_path / "cursor.json"),
+        "--since",
+        "7h",
+    ]
+    with subprocess.Popen(
+        command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as child:
+        polls = 0
+        while polls < 2:
+            line = child.stderr.readline()
+            assert line, "the fetcher ended before its second poll"
+            polls += b"TAP poll done" in line
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=60)
+    assert child.returncode == 0
+
+
+def test_secret_from_a_file(simulator, tmp_path):
+    secret_file = tmp_path / "tap-secret"
+    secret_file.write_text(SECRET + "\n")
+    env = {k: v for k, v in environment().items() if k != "TAP_SECRET"}
+    command = [
+        *FETCH,
+        "--base-url",
+        simulator.url,
+        "--cursor",
+        str(tmp_path / "cursor.json"),
+        "--since",
+        "1h",
+        "--secret-file",
+        str(secret_file),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    assert SECRET not in result.stderr.decode()
