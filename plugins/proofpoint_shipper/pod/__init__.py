@@ -1,0 +1,7 @@
+"""Proofpoint on Demand log stream: event shapes, the websocket client, and a simulator."""
+
+# PoD stream type → (data-lake table, routing value written as `eventType`)
+TYPES = {
+    "message": ("proofpoint_on_demand_message", "pod_message"),
+    "maillog": ("proofpoint_on_demand_maillog", "pod_maillog"),
+}

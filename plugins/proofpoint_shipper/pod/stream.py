@@ -1,0 +1,254 @@
+"""PodStream: the PoD log stream into the data lake, every event once, across drops and restarts.
+
+Frames are checked (bad ones go to a dead-letter file with the reason, counted, and the stream
+goes on), de-duplicated by a hash of the whole event over a bounded recent window, and written
+to the sink; every `flush_every` events or `flush_seconds` the sink is flushed and only then the
+resume point (last `ts`, recent hashes) saved. Drops reconnect under the retry policy; an outage
+longer than the API's one-hour live resume is reported as a gap to backfill from the archive.
+"""
+
+import base64
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.sync.client import connect
+
+from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.pod import TYPES
+from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
+from proofpoint_shipper.retry import RetryPolicy
+
+log = logging.getLogger("proofpoint_shipper")
+LIVE_RESUME = timedelta(hours=1)
+DEFAULT_URL = "wss://logstream.proofpoint.com/v1/stream"
+
+
+@dataclass
+class StreamSettings:
+    dead_letter_dir: Path = Path("ppship-state/dead-letter")
+    max_frame_bytes: int = 4 * 1024 * 1024
+    flush_every: int = 1000  # events
+    flush_seconds: float = 5.0
+    dedupe_window: int = 10_000  # recent event hashes kept (and saved) for de-duplication
+    ping_interval: float = 120.0  # seconds: the API drops idle sessions
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(attempts=8, base_delay=1.0, max_delay=60.0)
+    )
+
+
+@dataclass
+class StreamSummary:
+    events: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    reconnects: int = 0
+    gap: tuple[str, str] | None = None
+
+
+class PodStream:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        cluster_id: str,
+        kind: str,
+        sink,
+        store,
+        settings: StreamSettings,
+        stop: threading.Event | None = None,
+    ):
+        self.url, self.token, self.cluster_id, self.kind = url, token, cluster_id, kind
+        self.table = TYPES[kind][0]
+        self.sink, self.store, self.settings = sink, store, settings
+        self.stop = stop or threading.Event()
+        self.summary = StreamSummary()
+        self._pending: list[dict] = []
+        self._recent: deque[str] = deque(maxlen=settings.dedupe_window)
+        self._recent_set: set[str] = set()
+        self._last_ts: str | None = None
+        self._flushed_at = time.monotonic()
+
+    def run(
+        self,
+        max_events: int | None = None,
+        duration: float | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> StreamSummary:
+        state = self.store.load() or {}
+        for key in state.get("recent", []):
+            self._remember(key)
+        self._last_ts = state.get("last_ts")
+        if since is None:
+            self._report_gap()
+        deadline = time.monotonic() + duration if duration else None
+        failures = 0
+        while not self._done(max_events, deadline):
+            try:
+                with connect(
+                    self._address(since, until),
+                    additional_headers=self._headers(),
+                    ping_interval=self.settings.ping_interval,
+                    max_size=None,
+                    open_timeout=30,
+                    close_timeout=5,
+                ) as websocket:
+                    failures = 0
+                    finished = self._consume(websocket, max_events, deadline)
+                if finished:
+                    break
+            except InvalidStatus as exc:
+                raise self._refused(exc) from None
+            except (ConnectionClosedError, InvalidHandshake, OSError, TimeoutError) as exc:
+                self._flush()  # what arrived before the drop is good: keep it
+                failures += 1
+                self._reconnect_or_give_up(exc, failures)
+        self._flush()
+        return self.summary
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _address(self, since: datetime | None, until: datetime | None) -> str:
+        query = {"cid": self.cluster_id, "type": self.kind}
+        if since is not None:
+            query["sinceTime"] = since.isoformat()
+            if until is not None:
+                query["toTime"] = until.isoformat()
+        return f"{self.url}?{urlencode(query)}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _refused(self, exc: InvalidStatus) -> ConfigError:
+        status = exc.response.status_code
+        text = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()[:200]
+        if status == 409:
+            return ConfigError(
+                "the PoD log API refused a second session for this token (409: "
+                + text
+                + "): another consumer, for example your SIEM vendor, holds the token's "
+                "live session; stop it or use a separate token"
+            )
+        if status in (401, 403):
+            return ConfigError(f"the PoD log API refused the token ({status}); check POD_TOKEN")
+        return ConfigError(f"the PoD log API refused the request ({status}): {text}")
+
+    def _reconnect_or_give_up(self, exc: Exception, failures: int) -> None:
+        policy = self.settings.retry
+        if failures >= policy.attempts:
+            raise FetchError(f"the PoD stream dropped {failures} times in a row, last: {exc}")
+        wait = policy.delay(failures)
+        log.warning(
+            "PoD %s stream dropped (%s); reconnect %d of %d in %.1f s",
+            self.kind,
+            type(exc).__name__,
+            failures,
+            policy.attempts - 1,
+            wait,
+        )
+        self.summary.reconnects += 1
+        self.stop.wait(wait)
+
+    def _report_gap(self) -> None:
+        if not self._last_ts:
+            return
+        last = datetime.fromisoformat(self._last_ts).astimezone(UTC)
+        oldest_live = datetime.now(UTC) - LIVE_RESUME
+        if last < oldest_live:
+            self.summary.gap = (last.isoformat(), oldest_live.isoformat())
+            log.warning(
+                "!!! PoD %s events from %s to %s can no longer be replayed live (the API "
+                "resumes only within an hour). Backfill them from the archive: ppship pod "
+                "stream --type %s --since %s --until %s",
+                self.kind,
+                last.isoformat(),
+                oldest_live.isoformat(),
+                self.kind,
+                last.isoformat(),
+                oldest_live.isoformat(),
+            )
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def _consume(self, websocket, max_events: int | None, deadline: float | None) -> bool:
+        """Read until told to stop (True) or the server closed normally (True: archive done)."""
+        while not self._done(max_events, deadline):
+            try:
+                frame = websocket.recv(timeout=0.5)
+            except TimeoutError:
+                self._flush_if_due()
+                continue
+            except ConnectionClosedOK:
+                return True
+            self._take(frame)
+            self._flush_if_due()
+        return True
+
+    def _take(self, frame: str | bytes) -> None:
+        try:
+            event = check_frame(self.kind, frame, self.settings.max_frame_bytes)
+        except BadFrame as exc:
+            self.summary.bad += 1
+            self._dead_letter(frame, str(exc))
+            return
+        key = event_key(event)
+        if key in self._recent_set:
+            self.summary.duplicates += 1
+            return
+        self._remember(key)
+        self._pending.append(to_record(self.kind, event))
+        if event_time(event) is not None:
+            self._last_ts = event["ts"]
+        self.summary.events += 1
+
+    def _remember(self, key: str) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(key)
+        self._recent_set.add(key)
+
+    def _dead_letter(self, frame: str | bytes, reason: str) -> None:
+        folder = self.settings.dead_letter_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = frame[:65536]
+        entry = {
+            "time": datetime.now(UTC).isoformat(),
+            "type": self.kind,
+            "reason": reason,
+            "bytes": len(frame),
+            "frame": kept if isinstance(kept, str) else None,
+            "frame_base64": base64.b64encode(kept).decode() if isinstance(kept, bytes) else None,
+        }
+        with (folder / f"pod-{self.kind}.ndjson").open("ab") as out:
+            out.write(orjson.dumps(entry) + b"\n")
+        log.error("PoD %s: %s; kept in %s", self.kind, reason, folder / f"pod-{self.kind}.ndjson")
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def _flush_if_due(self) -> None:
+        due = time.monotonic() - self._flushed_at >= self.settings.flush_seconds
+        if len(self._pending) >= self.settings.flush_every or (due and self._pending):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.sink.write(self.table, self._pending)
+            self._pending = []
+        self.sink.flush()
+        self.store.save({"last_ts": self._last_ts, "recent": list(self._recent)})  # only after flush
+        self._flushed_at = time.monotonic()
+
+    def _done(self, max_events: int | None, deadline: float | None) -> bool:
+        return (
+            self.stop.is_set()
+            or (max_events is not None and self.summary.events >= max_events)
+            or (deadline is not None and time.monotonic() >= deadline)
+        )
