@@ -9,6 +9,7 @@ import sys
 from proofpoint_shipper import __version__, local_s3, ship
 from proofpoint_shipper.errors import ShipperError
 from proofpoint_shipper.gateway import command as gateway_command
+from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.tap import command as tap_command
 
 
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gateway_command.register(subcommands)
-    tap_command.register(subcommands)
+    simulate = tap_command.register(subcommands)
+    pod_command.register(subcommands, simulate)
     ship.register(subcommands)
     local_s3.register(subcommands)
     return parser

@@ -125,7 +125,8 @@ def _maillog(rng: random.Random, index: int, moment: datetime, ts: str) -> dict:
     if rng.random() < 0.7:
         data = (
             f"{stamp} {host} sendmail[{pid}]: {qid}: to=<{rcpt}>, delay={delay}, xdelay={delay}, "
-            f"mailer=esmtp, pri={rng.randrange(30000, 200000)}, relay={relay} [198.51.100.{rng.randrange(1, 255)}], "
+            f"mailer=esmtp, pri={rng.randrange(30000, 200000)}, "
+            f"relay={relay} [198.51.100.{rng.randrange(1, 255)}], "
             f"dsn=2.0.0, stat=Sent (ok:  Message {rng.randrange(10**7)} accepted)"
         )
         sm = {

@@ -22,7 +22,8 @@ from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 log = logging.getLogger("proofpoint_shipper")
 
 
-def register(subcommands: argparse._SubParsersAction) -> None:
+def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add `tap fetch` and `simulate tap`; returns the `simulate` group for other simulators."""
     tap = subcommands.add_parser(
         "tap",
         help="Proofpoint TAP SIEM API collector",
@@ -87,7 +88,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     add_output_arguments(fetch)
     fetch.set_defaults(run=run_fetch)
-    _register_simulator(subcommands)
+    return _register_simulator(subcommands)
 
 
 def _seconds(text: str) -> timedelta:
@@ -176,7 +177,7 @@ def _poll_loop(fetcher: TapFetcher, args: argparse.Namespace, stop: threading.Ev
             return skipped
 
 
-def _register_simulator(subcommands: argparse._SubParsersAction) -> None:
+def _register_simulator(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAction:
     simulate = subcommands.add_parser(
         "simulate",
         help="local stand-ins for the Proofpoint APIs",
@@ -206,6 +207,7 @@ def _register_simulator(subcommands: argparse._SubParsersAction) -> None:
     tap.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped")
     tap.add_argument("--slow", type=float, default=0.0, help="seconds of delay before each answer")
     tap.set_defaults(run=run_simulator)
+    return actions
 
 
 def run_simulator(args: argparse.Namespace) -> int:

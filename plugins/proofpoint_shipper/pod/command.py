@@ -1,0 +1,162 @@
+"""`ppship pod stream` (the collector) and `ppship simulate pod` (the local stream stand-in).
+
+Entry point: `register(subcommands, simulate)`. The token comes from POD_TOKEN or --token-file and
+the cluster id from --cluster-id or POD_CLUSTER_ID; neither is printed or logged.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from proofpoint_shipper.checkpoint import FileCursorStore
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.pod.stream import DEFAULT_URL, PodStream, StreamSettings
+from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
+
+log = logging.getLogger("proofpoint_shipper")
+
+
+def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubParsersAction) -> None:
+    pod = subcommands.add_parser(
+        "pod",
+        help="Proofpoint on Demand log stream collector",
+        description="Collect the two PoD tables from the log stream.",
+    )
+    actions = pod.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stream = actions.add_parser(
+        "stream",
+        help="stream PoD message or maillog events into the data lake",
+        description="Stream PoD events (live, or an archive backfill with --since/--until), every "
+        "event once: resent events are removed, the resume point is saved only after the output "
+        "confirmed the data. SIGTERM closes the stream, flushes, saves and exits 0.",
+    )
+    stream.add_argument("--type", choices=["message", "maillog"], required=True, help="the event type")
+    stream.add_argument("--url", default=DEFAULT_URL, help="log stream URL (default: %(default)s)")
+    stream.add_argument("--token-file", type=Path, help="file holding the token (default: $POD_TOKEN)")
+    stream.add_argument(
+        "--cluster-id",
+        default=os.environ.get("POD_CLUSTER_ID"),
+        help="PoD cluster id (default: $POD_CLUSTER_ID)",
+    )
+    stream.add_argument("--max-events", type=int, help="stop after this many new events")
+    stream.add_argument("--duration", type=float, help="stop after this many seconds")
+    stream.add_argument(
+        "--since", type=_time, help="archive backfill from this time (rounded down to the hour)"
+    )
+    stream.add_argument(
+        "--until", type=_time, help="archive backfill up to this time (rounded up to the hour)"
+    )
+    stream.add_argument("--cursor", type=Path, help="resume file (default: ppship-state/pod-<type>.json)")
+    stream.add_argument(
+        "--dead-letter-dir",
+        type=Path,
+        default=Path("ppship-state/dead-letter"),
+        help="where bad frames are kept with their reason (default: %(default)s)",
+    )
+    add_output_arguments(stream)
+    stream.set_defaults(run=run_stream)
+    _register_simulator(simulate)
+
+
+def _time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {args.token_file}: {exc.strerror}") from exc
+    else:
+        token = os.environ.get("POD_TOKEN", "")
+    if not token:
+        raise ConfigError("PoD token missing: set POD_TOKEN or --token-file")
+    if not args.cluster_id:
+        raise ConfigError("PoD cluster id missing: set --cluster-id or POD_CLUSTER_ID")
+    return token
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.until is not None and args.since is None:
+        raise ConfigError("--until needs --since (an archive backfill)")
+    token = _token(args)
+    store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
+    store.load()  # an unreadable resume file fails now
+    sink = open_sink(args)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stream = PodStream(
+        args.url,
+        token,
+        args.cluster_id,
+        args.type,
+        sink,
+        store,
+        StreamSettings(dead_letter_dir=args.dead_letter_dir),
+        stop=stop,
+    )
+    summary = stream.run(
+        max_events=args.max_events, duration=args.duration, since=args.since, until=args.until
+    )
+    sink.close()
+    log.info(
+        "PoD %s: %d events, %d resent removed, %d bad frames, %d reconnects",
+        args.type,
+        summary.events,
+        summary.duplicates,
+        summary.bad,
+        summary.reconnects,
+    )
+    return 0
+
+
+def _register_simulator(simulate: argparse._SubParsersAction) -> None:
+    pod = simulate.add_parser(
+        "pod",
+        help="a local PoD log stream on 127.0.0.1",
+        description="Serve a local PoD log stream (websocket) with seeded events. "
+        "Token and cluster id: $POD_TOKEN and $POD_CLUSTER_ID.",
+    )
+    pod.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    pod.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    pod.add_argument("--seed", type=int, default=7, help="event seed (default: %(default)s)")
+    pod.add_argument(
+        "--rate", type=float, default=5.0, help="events per second and type (default: %(default)s)"
+    )
+    pod.add_argument(
+        "--days", type=float, default=2.0, help="days of history for the archive (default: %(default)s)"
+    )
+    pod.add_argument("--resend-rate", type=float, default=0.01, help="share of events sent twice")
+    pod.add_argument("--drop-every", type=int, help="close each session abruptly after this many events")
+    pod.set_defaults(run=run_simulator)
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    from proofpoint_shipper.pod.events import Timeline
+    from proofpoint_shipper.pod.simulator import PodSimulator
+
+    token, cluster = os.environ.get("POD_TOKEN"), os.environ.get("POD_CLUSTER_ID")
+    if not token or not cluster:
+        raise ConfigError("set POD_TOKEN and POD_CLUSTER_ID: the simulator checks them as the API does")
+    timeline = Timeline(args.seed, datetime.now(UTC) - timedelta(days=args.days), args.rate)
+    simulator = PodSimulator(timeline, token, cluster, host=args.host, port=args.port)
+    simulator.resend_rate, simulator.drop_every = args.resend_rate, args.drop_every
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with simulator:
+        print(f"PoD simulator at {simulator.url}", flush=True)
+        stop.wait()
+    return 0

@@ -1,0 +1,179 @@
+"""The PoD stream client against the PoD simulator over loopback."""
+
+import io
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from websockets.sync.client import connect
+
+from proofpoint_shipper.checkpoint import FileCursorStore
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.pod.events import Timeline, spell_ts
+from proofpoint_shipper.pod.shape import event_time
+from proofpoint_shipper.pod.simulator import PodSimulator
+from proofpoint_shipper.pod.stream import PodStream, StreamSettings
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.stdout import StdoutSink
+
+TOKEN, CLUSTER = "pod-token-1", "hosted_cid"
+FAST = RetryPolicy(attempts=20, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+def timeline():
+    return Timeline(5, datetime.now(UTC) - timedelta(days=2), rate=20)
+
+
+@pytest.fixture
+def simulator(timeline):
+    with PodSimulator(timeline, TOKEN, CLUSTER, seed=3) as server:
+        yield server
+
+
+def stream(simulator, tmp_path, kind="maillog", token=TOKEN, **run):
+    out = io.BytesIO()
+    settings = StreamSettings(dead_letter_dir=tmp_path / "dead-letter", retry=FAST, flush_every=100)
+    client = PodStream(
+        simulator.url,
+        token,
+        CLUSTER,
+        kind,
+        StdoutSink(out),
+        FileCursorStore(tmp_path / f"pod-{kind}.json"),
+        settings,
+    )
+    summary = client.run(**run)
+    return [json.loads(line) for line in out.getvalue().splitlines()], summary
+
+
+def index_of(timeline, kind, record, around: int) -> int:
+    key = "id" if kind == "maillog" else "guid"
+    return next(i for i in range(around - 500, around + 500) if timeline.event(kind, i)[key] == record[key])
+
+
+def test_forced_disconnects_deliver_every_event_once(simulator, timeline, tmp_path):
+    simulator.drop_every, simulator.resend_rate = 200, 0.02
+    records, summary = stream(simulator, tmp_path, max_events=1500)
+    assert summary.reconnects >= 6 and summary.duplicates > 0
+    first = index_of(
+        timeline, "maillog", records[0], timeline.index_at(datetime.now(UTC) - timedelta(hours=1))
+    )
+    expected = [timeline.event("maillog", i)["id"] for i in range(first, first + 1500)]
+    assert [r["id"] for r in records] == expected  # each once, none missing, in order
+
+
+def test_a_second_consumer_gets_the_409_message(simulator, tmp_path):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with connect(
+        f"{simulator.url}?cid={CLUSTER}&type=message", additional_headers=headers, close_timeout=0.5
+    ), pytest.raises(ConfigError, match="another consumer, for example your SIEM vendor, holds"):
+        stream(simulator, tmp_path, max_events=5)
+
+
+def test_a_wrong_token_is_refused_with_one_line(simulator, tmp_path):
+    with pytest.raises(ConfigError, match=r"refused the token \(401\)"):
+        stream(simulator, tmp_path, token="wrong", max_events=5)
+
+
+def test_a_two_hour_outage_is_reported_and_backfilled_from_the_archive(tmp_path, caplog):
+    timeline = Timeline(6, datetime.now(UTC) - timedelta(days=1), rate=1)
+    last = datetime.now(UTC) - timedelta(hours=3)
+    (tmp_path / "pod-maillog.json").write_text(json.dumps({"last_ts": last.isoformat(), "recent": []}))
+    with PodSimulator(timeline, TOKEN, CLUSTER) as simulator:
+        with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+            live, summary = stream(simulator, tmp_path, max_events=5)
+        gap_start, gap_end = (datetime.fromisoformat(t) for t in summary.gap)
+        assert gap_start == last
+        assert abs(gap_end - (datetime.now(UTC) - timedelta(hours=1))) < timedelta(minutes=1)
+        assert any("can no longer be replayed live" in m and "--since" in m for m in caplog.messages)
+        backfill, _ = stream(simulator, tmp_path, since=gap_start, until=gap_end)
+    hour = gap_start.replace(minute=0, second=0, microsecond=0)  # the archive rounds down to the hour
+    first = timeline.index_at(hour)
+    delivered_live = {r["id"] for r in live}  # the hour-rounded archive covers them: not sent again
+    archived = (timeline.event("maillog", i)["id"] for i in range(first, first + len(backfill) + 5))
+    expected = [i for i in archived if i not in delivered_live][: len(backfill)]
+    assert [r["id"] for r in backfill] == expected  # from the rounded hour on, contiguous, each once
+    assert event_time(backfill[-1]) >= gap_end - timedelta(seconds=2)  # the whole gap is covered
+
+
+def test_an_archive_beside_a_live_session_is_refused(simulator, tmp_path):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with connect(
+        f"{simulator.url}?cid={CLUSTER}&type=maillog", additional_headers=headers, close_timeout=0.5
+    ), pytest.raises(ConfigError, match="409"):
+        stream(
+            simulator,
+            tmp_path,
+            since=datetime.now(UTC) - timedelta(hours=5),
+            until=datetime.now(UTC) - timedelta(hours=4),
+        )
+
+
+def test_resent_events_are_removed(simulator, tmp_path):
+    simulator.resend_rate = 0.3
+    records, summary = stream(simulator, tmp_path, kind="message", max_events=400)
+    assert summary.duplicates > 50
+    assert len({r["guid"] for r in records}) == len(records) == 400
+
+
+def test_both_ts_spellings_parse_to_the_same_time():
+    moment = datetime(2022, 2, 20, 8, 35, 0, 157994, tzinfo=UTC).astimezone()
+    assert event_time({"ts": spell_ts(moment, colon=True)}) == event_time(
+        {"ts": spell_ts(moment, colon=False)}
+    )
+    assert spell_ts(moment, colon=False)[-5] in "+-" and ":" not in spell_ts(moment, colon=False)[-5:]
+
+
+def test_maillog_data_parsed_matches_the_gateway_parser(simulator, tmp_path):
+    records, _ = stream(simulator, tmp_path, max_events=50)
+    parser = GatewayParser(zone=UTC)
+    for record in records:
+        assert record["data_parsed"] == parser.parse(record["data"])
+        assert record["data_parsed"]["stream"] == "gateway_sendmail" and "error" not in record["data_parsed"]
+        original = {k: v for k, v in record.items() if k not in ("data_parsed", "eventType", "table")}
+        assert set(original) == {"id", "ts", "data", "pps", "sm", "tls"}  # every field as sent
+
+
+def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, tmp_path):
+    simulator.bad_frames.extend(["not_json", "binary", "no_id", "oversized:5000000"])
+    records, summary = stream(simulator, tmp_path, max_events=20)
+    assert summary.bad == 4 and len(records) == 20
+    entries = [
+        json.loads(line)
+        for line in (tmp_path / "dead-letter" / "pod-maillog.ndjson").read_text().splitlines()
+    ]
+    reasons = [entry["reason"] for entry in entries]
+    assert reasons[0].startswith("not JSON") and reasons[1] == "binary frame"
+    assert reasons[2] == "maillog event without id" and "over the 4194304-byte limit" in reasons[3]
+    assert entries[1]["frame_base64"] and entries[3]["bytes"] > 5_000_000
+
+
+def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):
+    records, _ = stream(simulator, tmp_path, max_events=250)
+    state = json.loads((tmp_path / "pod-maillog.json").read_text())
+    assert state["last_ts"] == records[-1]["ts"]
+    assert len(state["recent"]) == 250
+
+
+def test_stop_closes_flushes_and_saves(simulator, tmp_path):
+    out = io.BytesIO()
+    stop = threading.Event()
+    client = PodStream(
+        simulator.url,
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        StdoutSink(out),
+        FileCursorStore(tmp_path / "c.json"),
+        StreamSettings(dead_letter_dir=tmp_path / "dl", retry=FAST, flush_every=10_000),
+        stop,
+    )
+    threading.Timer(1.0, stop.set).start()
+    summary = client.run()
+    lines = out.getvalue().splitlines()
+    assert summary.events == len(lines) > 0  # nothing held back at the stop
+    assert json.loads((tmp_path / "c.json").read_text())["last_ts"] == json.loads(lines[-1])["ts"]
