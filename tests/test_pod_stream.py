@@ -68,9 +68,10 @@ def test_forced_disconnects_deliver_every_event_once(simulator, timeline, tmp_pa
 
 def test_a_second_consumer_gets_the_409_message(simulator, tmp_path):
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with connect(
-        f"{simulator.url}?cid={CLUSTER}&type=message", additional_headers=headers, close_timeout=0.5
-    ), pytest.raises(ConfigError, match="another consumer, for example your SIEM vendor, holds"):
+    with (
+        connect(f"{simulator.url}?cid={CLUSTER}&type=message", additional_headers=headers, close_timeout=0.5),
+        pytest.raises(ConfigError, match="another consumer, for example your SIEM vendor, holds"),
+    ):
         stream(simulator, tmp_path, max_events=5)
 
 
@@ -102,9 +103,10 @@ def test_a_two_hour_outage_is_reported_and_backfilled_from_the_archive(tmp_path,
 
 def test_an_archive_beside_a_live_session_is_refused(simulator, tmp_path):
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with connect(
-        f"{simulator.url}?cid={CLUSTER}&type=maillog", additional_headers=headers, close_timeout=0.5
-    ), pytest.raises(ConfigError, match="409"):
+    with (
+        connect(f"{simulator.url}?cid={CLUSTER}&type=maillog", additional_headers=headers, close_timeout=0.5),
+        pytest.raises(ConfigError, match="409"),
+    ):
         stream(
             simulator,
             tmp_path,

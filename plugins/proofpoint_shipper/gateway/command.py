@@ -20,6 +20,7 @@ from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.streams import OTHER
 
 STREAM_CHOICES = {"filter": FILTER, "sendmail": SENDMAIL, "other": OTHER}
@@ -218,8 +219,7 @@ class ParseJob:
         if not data or self.output_closed:
             return
         try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            write_all(sys.stdout.fileno(), data)  # not through sys.stdout.buffer: see rawio
         except BrokenPipeError:
             self._close_output()
 

@@ -64,11 +64,13 @@ class PodStream:
         store,
         settings: StreamSettings,
         stop: threading.Event | None = None,
+        progress=None,
     ):
         self.url, self.token, self.cluster_id, self.kind = url, token, cluster_id, kind
         self.table = TYPES[kind][0]
         self.sink, self.store, self.settings = sink, store, settings
         self.stop = stop or threading.Event()
+        self.progress = progress  # a stream for progress lines during an archive backfill, or None
         self.summary = StreamSummary()
         self._pending: list[dict] = []
         self._recent: deque[str] = deque(maxlen=settings.dedupe_window)
@@ -190,6 +192,13 @@ class PodStream:
                 return True
             self._take(frame)
             self._flush_if_due()
+            if self.progress is not None and self.summary.events % 1000 == 0:
+                print(
+                    f"\rPoD {self.kind} archive: {self.summary.events} events, at {self._last_ts}",
+                    end="",
+                    file=self.progress,
+                    flush=True,
+                )
         return True
 
     def _take(self, frame: str | bytes) -> None:

@@ -12,6 +12,7 @@ import msgpack
 import orjson
 
 from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.rawio import descriptor, write_all
 from proofpoint_shipper.sinks.records import stream_for, table_line
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
@@ -72,11 +73,17 @@ class StdoutSink:
     def _write_buffer(self) -> None:
         if not self._buffer:
             return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        fd = descriptor(self.output)
         try:
-            self.output.write(self._buffer)
+            if fd is None:
+                self.output.write(data)
+            else:
+                self.output.flush()  # anything written through the stream itself goes first
+                write_all(fd, data)  # not through the buffered stream: see rawio
         except OSError as exc:
             raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
-        self._buffer.clear()
 
     def close(self) -> None:
         self.flush()

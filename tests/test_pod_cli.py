@@ -1,0 +1,93 @@
+"""`ppship pod stream` as a real process: SIGTERM closes, flushes, saves and exits 0."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from proofpoint_shipper.pod.events import Timeline
+from proofpoint_shipper.pod.simulator import PodSimulator
+
+TOKEN, CLUSTER = "cli-token", "hosted_cid"
+
+
+@pytest.fixture
+def simulator():
+    with PodSimulator(Timeline(8, datetime.now(UTC) - timedelta(days=1), rate=2), TOKEN, CLUSTER) as server:
+        yield server
+
+
+def command(simulator, tmp_path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        "pod",
+        "stream",
+        "--type",
+        "message",
+        "--url",
+        simulator.url,
+        "--cursor",
+        str(tmp_path / "pod.json"),
+        "--dead-letter-dir",
+        str(tmp_path / "dl"),
+        *extra,
+    ]
+
+
+def test_sigterm_closes_flushes_saves_and_exits_0(simulator, tmp_path):
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    with subprocess.Popen(
+        command(simulator, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        first = child.stdout.readline()  # records are flowing
+        assert first.startswith(b"{")
+        child.send_signal(signal.SIGTERM)
+        rest = child.stdout.read()  # through the same buffered reader as the first line
+        stderr = child.stderr.read()
+        child.wait(timeout=60)
+    assert child.returncode == 0, stderr.decode()[-1000:]
+    records = [json.loads(line) for line in [first, *rest.splitlines()]]
+    assert json.loads((tmp_path / "pod.json").read_text())["last_ts"] == records[-1]["ts"]
+    assert b"Traceback" not in stderr
+
+
+def test_missing_token_or_cluster_exits_2_with_one_line(simulator, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("POD_TOKEN", "POD_CLUSTER_ID")}
+    result = subprocess.run(
+        command(simulator, tmp_path), env=env, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 2 and b"PoD token missing" in result.stderr
+    result = subprocess.run(
+        command(simulator, tmp_path),
+        env={**env, "POD_TOKEN": TOKEN},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and b"cluster id missing" in result.stderr
+
+
+def test_409_from_the_command_is_one_line_and_exit_2(simulator, tmp_path):
+    from websockets.sync.client import connect
+
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with connect(
+        f"{simulator.url}?cid={CLUSTER}&type=maillog", additional_headers=headers, close_timeout=0.5
+    ):
+        result = subprocess.run(
+            command(simulator, tmp_path, "--max-events", "3"),
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    errors = [line for line in result.stderr.decode().splitlines() if "ppship: error" in line]
+    assert result.returncode == 2 and len(errors) == 1 and "holds the token's live session" in errors[0]
+    assert TOKEN not in result.stderr.decode()
