@@ -19,6 +19,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.gateway_parse
 	$(BIN)/python -m tests.bench.s3_sink
 	$(BIN)/python -m tests.bench.tap_fetch
+	$(BIN)/python -m tests.bench.pod_stream
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests
