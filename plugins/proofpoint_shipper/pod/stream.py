@@ -101,7 +101,7 @@ class PodStream:
                     ping_interval=self.settings.ping_interval,
                     max_size=None,
                     open_timeout=30,
-                    close_timeout=5,
+                    close_timeout=1,  # leaving a stream: do not wait long for its close reply
                 ) as websocket:
                     failures = 0
                     finished = self._consume(websocket, max_events, deadline)
