@@ -6,12 +6,11 @@ bucket, and gives `endpoint_url` and a boto3 `client()`. `ppship dev s3` runs on
 
 import argparse
 import logging
-import signal
-import threading
 
 import boto3
 
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.service import serve_until_stopped
 
 LOCAL_CREDENTIALS = {
     "aws_access_key_id": "local",
@@ -79,15 +78,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_local_s3(args: argparse.Namespace) -> int:
-    stopped = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopped.set())
-    with LocalS3(args.bucket, args.port) as local:
-        print(f"local S3 at {local.endpoint_url}, bucket {local.bucket}", flush=True)
-        print(
-            f"  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1\n"
-            f"  aws --endpoint-url {local.endpoint_url} s3 ls s3://{local.bucket}/ --recursive",
-            flush=True,
-        )
-        stopped.wait()
-    return 0
+    return serve_until_stopped(LocalS3(args.bucket, args.port), _banner)
+
+
+def _banner(local: "LocalS3") -> str:
+    return (
+        f"local S3 at {local.endpoint_url}, bucket {local.bucket}\n"
+        f"  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1\n"
+        f"  aws --endpoint-url {local.endpoint_url} s3 ls s3://{local.bucket}/ --recursive"
+    )

@@ -7,15 +7,14 @@ the cluster id from --cluster-id or POD_CLUSTER_ID; neither is printed or logged
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod.stream import DEFAULT_URL, PodStream, StreamSettings
+from proofpoint_shipper.service import add_listen_arguments, serve_until_stopped, stop_on_signals
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 
 log = logging.getLogger("proofpoint_shipper")
@@ -94,9 +93,7 @@ def run_stream(args: argparse.Namespace) -> int:
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.load()  # an unreadable resume file fails now
     sink = open_sink(args)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     stream = PodStream(
         args.url,
         token,
@@ -129,9 +126,7 @@ def _register_simulator(simulate: argparse._SubParsersAction) -> None:
         description="Serve a local PoD log stream (websocket) with seeded events. "
         "Token and cluster id: $POD_TOKEN and $POD_CLUSTER_ID.",
     )
-    pod.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    pod.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
-    pod.add_argument("--seed", type=int, default=7, help="event seed (default: %(default)s)")
+    add_listen_arguments(pod)
     pod.add_argument(
         "--rate", type=float, default=5.0, help="events per second and type (default: %(default)s)"
     )
@@ -153,10 +148,4 @@ def run_simulator(args: argparse.Namespace) -> int:
     timeline = Timeline(args.seed, datetime.now(UTC) - timedelta(days=args.days), args.rate)
     simulator = PodSimulator(timeline, token, cluster, host=args.host, port=args.port)
     simulator.resend_rate, simulator.drop_every = args.resend_rate, args.drop_every
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with simulator:
-        print(f"PoD simulator at {simulator.url}", flush=True)
-        stop.wait()
-    return 0
+    return serve_until_stopped(simulator, lambda sim: f"PoD simulator at {sim.url}")

@@ -7,7 +7,6 @@ Entry points: `register(subcommands)`. Credentials come from TAP_PRINCIPAL and T
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.service import add_listen_arguments, serve_until_stopped, stop_on_signals
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap.client import DEFAULT_BASE_URL, TapClient
 from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
@@ -151,10 +151,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     client = TapClient(args.base_url, principal, secret)
     settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
     fetcher = TapFetcher(client, sink, store, settings, progress=sys.stderr if sys.stderr.isatty() else None)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    skipped = _poll_loop(fetcher, args, stop)
+    skipped = _poll_loop(fetcher, args, stop_on_signals())
     sink.close()
     client.close()
     return 1 if skipped else 0
@@ -190,9 +187,7 @@ def _register_simulator(subcommands: argparse._SubParsersAction) -> argparse._Su
         description="Serve a local TAP SIEM API with seeded events. Credentials: "
         "$TAP_PRINCIPAL and $TAP_SECRET (the same the fetcher uses).",
     )
-    tap.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    tap.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
-    tap.add_argument("--seed", type=int, default=7, help="event generator seed (default: %(default)s)")
+    add_listen_arguments(tap)
     tap.add_argument(
         "--days", type=float, default=2.0, help="days of events up to now (default: %(default)s)"
     )
@@ -226,10 +221,4 @@ def run_simulator(args: argparse.Namespace) -> int:
     simulator = TapSimulator(events, principal, secret, quota=args.quota, host=args.host, port=args.port)
     simulator.fail_rate, simulator.drop_rate = args.fail_rate, args.drop_rate
     simulator.slow_seconds = args.slow
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with simulator:
-        print(f"TAP simulator at {simulator.url} with {len(events)} events", flush=True)
-        stop.wait()
-    return 0
+    return serve_until_stopped(simulator, lambda sim: f"TAP simulator at {sim.url} with {len(events)} events")
