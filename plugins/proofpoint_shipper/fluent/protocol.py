@@ -33,8 +33,9 @@ def forward_chunk(tag: str, entries: list[list], chunk_id: str) -> bytes:
     return msgpack.packb([tag, entries, {"size": len(entries), "chunk": chunk_id}], use_bin_type=True)
 
 
-def unpacker() -> msgpack.Unpacker:
-    return msgpack.Unpacker(raw=False, max_buffer_size=MAX_SERVER_MESSAGE_BYTES, ext_hook=_ext_hook)
+def unpacker(max_buffer_size: int = MAX_SERVER_MESSAGE_BYTES) -> msgpack.Unpacker:
+    """A streaming reader that decodes EventTime and refuses to buffer more than the bound."""
+    return msgpack.Unpacker(raw=False, max_buffer_size=max_buffer_size, ext_hook=_ext_hook)
 
 
 def _ext_hook(code: int, data: bytes):

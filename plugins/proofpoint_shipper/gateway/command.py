@@ -16,6 +16,7 @@ import msgpack
 import orjson
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gateway import exec_filter
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
@@ -103,6 +104,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "were dropped (default: %(default)s)",
     )
     parse.set_defaults(run=run)
+    exec_filter.register(actions)
 
 
 def _streams(text: str) -> frozenset[str]:

@@ -1,0 +1,98 @@
+"""Forward protocol messages in and out: the four client modes, read and written.
+
+`decode(message)` turns a decoded client message into (tag, entries, options) for Message,
+Forward, PackedForward and CompressedPackedForward (gzip) modes, with EventTime or integer times;
+anything else raises ProtocolError. `encode(mode, tag, entries, chunk)` writes any of them.
+Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bounded buffer).
+"""
+
+import gzip
+import io
+
+import msgpack
+
+from proofpoint_shipper.fluent import protocol
+
+MODES = ("message", "forward", "packed", "compressed")
+MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A frame that is not a forward-protocol client message; the connection should close."""
+
+
+def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
+    if not isinstance(message, list) or len(message) < 2 or not isinstance(message[0], str):
+        raise ProtocolError(f"not a forward message: {str(message)[:80]!r}")
+    tag, body = message[0], message[1]
+    if _is_time(body):  # Message mode: [tag, time, record, options?]
+        if len(message) < 3 or not isinstance(message[2], dict):
+            raise ProtocolError("Message mode without a record")
+        return tag, [(body, message[2])], _options(message, 3)
+    options = _options(message, 2)
+    if isinstance(body, list):  # Forward mode: [tag, [[time, record], ...], options?]
+        return tag, [_entry(entry) for entry in body], options
+    if isinstance(body, bytes):  # PackedForward, gzip-compressed or not
+        if options.get("compressed") == "gzip":
+            body = _gunzip(body)
+        return tag, [_entry(entry) for entry in _unpack_stream(body)], options
+    raise ProtocolError(f"unknown mode for tag {tag!r}")
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float | protocol.EventTime) and not isinstance(value, bool)
+
+
+def _options(message: list, index: int) -> dict:
+    if len(message) <= index or message[index] is None:
+        return {}
+    if not isinstance(message[index], dict):
+        raise ProtocolError("the option field is not a map")
+    return message[index]
+
+
+def _entry(entry: object) -> tuple[object, dict]:
+    if not (
+        isinstance(entry, list | tuple)
+        and len(entry) == 2
+        and _is_time(entry[0])
+        and isinstance(entry[1], dict)
+    ):
+        raise ProtocolError(f"not an entry [time, record]: {str(entry)[:80]!r}")
+    return entry[0], entry[1]
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(MAX_DECOMPRESSED_BYTES + 1)
+    except (OSError, EOFError) as exc:
+        raise ProtocolError(f"bad gzip in CompressedPackedForward: {exc}") from exc
+    if len(out) > MAX_DECOMPRESSED_BYTES:
+        raise ProtocolError("CompressedPackedForward expands past the size limit")
+    return out
+
+
+def _unpack_stream(data: bytes):
+    unpacker = protocol.unpacker(max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    try:
+        yield from unpacker
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise ProtocolError(f"bad PackedForward entries: {exc}") from exc
+
+
+def encode(mode: str, tag: str, entries: list[tuple[object, dict]], chunk: str | None = None) -> bytes:
+    options = {"chunk": chunk} if chunk else {}
+    if mode == "message":
+        ((time, record),) = entries
+        return msgpack.packb([tag, time, record, options], use_bin_type=True)
+    if mode == "forward":
+        return msgpack.packb(
+            [tag, [list(e) for e in entries], {"size": len(entries), **options}], use_bin_type=True
+        )
+    packed = b"".join(msgpack.packb(list(e), use_bin_type=True) for e in entries)
+    if mode == "compressed":
+        options["compressed"] = "gzip"
+        packed = gzip.compress(packed)
+    return msgpack.packb([tag, packed, {"size": len(entries), **options}], use_bin_type=True)

@@ -1,0 +1,63 @@
+"""`ppship gateway exec-filter`: Fluentd's exec_filter co-process, msgpack in and msgpack out.
+
+Reads a stream of msgpack maps on stdin and writes one map per input, in order, on stdout: the
+input's keys plus the parsed record of the gateway line found under --key (default `log`, then
+`message`). Output is flushed after every read; EOF on stdin ends the run with exit code 0.
+"""
+
+import argparse
+import os
+import sys
+
+import msgpack
+
+from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.rawio import write_all
+
+READ_BYTES = 64 * 1024
+MAX_OBJECT_BYTES = 16 * 1024 * 1024
+
+
+def register(actions: argparse._SubParsersAction) -> None:
+    exec_filter = actions.add_parser(
+        "exec-filter",
+        help="Fluentd exec_filter co-process: msgpack maps in, parsed maps out",
+        description="Read msgpack maps on stdin; write each one back, in order, with the parsed "
+        "record of its gateway line added. For Fluentd's exec_filter with msgpack format and parse.",
+    )
+    exec_filter.add_argument(
+        "--key",
+        action="append",
+        help="record key holding the line; repeat for fallbacks (default: log, message)",
+    )
+    exec_filter.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
+    exec_filter.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = args.key or ["log", "message"]
+    parser = GatewayParser(zone=resolve_zone(args.timezone))
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    while chunk := os.read(stdin, READ_BYTES):
+        try:
+            unpacker.feed(chunk)
+        except msgpack.BufferFull as exc:
+            raise InputError(f"a msgpack object on stdin is over {MAX_OBJECT_BYTES} bytes") from exc
+        write_all(stdout, b"".join(pack(_filtered(item, keys, parser)) for item in unpacker))
+    return 0
+
+
+def _filtered(item: object, keys: list[str], parser: GatewayParser) -> dict:
+    if not isinstance(item, dict):
+        return {"error": "input is not a map", "input": repr(item)[:200]}
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            return {**item, **parser.parse(value.rstrip("\r\n"))}
+    return {**item, "error": f"no gateway line under {' or '.join(keys)}"}

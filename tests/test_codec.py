@@ -1,0 +1,68 @@
+"""The forward-protocol codec: every mode round-trips; anything else is a ProtocolError, never a crash."""
+
+import contextlib
+
+import pytest
+from fluent.sender import EventTime
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proofpoint_shipper.fluent import codec, protocol
+
+times = st.one_of(
+    st.integers(0, 2**32 - 1), st.builds(EventTime, st.integers(0, 2**32 - 1), st.integers(0, 999_999_999))
+)
+records = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(st.text(max_size=30), st.integers(-(2**63), 2**63 - 1), st.none()),
+    max_size=5,
+)
+entries = st.lists(st.tuples(times, records), min_size=1, max_size=20)
+
+
+def through_the_wire(data: bytes):
+    unpacker = protocol.unpacker(max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    return codec.decode(next(unpacker))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["forward", "packed", "compressed"]), entries, st.text(min_size=1, max_size=20))
+def test_batched_modes_round_trip(mode, batch, tag):
+    got_tag, got, options = through_the_wire(codec.encode(mode, tag, batch, chunk="c-1"))
+    assert got_tag == tag and got == batch
+    assert options["chunk"] == "c-1" and options["size"] == len(batch)
+    assert options.get("compressed") == ("gzip" if mode == "compressed" else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(times, records)
+def test_message_mode_round_trips_with_event_time(time, record):
+    assert through_the_wire(codec.encode("message", "a.b", [(time, record)])) == ("a.b", [(time, record)], {})
+
+
+def test_fluent_logger_event_time_keeps_its_nanoseconds():
+    ((time, _),) = through_the_wire(codec.encode("forward", "t", [(EventTime(1645367700, 157994123), {})]))[1]
+    assert isinstance(time, EventTime) and time == EventTime(1645367700, 157994123)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10), st.binary(max_size=20)),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_anything_else_is_a_protocol_error_never_a_crash(message):
+    with contextlib.suppress(codec.ProtocolError):
+        codec.decode(message)
+
+
+def test_garbage_packed_entries_and_gzip_are_refused():
+    with pytest.raises(codec.ProtocolError):
+        codec.decode(["t", b"\xc1\xc1", {}])
+    with pytest.raises(codec.ProtocolError, match="bad gzip"):
+        codec.decode(["t", b"not gzip", {"compressed": "gzip"}])
+    with pytest.raises(codec.ProtocolError, match="option field"):
+        codec.decode(["t", [[1, {}]], "options"])

@@ -1,0 +1,50 @@
+"""`ppship gateway exec-filter` as Fluentd runs it: msgpack through pipes, order kept, EOF ends it."""
+
+import subprocess
+import sys
+import threading
+
+import msgpack
+
+from tests.conftest import golden_lines
+
+COMMAND = [sys.executable, "-m", "proofpoint_shipper", "gateway", "exec-filter", "--timezone", "UTC"]
+
+
+def run_filter(items: list, *args: str) -> list:
+    with subprocess.Popen(
+        [*COMMAND, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+
+        def feed():
+            with child.stdin:
+                for item in items:
+                    child.stdin.write(msgpack.packb(item, use_bin_type=True))
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        out = list(msgpack.Unpacker(child.stdout, raw=False, strict_map_key=False))
+        writer.join()
+        stderr = child.stderr.read()
+        child.wait(timeout=60)
+    assert child.returncode == 0, stderr.decode()[-500:]
+    return out
+
+
+def test_100k_records_round_trip_in_order():
+    lines = [line for line in golden_lines() if line]
+    items = [{"seq": n, "log": lines[n % len(lines)]} for n in range(100_000)]
+    out = run_filter(items)
+    assert [o["seq"] for o in out] == list(range(100_000))
+    assert all(o["raw"] == o["log"] for o in out)
+    assert {o["stream"] for o in out} == {"gateway_filter", "gateway_sendmail", "other"}
+
+
+def test_key_fallbacks_bytes_and_inputs_without_a_line():
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    out = run_filter([{"message": line}, {"log": line.encode()}, {"other": 1}, [1, 2]])
+    assert out[0]["qid"] == "w3HMWjG3039079" and out[1]["fields"]["stat"] == "Sent"
+    assert out[2] == {"other": 1, "error": "no gateway line under log or message"}
+    assert out[3]["error"] == "input is not a map"
+    custom = run_filter([{"line": line}], "--key", "line")
+    assert custom[0]["stream"] == "gateway_sendmail"
