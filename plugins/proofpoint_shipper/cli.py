@@ -8,6 +8,7 @@ import sys
 
 from proofpoint_shipper import __version__, local_s3, ship
 from proofpoint_shipper.errors import ShipperError
+from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.gateway import command as gateway_command
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.tap import command as tap_command
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_command.register(subcommands)
     simulate = tap_command.register(subcommands)
     pod_command.register(subcommands, simulate)
+    relay_command.register(subcommands)
     ship.register(subcommands)
     local_s3.register(subcommands)
     return parser

@@ -53,7 +53,7 @@ def ping(helo: object, hostname: str, shared_key: str) -> tuple[bytes, bytes, by
     """The PING answering a HELO: (packed message, our salt, the server's nonce)."""
     if not (isinstance(helo, list) and len(helo) == 2 and helo[0] == "HELO" and isinstance(helo[1], dict)):
         raise DeliveryError(f"forward receiver sent no HELO but {str(helo)[:80]!r}")
-    nonce = _as_bytes(helo[1].get("nonce", b""))
+    nonce = as_bytes(helo[1].get("nonce", b""))
     salt = os.urandom(16)
     message = ["PING", hostname, salt, shared_key_digest(salt, hostname, nonce, shared_key), "", ""]
     return msgpack.packb(message, use_bin_type=True), salt, nonce
@@ -69,5 +69,5 @@ def check_pong(pong: object, salt: bytes, nonce: bytes, shared_key: str) -> None
         raise SharedKeyRefused("forward receiver does not know our shared key (its PONG digest differs)")
 
 
-def _as_bytes(value: object) -> bytes:
+def as_bytes(value: object) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)

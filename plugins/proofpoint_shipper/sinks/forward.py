@@ -47,9 +47,11 @@ class ForwardSink:
 
     def write(self, table: str, records: list[dict], name: str | None = None) -> None:
         tag = stream_for(table).tag
-        entries = self._entries[tag]
-        for record in records:
-            entries.append([protocol.event_time(record_time(record)), record])
+        self.write_entries(tag, [[protocol.event_time(record_time(record)), record] for record in records])
+
+    def write_entries(self, tag: str, entries: list[list]) -> None:
+        """Entries [time, record] under any tag, their times kept as given (a relay's case)."""
+        self._entries[tag].extend(entries)
 
     def flush(self) -> None:
         self._cut_chunks()

@@ -1,0 +1,161 @@
+"""`ppship relay`: the gateway parser inside a Fluent pipeline, over the forward protocol.
+
+Entry point: `register(subcommands)`. `--workers N` starts N processes sharing the port
+(SO_REUSEPORT); each one acks a client's chunk only after its upstream acked it.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.sinks.forward import ForwardSink
+
+log = logging.getLogger("proofpoint_shipper")
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    relay = subcommands.add_parser(
+        "relay",
+        help="parse gateway lines inside a Fluent pipeline (forward protocol in and out)",
+        description="Accept Fluent forward traffic, parse the gateway line of each record, re-tag it "
+        "proofpoint.gateway.filter|sendmail|other and pass it upstream; a client's chunk is acked only "
+        "after upstream acked it. SIGTERM stops accepting, drains and exits 0.",
+    )
+    relay.add_argument(
+        "--listen",
+        default="127.0.0.1:24224",
+        metavar="HOST:PORT",
+        help="where clients connect (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--upstream",
+        required=True,
+        metavar="HOST:PORT",
+        help="the agent's forward input that receives the parsed records",
+    )
+    relay.add_argument("--key", action="append", help="record key of the line (default: log, then message)")
+    relay.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
+    relay.add_argument("--shared-key-file", type=Path, help="shared key clients must prove (default: none)")
+    relay.add_argument("--upstream-shared-key-file", type=Path, help="shared key for the upstream")
+    relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
+    relay.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    relay.add_argument("--upstream-tls", action="store_true", help="connect upstream with TLS")
+    relay.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for upstream's ack before trying again (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="larger frames close their connection (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--max-in-flight-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="bytes being delivered upstream at once, over all clients (default: %(default)s)",
+    )
+    relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
+    relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    relay.set_defaults(run=run)
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{flag} wants HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.workers > 1:
+        return _run_workers(args)
+    host, port = _address(args.listen, "--listen")
+    up_host, up_port = _address(args.upstream, "--upstream")
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    upstream = ForwardSink(
+        up_host,
+        up_port,
+        shared_key=_secret(args.upstream_shared_key_file),
+        tls=ssl.create_default_context() if args.upstream_tls else None,
+    )
+    settings = RelaySettings(
+        host=host,
+        port=port,
+        keys=tuple(args.key or ("log", "message")),
+        shared_key=_secret(args.shared_key_file),
+        tls=tls,
+        max_frame_bytes=args.max_frame_bytes,
+        max_in_flight_bytes=args.max_in_flight_bytes,
+        reuse_port=args.reuse_port,
+    )
+    relay = ForwardRelay(GatewayParser(zone=resolve_zone(args.timezone)), upstream, settings)
+    asyncio.run(_serve(relay))
+    upstream.close()
+    return 0
+
+
+async def _serve(relay: ForwardRelay) -> None:
+    host, port = await relay.start()
+    print(f"relay listening on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await relay.stop()
+    log.info("relay stopped: %d records relayed", relay.relayed)
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    command = [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        *_without_workers(sys.argv[1:]),
+        "--workers",
+        "1",
+        "--reuse-port",
+    ]
+    children = [subprocess.Popen(command) for _ in range(args.workers)]
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _: [child.send_signal(s) for child in children])
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--workers":
+            skip = True
+        elif not item.startswith("--workers="):
+            out.append(item)
+    return out

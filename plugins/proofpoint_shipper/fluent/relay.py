@@ -1,0 +1,188 @@
+"""ForwardRelay: forward traffic in, gateway lines parsed and re-tagged, forward traffic out.
+
+Clients (Fluent Bit or Fluentd `forward` outputs, fluent-logger) send any of the four modes; each
+record's gateway line (under `log`, then `message`) is parsed and the record re-tagged by stream
+(`proofpoint.gateway.filter|sendmail|other`) with its original time, then delivered upstream. A
+client's chunk is acked only after upstream acked it. While delivery waits, that connection is
+not read (back-pressure), and a bound on bytes in flight over all connections caps memory. A
+garbage or oversized frame closes only its own connection, with a logged reason.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import msgpack
+
+from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
+
+log = logging.getLogger("proofpoint_shipper")
+TAGS = {name: BY_NAME[name].tag for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER_TAG}
+
+
+@dataclass
+class RelaySettings:
+    host: str = "127.0.0.1"
+    port: int = 24224
+    keys: tuple[str, ...] = ("log", "message")
+    shared_key: str | None = None
+    tls: ssl.SSLContext | None = None
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_in_flight_bytes: int = 64 * 1024 * 1024
+    reuse_port: bool = False
+    retry_seconds: float = 1.0  # between upstream attempts while it is down
+
+
+class ForwardRelay:
+    def __init__(self, parser: GatewayParser, upstream, settings: RelaySettings):
+        self.parser = parser
+        self.upstream = upstream  # a ForwardSink: write_entries(tag, entries), flush()
+        self.settings = settings
+        self.in_flight = 0
+        self.relayed = 0
+        self._room = asyncio.Condition()
+        self._deliveries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upstream")
+        self._server: asyncio.base_events.Server | None = None
+        self._handlers: set[asyncio.Task] = set()
+        self._closing = False
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await asyncio.start_server(
+            self._connection,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.settings.tls,
+            reuse_port=self.settings.reuse_port or None,
+            limit=2**20,
+        )
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        """Stop accepting, let every connection finish the chunk it is delivering, then close."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=60)
+        self._deliveries.shutdown(wait=True)
+
+    # -- one client connection ----------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            if self.settings.shared_key is None or await self._handshake(reader, writer):
+                await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except codec.ProtocolError as exc:
+            log.warning("relay: closing the connection from %s: %s", peer, exc)
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unpacker = protocol.unpacker(self.settings.max_frame_bytes)
+        consumed = 0
+        while not self._closing and (data := await reader.read(65536)):
+            try:
+                unpacker.feed(data)
+            except msgpack.BufferFull:
+                raise codec.ProtocolError(f"a frame over {self.settings.max_frame_bytes} bytes") from None
+            for message in _messages(unpacker):
+                size, consumed = unpacker.tell() - consumed, unpacker.tell()
+                _, entries, options = codec.decode(message)
+                await self._relay(entries, size)
+                if isinstance(options.get("chunk"), str):
+                    writer.write(msgpack.packb({"ack": options["chunk"]}))
+                    await writer.drain()
+
+    async def _handshake(self, reader, writer) -> bool:
+        nonce = os.urandom(16)
+        writer.write(msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]))
+        await writer.drain()
+        unpacker = protocol.unpacker()
+        while True:
+            unpacker.feed(await reader.read(4096) or b"")
+            for ping in unpacker:
+                return await self._answer_ping(ping, nonce, writer)
+            if reader.at_eof():
+                return False
+
+    async def _answer_ping(self, ping, nonce: bytes, writer) -> bool:
+        key = self.settings.shared_key
+        ok = (
+            isinstance(ping, list)
+            and len(ping) == 6
+            and ping[0] == "PING"
+            and ping[3] == protocol.shared_key_digest(bytes(ping[2]), ping[1], nonce, key)
+        )
+        hostname = socket.gethostname()
+        digest = protocol.shared_key_digest(bytes(ping[2]), hostname, nonce, key) if ok else ""
+        writer.write(msgpack.packb(["PONG", ok, "" if ok else "shared key mismatch", hostname, digest]))
+        await writer.drain()
+        if not ok:
+            log.warning("relay: refused a client whose shared key does not match")
+        return ok
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    async def _relay(self, entries: list, size: int) -> None:
+        async with self._room:
+            await self._room.wait_for(
+                lambda: self.in_flight == 0 or self.in_flight + size <= self.settings.max_in_flight_bytes
+            )
+            self.in_flight += size
+        try:
+            retagged = self._retag(entries)
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    await loop.run_in_executor(self._deliveries, self._deliver, retagged)
+                    break
+                except DeliveryError as exc:
+                    log.warning(
+                        "relay: upstream did not take a chunk (%s); trying again in %.0f s",
+                        exc,
+                        self.settings.retry_seconds,
+                    )
+                    await asyncio.sleep(self.settings.retry_seconds)
+            self.relayed += len(entries)
+        finally:
+            async with self._room:
+                self.in_flight -= size
+                self._room.notify_all()
+
+    def _retag(self, entries: list) -> dict[str, list[list]]:
+        by_tag: dict[str, list[list]] = {}
+        for time, record in entries:
+            line = next((record[k] for k in self.settings.keys if isinstance(record.get(k), str)), None)
+            parsed = (
+                self.parser.parse(line)
+                if line is not None
+                else {"stream": OTHER, "error": f"no gateway line under {' or '.join(self.settings.keys)}"}
+            )
+            by_tag.setdefault(TAGS[parsed["stream"]], []).append([time, {**record, **parsed}])
+        return by_tag
+
+    def _deliver(self, by_tag: dict[str, list[list]]) -> None:
+        for tag, entries in by_tag.items():
+            self.upstream.write_entries(tag, entries)
+        self.upstream.flush()
+
+
+def _messages(unpacker):
+    try:
+        yield from unpacker
+    except (msgpack.FormatError, msgpack.StackError, msgpack.ExtraData, ValueError) as exc:
+        raise codec.ProtocolError(f"not msgpack: {exc}") from exc

@@ -1,0 +1,169 @@
+"""`ppship relay` as a real process between real forward clients and a real receiver."""
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from fluent.sender import EventTime, FluentSender
+
+from proofpoint_shipper.errors import SharedKeyRefused
+from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.forward import ForwardSink
+from tests.conftest import golden_lines
+from tests.forward_receiver import ForwardReceiver
+
+FILTER_LINE = (
+    "2022-02-20T08:35:00.157994-06:00 myserver123 filter_instance1[21074]: rprt s=3ebnb6gs7y "
+    "mod=session cmd=disconnect"
+)
+SENDMAIL_LINE = "Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+
+
+def start_relay(upstream_port: int, *extra: str) -> tuple[subprocess.Popen, int]:
+    command = [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        f"127.0.0.1:{upstream_port}",
+        "--timezone",
+        "UTC",
+        *extra,
+    ]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    port = int(re.search(rb"listening on 127\.0\.0\.1:(\d+)", relay.stdout.readline()).group(1))
+    return relay, port
+
+
+def stop_relay(relay: subprocess.Popen) -> bytes:
+    relay.send_signal(signal.SIGTERM)
+    _, stderr = relay.communicate(timeout=60)
+    assert relay.returncode == 0, stderr.decode()[-1000:]
+    return stderr
+
+
+@pytest.fixture
+def pipeline():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    yield receiver, port
+    stop_relay(relay)
+    receiver.stop()
+
+
+def send_chunk(port: int, mode: str, entries, chunk="chunk-1", timeout=10.0):
+    """Send one frame and return the relay's reply (None when no ack came within the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+        client.sendall(codec.encode(mode, "gateway.raw", entries, chunk=chunk))
+        unpacker = protocol.unpacker()
+        try:
+            while True:
+                data = client.recv(4096)
+                if not data:
+                    return None
+                unpacker.feed(data)
+                for reply in unpacker:
+                    return reply
+        except TimeoutError:
+            return None
+
+
+def test_fluent_logger_message_mode_is_parsed_and_retagged(pipeline):
+    receiver, port = pipeline
+    sender = FluentSender("gateway", host="127.0.0.1", port=port, nanosecond_precision=True)
+    assert sender.emit_with_time("raw", EventTime(1645367700, 157994000), {"log": FILTER_LINE})
+    assert sender.emit_with_time("raw", EventTime(1645367701, 5), {"message": SENDMAIL_LINE})
+    sender.close()
+    _wait_for(lambda: len(receiver.entries) == 2)
+    (tag1, time1, rec1), (tag2, time2, rec2) = receiver.entries
+    assert (tag1, tag2) == ("proofpoint.gateway.filter", "proofpoint.gateway.sendmail")
+    assert (time1, time2) == (EventTime(1645367700, 157994000), EventTime(1645367701, 5))  # original times
+    assert rec1["log"] == FILTER_LINE and rec1["fields"]["cmd"] == "disconnect"
+    assert rec2["qid"] == "w3HMWjG3039079" and rec2["time"].endswith("-02-03T08:35:00.000000+00:00")
+
+
+@pytest.mark.parametrize("mode", ["forward", "packed", "compressed"])
+def test_our_encoder_in_every_batched_mode_is_acked_after_upstream(pipeline, mode):
+    receiver, port = pipeline
+    lines = [line for line in golden_lines() if line][::2]  # every stream, bad lines included
+    entries = [(EventTime(1645367700 + n, n), {"log": line}) for n, line in enumerate(lines)]
+    assert send_chunk(port, mode, entries, chunk=f"c-{mode}") == {"ack": f"c-{mode}"}
+    assert [record["log"] for _, _, record in receiver.entries] == lines  # by the time of the ack
+    assert [time for _, time, _ in receiver.entries] == [time for time, _ in entries]
+    assert {tag for tag, _, _ in receiver.entries} == {
+        "proofpoint.gateway.filter",
+        "proofpoint.gateway.sendmail",
+        "proofpoint.gateway.other",
+    }
+
+
+def test_no_ack_while_upstream_is_down_and_nothing_lost_when_it_returns():
+    silent = ForwardReceiver(ack=False).start()
+    port_up = silent.port
+    relay, port = start_relay(port_up, "--upstream-timeout", "0.3")
+    try:
+        entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as client:
+            client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="held"))
+            client.settimeout(1.5)
+            with pytest.raises(TimeoutError):
+                client.recv(4096)  # upstream has not acked: neither do we
+            silent.stop()
+            acking = ForwardReceiver().start(port_up)  # upstream comes back
+            client.settimeout(60)
+            unpacker = protocol.unpacker()
+            unpacker.feed(client.recv(4096))
+            assert next(unpacker) == {"ack": "held"}
+        assert [record["log"] for _, _, record in acking.entries] == [FILTER_LINE]
+        acking.stop()
+    finally:
+        stop_relay(relay)
+
+
+def test_a_wrong_shared_key_is_refused(tmp_path):
+    receiver = ForwardReceiver().start()
+    (tmp_path / "key").write_text("right-key")
+    relay, port = start_relay(receiver.port, "--shared-key-file", str(tmp_path / "key"))
+    try:
+        wrong = ForwardSink("127.0.0.1", port, shared_key="wrong-key", retry=RetryPolicy(attempts=1))
+        wrong.write_entries("gateway.raw", [[EventTime(1, 0), {"log": FILTER_LINE}]])
+        with pytest.raises(SharedKeyRefused):
+            wrong.flush()
+        right = ForwardSink("127.0.0.1", port, shared_key="right-key", retry=RetryPolicy(attempts=1))
+        right.write_entries("gateway.raw", [[EventTime(1, 0), {"log": FILTER_LINE}]])
+        right.close()
+        assert len(receiver.entries) == 1
+    finally:
+        stop_relay(relay)
+        receiver.stop()
+
+
+def test_a_garbage_frame_closes_only_its_connection(pipeline):
+    _, port = pipeline
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as bad,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as good,
+    ):
+        bad.sendall(b"\xc1\xc1\xc1 this is not msgpack")
+        assert bad.recv(4096) == b""  # the relay closed it
+        entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+        good.sendall(codec.encode("forward", "gateway.raw", entries, chunk="ok"))
+        unpacker = protocol.unpacker()
+        unpacker.feed(good.recv(4096))
+        assert next(unpacker) == {"ack": "ok"}
+
+
+def _wait_for(condition, seconds: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
