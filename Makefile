@@ -20,6 +20,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.s3_sink
 	$(BIN)/python -m tests.bench.tap_fetch
 	$(BIN)/python -m tests.bench.pod_stream
+	$(BIN)/python -m tests.bench.relay
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests

@@ -167,3 +167,21 @@ def _wait_for(condition, seconds: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
+    silent = ForwardReceiver(ack=False).start()
+    relay, port = start_relay(silent.port, "--upstream-timeout", "600", "--drain-seconds", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+            client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="never-acked"))
+            _wait_for(lambda: len(silent.entries) == 1)  # it reached upstream, which never acks
+            relay.send_signal(signal.SIGTERM)
+            _, stderr = relay.communicate(timeout=30)
+            assert client.recv(4096) == b""  # closed without an ack: the client keeps its chunk
+        assert relay.returncode == 0, stderr.decode()[-500:]
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        silent.stop()

@@ -6,6 +6,7 @@
      ├── InputError         an input file cannot be opened or read
      ├── FetchError         a source did not answer usefully within its retry bound
      ├── DeliveryError      an output did not confirm data within its retry bound
+     ├── DeliveryAbandoned  a delivery given up on purpose (a bounded shutdown); never retried
      ├── CursorConflict     another collector advanced the same cursor
      └── ParseError         part of a line does not follow its grammar (the hot path turns
                             it into a record's `error` field; it never leaves the parser)
@@ -36,6 +37,10 @@ class FetchError(ShipperError):
 
 class DeliveryError(ShipperError):
     """An output did not confirm the data within its retry bound; the data was kept."""
+
+
+class DeliveryAbandoned(ShipperError):
+    """A delivery was given up on purpose, at a bounded shutdown; the data was not confirmed."""
 
 
 class CursorConflict(ShipperError):

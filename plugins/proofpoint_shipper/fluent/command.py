@@ -6,6 +6,7 @@ Entry point: `register(subcommands)`. `--workers N` starts N processes sharing t
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
@@ -67,6 +68,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         default=64 * 1024 * 1024,
         help="bytes being delivered upstream at once, over all clients (default: %(default)s)",
     )
+    relay.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, how long chunks in delivery may take; unacked ones are "
+        "sent again by their clients (default: %(default)s)",
+    )
     relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
     relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     relay.set_defaults(run=run)
@@ -113,10 +121,12 @@ def run(args: argparse.Namespace) -> int:
         max_frame_bytes=args.max_frame_bytes,
         max_in_flight_bytes=args.max_in_flight_bytes,
         reuse_port=args.reuse_port,
+        drain_seconds=args.drain_seconds,
     )
     relay = ForwardRelay(GatewayParser(zone=resolve_zone(args.timezone)), upstream, settings)
     asyncio.run(_serve(relay))
-    upstream.close()
+    with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
+        upstream.close()
     return 0
 
 

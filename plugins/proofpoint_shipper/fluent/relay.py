@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from proofpoint_shipper.errors import DeliveryError
+from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
@@ -38,6 +38,7 @@ class RelaySettings:
     max_in_flight_bytes: int = 64 * 1024 * 1024
     reuse_port: bool = False
     retry_seconds: float = 1.0  # between upstream attempts while it is down
+    drain_seconds: float = 30.0  # on SIGTERM: how long chunks in delivery may take to finish
 
 
 class ForwardRelay:
@@ -52,8 +53,12 @@ class ForwardRelay:
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._closing = False
+        self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
+        self._delivery_task: asyncio.Task | None = None
 
     async def start(self) -> tuple[str, int]:
+        self._queue = asyncio.Queue()
+        self._delivery_task = asyncio.create_task(self._deliver_batches())
         self._server = await asyncio.start_server(
             self._connection,
             self.settings.host,
@@ -65,14 +70,22 @@ class ForwardRelay:
         return self._server.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
-        """Stop accepting, let every connection finish the chunk it is delivering, then close."""
+        """Stop accepting; give chunks in delivery `drain_seconds` to be acked, then close.
+
+        A chunk not acked by then is not lost: its client never got our ack and sends it again.
+        """
         self._closing = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         if self._handlers:
-            await asyncio.wait(self._handlers, timeout=60)
-        self._deliveries.shutdown(wait=True)
+            await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
+        for handler in self._handlers:
+            handler.cancel()
+        self.upstream.abandon()  # unblock a delivery still waiting for upstream
+        if self._delivery_task is not None:
+            self._delivery_task.cancel()
+        self._deliveries.shutdown(wait=True, cancel_futures=True)
 
     # -- one client connection ----------------------------------------------------------------
 
@@ -80,10 +93,11 @@ class ForwardRelay:
         task = asyncio.current_task()
         self._handlers.add(task)
         peer = writer.get_extra_info("peername")
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self.settings.shared_key is None or await self._handshake(reader, writer):
                 await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         except codec.ProtocolError as exc:
             log.warning("relay: closing the connection from %s: %s", peer, exc)
@@ -144,24 +158,43 @@ class ForwardRelay:
             )
             self.in_flight += size
         try:
-            retagged = self._retag(entries)
-            loop = asyncio.get_running_loop()
-            while True:
-                try:
-                    await loop.run_in_executor(self._deliveries, self._deliver, retagged)
-                    break
-                except DeliveryError as exc:
-                    log.warning(
-                        "relay: upstream did not take a chunk (%s); trying again in %.0f s",
-                        exc,
-                        self.settings.retry_seconds,
-                    )
-                    await asyncio.sleep(self.settings.retry_seconds)
+            done = asyncio.get_running_loop().create_future()
+            await self._queue.put((self._retag(entries), done))
+            await done  # upstream acked these records
             self.relayed += len(entries)
         finally:
             async with self._room:
                 self.in_flight -= size
                 self._room.notify_all()
+
+    async def _deliver_batches(self) -> None:
+        """One delivery at a time, of every chunk waiting: a single upstream round trip for all."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            merged: dict[str, list[list]] = {}
+            for retagged, _ in batch:
+                for tag, entries in retagged.items():
+                    merged.setdefault(tag, []).extend(entries)
+            while True:
+                try:
+                    await loop.run_in_executor(self._deliveries, self._deliver, merged)
+                    break
+                except DeliveryAbandoned:
+                    return  # shutting down: these chunks stay unacked, their clients send them again
+                except DeliveryError as exc:
+                    log.warning(
+                        "relay: upstream did not take %d chunks (%s); trying again in %.0f s",
+                        len(batch),
+                        exc,
+                        self.settings.retry_seconds,
+                    )
+                    await asyncio.sleep(self.settings.retry_seconds)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
         by_tag: dict[str, list[list]] = {}

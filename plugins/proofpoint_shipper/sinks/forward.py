@@ -6,12 +6,13 @@ retry policy and unacknowledged chunks are sent again (at-least-once: the receiv
 chunk twice if only its ack was lost). Optional TLS and shared-key handshake.
 """
 
+import contextlib
 import logging
 import socket
 import ssl
 from collections import defaultdict
 
-from proofpoint_shipper.errors import ConfigError, DeliveryError
+from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for
@@ -44,6 +45,7 @@ class ForwardSink:
         self._unacked: dict[str, bytes] = {}  # chunk id → packed chunk, in sending order
         self._socket: socket.socket | None = None
         self._unpacker = protocol.unpacker()
+        self._abandoned = False
 
     def write(self, table: str, records: list[dict], name: str | None = None) -> None:
         tag = stream_for(table).tag
@@ -80,6 +82,8 @@ class ForwardSink:
         self._entries.clear()
 
     def _send_and_confirm(self) -> None:
+        if self._abandoned:
+            raise DeliveryAbandoned(f"delivery to {self._where()} was given up at shutdown")
         try:
             connection = self._connection()
             for payload in self._unacked.values():
@@ -90,13 +94,16 @@ class ForwardSink:
                 if chunk_id not in self._unacked:
                     raise DeliveryError(f"unexpected reply {str(reply)[:80]!r}")
                 del self._unacked[chunk_id]
-        except BaseException:
+        except BaseException as exc:
             self._disconnect()  # start the next attempt on a fresh connection
+            if self._abandoned:
+                raise DeliveryAbandoned(f"delivery to {self._where()} was given up at shutdown") from exc
             raise
 
     def _connection(self) -> socket.socket:
         if self._socket is None:
             raw = socket.create_connection(self.address, timeout=self.timeout)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # acks are tiny: no Nagle delay
             self._socket = self._secure(raw) if self.tls else raw
             self._unpacker = protocol.unpacker()
             if self.shared_key is not None:
@@ -130,6 +137,14 @@ class ForwardSink:
             if not data:
                 raise ConnectionResetError("forward receiver closed the connection")
             self._unpacker.feed(data)
+
+    def abandon(self) -> None:
+        """From another thread: make a blocked or later flush fail at once, without retries."""
+        self._abandoned = True
+        connection = self._socket
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def _disconnect(self) -> None:
         if self._socket is not None:
