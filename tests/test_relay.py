@@ -185,3 +185,38 @@ def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
         if relay.poll() is None:
             relay.kill()
         silent.stop()
+
+
+def test_workers_share_one_port_and_stop_on_sigterm():
+    receiver = ForwardReceiver().start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        "relay",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        f"127.0.0.1:{receiver.port}",
+        "--timezone",
+        "UTC",
+        "--workers",
+        "2",
+    ]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert b"listening" in relay.stdout.readline() and b"listening" in relay.stdout.readline()
+        entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+        replies = [send_chunk(port, "forward", entries, chunk=f"w{n}") for n in range(8)]
+        assert replies == [{"ack": f"w{n}"} for n in range(8)]
+        assert len(receiver.entries) == 8
+        relay.send_signal(signal.SIGTERM)
+        relay.communicate(timeout=60)
+        assert relay.returncode == 0
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        receiver.stop()
