@@ -20,6 +20,24 @@ from tests.tap_harness import PRINCIPAL, SECRET
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
 
 
+def fetch_command(simulator, tmp_path, *args: str, mode: str = "--once", since: str = "7h") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "proofpoint_shipper",
+        "tap",
+        "fetch",
+        mode,
+        "--base-url",
+        simulator.url,
+        "--cursor",
+        str(tmp_path / "cursor.json"),
+        "--since",
+        since,
+        *args,
+    ]
+
+
 def environment(secret: str = SECRET, **extra) -> dict:
     return {
         **os.environ,
@@ -44,16 +62,7 @@ def simulator():
 
 
 def run_fetch(simulator, tmp_path, *args: str, secret: str = SECRET) -> subprocess.CompletedProcess:
-    command = [
-        *FETCH,
-        "--base-url",
-        simulator.url,
-        "--cursor",
-        str(tmp_path / "cursor.json"),
-        "--since",
-        "7h",
-        *args,
-    ]
+    command = fetch_command(simulator, tmp_path, *args)
     return subprocess.run(command, env=environment(secret), capture_output=True, timeout=120, check=False)
 
 
@@ -81,16 +90,7 @@ def kill_at_random_then_finish(
     simulator.slow_seconds = 0.05
     rng = random.Random(seed)
     outputs = []
-    command = [
-        *FETCH,
-        "--base-url",
-        simulator.url,
-        "--cursor",
-        str(tmp_path / "cursor.json"),
-        "--since",
-        "7h",
-        *output_args,
-    ]
+    command = fetch_command(simulator, tmp_path, *output_args)
     for _ in range(kills):
         with subprocess.Popen(
             command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -135,22 +135,7 @@ def test_kill_9_at_random_points_with_s3_neither_loses_nor_duplicates(simulator,
 def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
     import signal
 
-    command = [
-        sys.executable,
-        "-m",
-        "proofpoint_shipper",
-        "tap",
-        "fetch",
-        "--follow",
-        "--interval",
-        "0.3",
-        "--base-url",
-        simulator.url,
-        "--cursor",
-        str(tmp_path / "cursor.json"),
-        "--since",
-        "7h",
-    ]
+    command = fetch_command(simulator, tmp_path, "--interval", "0.3", mode="--follow")
     with subprocess.Popen(
         command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     ) as child:
@@ -168,17 +153,7 @@ def test_secret_from_a_file(simulator, tmp_path):
     secret_file = tmp_path / "tap-secret"
     secret_file.write_text(SECRET + "\n")
     env = {k: v for k, v in environment().items() if k != "TAP_SECRET"}
-    command = [
-        *FETCH,
-        "--base-url",
-        simulator.url,
-        "--cursor",
-        str(tmp_path / "cursor.json"),
-        "--since",
-        "1h",
-        "--secret-file",
-        str(secret_file),
-    ]
+    command = fetch_command(simulator, tmp_path, "--secret-file", str(secret_file), since="1h")
     result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()[-500:]
     assert SECRET not in result.stderr.decode()

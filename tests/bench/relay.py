@@ -7,10 +7,8 @@ stay within its in-flight bound (plus its idle footprint).
 """
 
 import os
-import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,7 @@ from tests.bench.measure import PeakMemory
 from tests.bench.mixed_log import mixed_lines
 from tests.conftest import golden_parser
 from tests.forward_receiver import ForwardReceiver
+from tests.test_relay import start_relay as started_relay
 
 CORES = sorted(os.sched_getaffinity(0))
 CHUNK = 1000
@@ -28,23 +27,10 @@ IN_FLIGHT = 8 * 1024 * 1024
 
 
 def start_relay(upstream: int, *extra: str) -> tuple[subprocess.Popen, int]:
-    command = [
-        sys.executable,
-        "-m",
-        "proofpoint_shipper",
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        f"127.0.0.1:{upstream}",
-        "--timezone",
-        "UTC",
-        *extra,
-    ]
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    """The tests' relay, on a core of its own."""
+    relay, port = started_relay(upstream, *extra)
     if len(CORES) > 1:
         os.sched_setaffinity(relay.pid, {CORES[1]})
-    port = int(re.search(rb":(\d+)", relay.stdout.readline()).group(1))
     return relay, port
 
 
