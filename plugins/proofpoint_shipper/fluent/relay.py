@@ -65,7 +65,7 @@ class ForwardRelay:
             self.settings.port,
             ssl=self.settings.tls,
             reuse_port=self.settings.reuse_port or None,
-            limit=2**20,
+            limit=2**16,  # read-ahead per connection while delivery waits
         )
         return self._server.sockets[0].getsockname()[:2]
 
