@@ -115,29 +115,24 @@ def _rfc5424_parts(tokens: dict[str, str]) -> dict[str, str | None]:
 
 
 def lark_filter_body(body: str) -> FilterBody:
-    tree = _parse("filter_instance", body, "filter line")
-    severity, tail, pairs = "", None, []
-    for child in tree.children:
-        if isinstance(child, Tree):
-            pairs.append(_pair(child, unquote))
-        elif child.type == "SEVERITY":
-            severity = str(child)
-        elif child.type == "TAIL":
-            tail = str(child)
-    return FilterBody(severity, pairs, tail)
+    tokens, pairs = _walk(_parse("filter_instance", body, "filter line"), unquote)
+    return FilterBody(tokens.get("SEVERITY", ""), pairs, tokens.get("TAIL"))
 
 
 def lark_sendmail_body(body: str) -> SendmailBody:
-    tree = _parse("sendmail", body, "sendmail line")
-    qid, text, pairs = None, None, []
+    tokens, pairs = _walk(_parse("sendmail", body, "sendmail line"), str)
+    return SendmailBody(tokens.get("QID"), tokens.get("TEXT"), pairs)
+
+
+def _walk(tree: Tree, convert) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """A body tree's lone tokens by type, and its key=value pairs with values converted."""
+    tokens, pairs = {}, []
     for child in tree.children:
         if isinstance(child, Tree):
-            pairs.append(_pair(child, str))
-        elif child.type == "QID":
-            qid = str(child)
-        elif child.type == "TEXT":
-            text = str(child)
-    return SendmailBody(qid, text, pairs)
+            pairs.append(_pair(child, convert))
+        else:
+            tokens[child.type] = str(child)
+    return tokens, pairs
 
 
 def _pair(pair: Tree, convert) -> tuple[str, str]:
