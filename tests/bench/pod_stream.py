@@ -7,17 +7,14 @@ events (flat: the stream keeps only a bounded window of recent hashes).
 """
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
-from tests.bench.measure import PeakMemory
+from tests.bench.measure import CORES, run_on_own_core
 
-CORES = sorted(os.sched_getaffinity(0))
 RATE = 400  # events per second of simulated time: an hour holds 1.44M
 
 
@@ -42,15 +39,7 @@ def run(events: int) -> tuple[float, int]:
             f"{state}/dl",
         ]
         env = {**os.environ, "POD_TOKEN": "bench", "POD_CLUSTER_ID": "cid"}
-        began = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if len(CORES) > 1:
-            os.sched_setaffinity(child.pid, {CORES[1]})
-        memory = PeakMemory(child.pid)
-        stderr = child.stderr.read()
-        if child.wait() != 0:
-            raise SystemExit(f"ppship pod stream failed: {stderr.decode()[-500:]}")
-        return time.perf_counter() - began, memory.result()
+        return run_on_own_core(command, env)
 
 
 def main() -> int:

@@ -8,18 +8,14 @@ streamed (it should not grow ten-fold with the window).
 
 import dataclasses
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
-from tests.bench.measure import PeakMemory
-
-CORES = sorted(os.sched_getaffinity(0))
+from tests.bench.measure import CORES, run_on_own_core
 
 
 def window_events(count: int, start: datetime) -> list:
@@ -48,18 +44,8 @@ def run(count: int) -> tuple[float, int, int]:
             "70m",
         ]
         env = {**os.environ, "TAP_PRINCIPAL": "bench", "TAP_SECRET": "bench"}
-        began = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if len(CORES) > 1:
-            os.sched_setaffinity(child.pid, {CORES[1]})
-        memory = PeakMemory(child.pid)
-        stderr = child.stderr.read()
-        _, status, _ = os.wait4(child.pid, 0)
-        elapsed = time.perf_counter() - began
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            raise SystemExit(f"ppship tap fetch failed: {stderr.decode()[-500:]}")
-    return elapsed, len(events), memory.result()
+        elapsed, peak = run_on_own_core(command, env)
+    return elapsed, len(events), peak
 
 
 def main() -> int:
