@@ -13,7 +13,6 @@ import msgpack
 
 from proofpoint_shipper.fluent import protocol
 
-MODES = ("message", "forward", "packed", "compressed")
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 
 

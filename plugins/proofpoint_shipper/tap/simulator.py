@@ -34,7 +34,6 @@ LOOKBACK = timedelta(days=7)
 TOO_OLD = (
     "The requested start time is too far into the past. Requests for information up to 7.00d are accepted"
 )
-CORRUPTIONS = ("invalid_json", "truncated", "not_object", "unknown_array")
 
 
 class ApiError(Exception):
@@ -73,7 +72,7 @@ class TapSimulator:
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | None = None  # sent with 429 when set
         self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
-        self.corruptions: deque[str] = deque()  # applied to the next successful answers
+        self.corruptions: deque[str] = deque()  # invalid_json, truncated, not_object, unknown_array
         self._server: ThreadingHTTPServer | None = None
 
     @property
