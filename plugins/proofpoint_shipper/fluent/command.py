@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
-from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
+from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.sinks.forward import ForwardSink
@@ -66,7 +66,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--max-in-flight-bytes",
         type=int,
         default=64 * 1024 * 1024,
-        help="bytes being delivered upstream at once, over all clients (default: %(default)s)",
+        help="memory of the records being delivered upstream at once, over all clients, estimated "
+        f"as {MEMORY_PER_WIRE_BYTE} times their size on the wire (default: %(default)s)",
     )
     relay.add_argument(
         "--drain-seconds",

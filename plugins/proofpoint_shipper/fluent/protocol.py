@@ -5,6 +5,7 @@ HELO (server) → PING (client) → PONG (server), each side proving the shared 
 sha512_hex(salt + hostname + nonce + shared_key).
 """
 
+import functools
 import hashlib
 import os
 import uuid
@@ -38,10 +39,19 @@ def unpacker(max_buffer_size: int = MAX_SERVER_MESSAGE_BYTES) -> msgpack.Unpacke
     return msgpack.Unpacker(raw=False, max_buffer_size=max_buffer_size, ext_hook=_ext_hook)
 
 
+def unpack_frame(frame: bytes) -> object:
+    """One whole msgpack object, decoded as `unpacker()` would."""
+    return msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook)
+
+
+# EventTime is a msgpack ExtType, a (code, data) tuple: built from the bytes as they came, it
+# skips packing seconds and nanoseconds again, which the relay would pay for every record.
+_event_time_of_bytes = functools.partial(tuple.__new__, EventTime)
+
+
 def _ext_hook(code: int, data: bytes):
     if code == 0 and len(data) == 8:
-        seconds, nanoseconds = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big")
-        return EventTime(seconds, nanoseconds)
+        return _event_time_of_bytes((0, data))
     return msgpack.ExtType(code, data)
 
 
