@@ -179,13 +179,13 @@ class ForwardRelay:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            merged: dict[str, list[list]] = {}
+            unwritten: dict[str, list[list]] = {}
             for retagged, _ in batch:
                 for tag, entries in retagged.items():
-                    merged.setdefault(tag, []).extend(entries)
+                    unwritten.setdefault(tag, []).extend(entries)
             while True:
                 try:
-                    await loop.run_in_executor(self._deliveries, self._deliver, merged)
+                    await loop.run_in_executor(self._deliveries, self._deliver, unwritten)
                     break
                 except DeliveryAbandoned:
                     return  # shutting down: these chunks stay unacked, their clients send them again
@@ -216,9 +216,16 @@ class ForwardRelay:
             by_tag[TAGS[parsed["stream"]]].append([time, record])
         return {tag: tagged for tag, tagged in by_tag.items() if tagged}
 
-    def _deliver(self, by_tag: dict[str, list[list]]) -> None:
-        for tag, entries in by_tag.items():
-            self.upstream.write_entries(tag, entries)
+    def _deliver(self, unwritten: dict[str, list[list]]) -> None:
+        """Hand each tag's entries to the upstream once, then flush until it confirms.
+
+        The upstream keeps what it was handed until confirmed, so a retry only flushes again:
+        handing the entries over a second time would send them twice.
+        """
+        while unwritten:
+            tag = next(iter(unwritten))
+            self.upstream.write_entries(tag, unwritten[tag])
+            del unwritten[tag]
         self.upstream.flush()
 
 

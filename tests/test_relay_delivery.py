@@ -1,0 +1,71 @@
+"""The relay's delivery loop in this process, against real forward peers on 127.0.0.1.
+
+Run in-process so the upstream's retry policy can be one attempt: the relay's own retry loop
+is what is under test, and the command's five-attempt default would make the test slow.
+"""
+
+import asyncio
+import socket
+import threading
+from zoneinfo import ZoneInfo
+
+from fluent.sender import EventTime
+
+from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.forward import ForwardSink
+from tests.forward_receiver import ForwardReceiver
+from tests.test_relay import FILTER_LINE, SENDMAIL_LINE
+
+
+class RelayInThread:
+    """A ForwardRelay on its own event loop in a thread, started and stopped from the test."""
+
+    def __init__(self, upstream, **settings):
+        parser = GatewayParser(zone=ZoneInfo("UTC"))
+        self.relay = ForwardRelay(parser, upstream, RelaySettings(port=0, **settings))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever)
+
+    def __enter__(self) -> int:
+        self.thread.start()
+        _, port = asyncio.run_coroutine_threadsafe(self.relay.start(), self.loop).result(10)
+        return port
+
+    def __exit__(self, *exc_info) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_a_delivery_retried_after_upstream_was_down_is_sent_once():
+    receiver = ForwardReceiver().start()
+    upstream_port = receiver.port
+    receiver.stop()  # upstream is down when the chunk arrives
+    sink = ForwardSink("127.0.0.1", upstream_port, retry=RetryPolicy(attempts=1), timeout=1.0)
+    entries = [
+        (EventTime(1645367700, 5), {"log": FILTER_LINE}),
+        (EventTime(1645367701, 6), {"log": SENDMAIL_LINE}),
+    ]
+    relay = RelayInThread(sink, retry_seconds=0.1)
+    with relay as port, socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="once"))
+        client.settimeout(1.0)
+        try:
+            early = client.recv(4096)  # several delivery attempts fail meanwhile
+        except TimeoutError:
+            early = None
+        assert early is None
+        receiver.start(upstream_port)
+        client.settimeout(30)
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker) == {"ack": "once"}
+    sink.close()
+    receiver.stop()
+    assert sorted(record["log"] for _, _, record in receiver.entries) == sorted([FILTER_LINE, SENDMAIL_LINE])
+    times = sorted(time for _, time, _ in receiver.entries)
+    assert times == [EventTime(1645367700, 5), EventTime(1645367701, 6)]
