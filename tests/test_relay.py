@@ -1,10 +1,13 @@
 """`ppship relay` as a real process between real forward clients and a real receiver."""
 
+import gzip
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fluent.sender import EventTime, FluentSender
@@ -13,8 +16,9 @@ from proofpoint_shipper.errors import SharedKeyRefused
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
-from tests.conftest import golden_lines
+from tests.conftest import golden_lines, run_ppship
 from tests.forward_receiver import ForwardReceiver
+from tests.test_cli_ship import LOCAL_ENV
 
 FILTER_LINE = (
     "2022-02-20T08:35:00.157994-06:00 myserver123 filter_instance1[21074]: rprt s=3ebnb6gs7y "
@@ -23,7 +27,9 @@ FILTER_LINE = (
 SENDMAIL_LINE = "Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
 
 
-def start_relay(upstream_port: int, *extra: str) -> tuple[subprocess.Popen, int]:
+def start_relay(upstream_port: int | None, *extra: str, env=None) -> tuple[subprocess.Popen, int]:
+    """The real relay command; upstream_port None leaves the output to `extra`."""
+    upstream = ["--upstream", f"127.0.0.1:{upstream_port}"] if upstream_port is not None else []
     command = [
         sys.executable,
         "-m",
@@ -31,13 +37,12 @@ def start_relay(upstream_port: int, *extra: str) -> tuple[subprocess.Popen, int]
         "relay",
         "--listen",
         "127.0.0.1:0",
-        "--upstream",
-        f"127.0.0.1:{upstream_port}",
+        *upstream,
         "--timezone",
         "UTC",
         *extra,
     ]
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     port = int(re.search(rb"listening on 127\.0\.0\.1:(\d+)", relay.stdout.readline()).group(1))
     return relay, port
 
@@ -220,3 +225,46 @@ def test_workers_share_one_port_and_stop_on_sigterm():
         if relay.poll() is None:
             relay.kill()
         receiver.stop()
+
+
+RFC3339_SENDMAIL_LINE = (
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+)
+OTHER_LINE = "Feb 20 08:35:01 gw1 cron[99]: (root) CMD (run-parts /etc/cron.hourly)"
+
+
+def test_output_s3_writes_the_text_tables_before_acking(local_s3, bucket):
+    env = {**os.environ, **LOCAL_ENV}
+    s3 = ("--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url, "--prefix", "lake")
+    relay, port = start_relay(None, *s3, env=env)
+    an_hour_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # the BSD year is this one
+    bsd_stamp = f"{an_hour_ago:%b} {an_hour_ago.day:2d} {an_hour_ago:%H:%M:%S}"
+    try:
+        entries = [
+            (EventTime(1645367700, 1), {"log": f"{bsd_stamp} gw1 {FILTER_LINE.split(' ', 2)[2]}"}),
+            (EventTime(1645367700, 2), {"log": RFC3339_SENDMAIL_LINE}),
+            (EventTime(1645367701, 3), {"log": OTHER_LINE}),
+        ]
+        assert send_chunk(port, "forward", entries, chunk="to-s3") == {"ack": "to-s3"}
+        client = local_s3.client()
+        landed = {}
+        for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+            body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            landed[item["Key"].split("/")[1]] = body.decode().splitlines()
+    finally:
+        stderr = stop_relay(relay)
+    assert landed == {
+        "proofpoint_gateway_filter_logs": [
+            f"{an_hour_ago.isoformat(timespec='microseconds')} gw1 {FILTER_LINE.split(' ', 2)[2]}"
+        ],
+        "proofpoint_gateway_sendmail_logs": [RFC3339_SENDMAIL_LINE],
+    }
+    assert b"belong to no table" in stderr
+
+
+def test_output_forward_without_upstream_is_one_clear_error():
+    result = run_ppship("relay", "--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        "ppship: error: --output forward needs --upstream HOST:PORT"
+    ]

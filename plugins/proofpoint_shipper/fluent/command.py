@@ -16,9 +16,11 @@ from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
+from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.sinks.forward import ForwardSink
+from proofpoint_shipper.sinks.options import add_s3_arguments, open_s3_sink
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -28,8 +30,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "relay",
         help="parse gateway lines inside a Fluent pipeline (forward protocol in and out)",
         description="Accept Fluent forward traffic, parse the gateway line of each record, re-tag it "
-        "proofpoint.gateway.filter|sendmail|other and pass it upstream; a client's chunk is acked only "
-        "after upstream acked it. SIGTERM stops accepting, drains and exits 0.",
+        "proofpoint.gateway.filter|sendmail|other and pass it upstream (or write the gateway text tables "
+        "in S3); a client's chunk is acked only after upstream acked it (or S3 stored it). "
+        "SIGTERM stops accepting, drains and exits 0.",
     )
     relay.add_argument(
         "--listen",
@@ -38,10 +41,16 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="where clients connect (default: %(default)s)",
     )
     relay.add_argument(
+        "--output",
+        choices=["forward", "s3"],
+        default="forward",
+        help="forward: to the agent's forward input at --upstream; s3: straight into the gateway "
+        "text tables, a chunk acked once its objects are written (default: %(default)s)",
+    )
+    relay.add_argument(
         "--upstream",
-        required=True,
         metavar="HOST:PORT",
-        help="the agent's forward input that receives the parsed records",
+        help="forward only: the agent's forward input that receives the parsed records",
     )
     relay.add_argument("--key", action="append", help="record key of the line (default: log, then message)")
     relay.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
@@ -77,6 +86,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "sent again by their clients (default: %(default)s)",
     )
     relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
+    add_s3_arguments(relay.add_argument_group("s3 output"))
     relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     relay.set_defaults(run=run)
 
@@ -102,17 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _run_workers(args)
     host, port = _address(args.listen, "--listen")
-    up_host, up_port = _address(args.upstream, "--upstream")
+    upstream = _upstream(args)
     tls = None
     if args.tls_cert:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
-    upstream = ForwardSink(
-        up_host,
-        up_port,
-        shared_key=_secret(args.upstream_shared_key_file),
-        tls=ssl.create_default_context() if args.upstream_tls else None,
-    )
     settings = RelaySettings(
         host=host,
         port=port,
@@ -129,6 +133,20 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
         upstream.close()
     return 0
+
+
+def _upstream(args: argparse.Namespace):
+    if args.output == "s3":
+        return TableUpstream(open_s3_sink(args))
+    if not args.upstream:
+        raise ConfigError("--output forward needs --upstream HOST:PORT")
+    up_host, up_port = _address(args.upstream, "--upstream")
+    return ForwardSink(
+        up_host,
+        up_port,
+        shared_key=_secret(args.upstream_shared_key_file),
+        tls=ssl.create_default_context() if args.upstream_tls else None,
+    )
 
 
 async def _serve(relay: ForwardRelay) -> None:

@@ -2,7 +2,8 @@
 
 Clients (Fluent Bit or Fluentd `forward` outputs, fluent-logger) send any of the four modes; each
 record's gateway line (under `log`, then `message`) is parsed and the record re-tagged by stream
-(`proofpoint.gateway.filter|sendmail|other`) with its original time, then delivered upstream. A
+(`proofpoint.gateway.filter|sendmail|other`) with its original time, then delivered upstream;
+filter and sendmail records gain `text`, their line as the gateway text tables hold it. A
 client's chunk is acked only after upstream acked it. While delivery waits, that connection is
 not read (back-pressure), and a bound on the memory of records in flight over all connections
 caps memory. A
@@ -22,6 +23,7 @@ import msgpack
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.gateway.record import render_text
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
 
 log = logging.getLogger("proofpoint_shipper")
@@ -203,12 +205,14 @@ class ForwardRelay:
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
         by_tag: dict[str, list[list]] = {tag: [] for tag in TAGS.values()}
-        keys, parse = self.settings.keys, self.parser.parse
+        keys, parse = self.settings.keys, self.parser.parse_with_body
         for time, record in entries:
             for key in keys:
                 line = record.get(key)
                 if isinstance(line, str):
-                    parsed = parse(line)
+                    parsed, body = parse(line)
+                    if parsed["stream"] != OTHER:
+                        parsed["text"] = render_text(parsed, body)  # the text tables' line
                     break
             else:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}

@@ -52,6 +52,11 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"forward only: file holding the shared key (or set ${SHARED_KEY_ENV})",
     )
+    add_s3_arguments(group)
+
+
+def add_s3_arguments(group) -> None:
+    """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
     group.add_argument("--bucket", help="s3 only: the data-lake bucket")
     group.add_argument("--prefix", default="", help="s3 only: key prefix before the table name")
     group.add_argument("--endpoint-url", help="s3 only: an S3-compatible endpoint (default: AWS)")
@@ -84,7 +89,7 @@ def open_sink(args: argparse.Namespace):
         return StdoutSink(format=args.format, max_line_bytes=args.max_line_bytes)
     if args.output == "forward":
         return _forward_sink(args)
-    return _s3_sink(args)
+    return open_s3_sink(args)
 
 
 def _forward_sink(args: argparse.Namespace) -> ForwardSink:
@@ -106,7 +111,8 @@ def _shared_key(args: argparse.Namespace) -> str | None:
         raise ConfigError(f"cannot read the shared key file {args.shared_key_file}: {exc.strerror}") from exc
 
 
-def _s3_sink(args: argparse.Namespace) -> S3Sink:
+def open_s3_sink(args: argparse.Namespace) -> S3Sink:
+    """The S3 sink the `add_s3_arguments` flags describe, its bucket checked."""
     import boto3
     from botocore.config import Config
 
