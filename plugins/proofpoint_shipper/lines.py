@@ -34,12 +34,24 @@ class LineReader:
             chunk = os.read(self.fd, CHUNK_BYTES)
             if not chunk:
                 break
-            batch = self._split(chunk)
+            batch = self.split(chunk)
             if batch.lines:
                 yield batch
-        if self._head or self._head_dropped:
-            line, dropped = self._take_head(b"")
-            yield Batch([line], {0: dropped} if dropped else _NOTHING_DROPPED)
+        rest = self.finish()
+        if rest.lines:
+            yield rest
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the line whose end has not arrived yet (dropped ones included)."""
+        return len(self._head) + self._head_dropped
+
+    def finish(self) -> Batch:
+        """The line whose end never came, if any, as the input's last line."""
+        if not (self._head or self._head_dropped):
+            return Batch([], _NOTHING_DROPPED)
+        line, dropped = self._take_head(b"")
+        return Batch([line], {0: dropped} if dropped else _NOTHING_DROPPED)
 
     def _wait_readable(self) -> bool:
         while self.keep_going():
@@ -51,7 +63,8 @@ class LineReader:
                 return True
         return False
 
-    def _split(self, chunk: bytes) -> Batch:
+    def split(self, chunk: bytes) -> Batch:
+        """The whole lines that `chunk` completes; the unfinished rest is kept for the next."""
         lines = chunk.split(b"\n")
         rest = lines.pop()
         dropped: dict[int, int] = _NOTHING_DROPPED

@@ -5,18 +5,22 @@ stderr at exit; EPIPE, SIGTERM and a vanished parent end the run cleanly with ex
 """
 
 import argparse
+import logging
 import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import msgpack
 import orjson
 
+from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import exec_filter
+from proofpoint_shipper.gateway.follow import FollowedFile
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
@@ -103,6 +107,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="longer lines keep this many bytes and carry an error saying how many "
         "were dropped (default: %(default)s)",
     )
+    parse.add_argument(
+        "--follow",
+        action="store_true",
+        help="follow the one FILE as tail -F does (rotation by rename or truncation, a file that "
+        "appears later) until SIGTERM; the read position is saved after each batch is written "
+        "and resumed on the next start",
+    )
+    parse.add_argument(
+        "--position-file",
+        type=Path,
+        help="with --follow: where the read position is kept (default: ppship-state/follow-<FILE name>.json)",
+    )
     parse.set_defaults(run=run)
     exec_filter.register(actions)
 
@@ -134,14 +150,38 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.follow:
+        return _run_follow(args)
+    if args.position_file:
+        raise InputError("--position-file needs --follow")
     sources = _open_inputs(args.files)
-    parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host)
-    job = ParseJob(parser, ENCODERS[args.format], args.streams, args.max_line_bytes)
+    job = _job(args)
     with job.signals_handled():
         for fd in sources:
             job.consume(fd)
             if fd != sys.stdin.fileno():
                 os.close(fd)
+    job.report()
+    return 0
+
+
+def _job(args: argparse.Namespace) -> "ParseJob":
+    parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host)
+    return ParseJob(parser, ENCODERS[args.format], args.streams, args.max_line_bytes)
+
+
+def _run_follow(args: argparse.Namespace) -> int:
+    if len(args.files) != 1 or args.files[0] == "-":
+        raise InputError("--follow takes exactly one FILE (not stdin)")
+    path = Path(args.files[0])
+    if path.is_dir():
+        raise InputError(f"cannot follow {path}: is a directory")
+    positions = FileCursorStore(args.position_file or Path("ppship-state") / f"follow-{path.name}.json")
+    positions.load()  # an unreadable position file fails now, with one line
+    logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
+    job = _job(args)
+    with job.signals_handled():
+        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going))
     job.report()
     return 0
 
@@ -198,6 +238,14 @@ class ParseJob:
             self._write(b"".join(self._records(batch)))
             if not self.keep_going():
                 return
+
+    def follow(self, followed: FollowedFile) -> None:
+        """Write each batch, then save the position after it: never before it was written."""
+        for batch, position in followed.batches():
+            self._write(b"".join(self._records(batch)))
+            if self.output_closed:
+                return
+            followed.positions.save(position)
 
     def _records(self, batch: Batch):
         parse, encode, streams = self.parser.parse_with_body, self.encode, self.streams

@@ -1,0 +1,167 @@
+"""Following one log file as `tail -F` does, with the read position kept across restarts.
+
+`FollowedFile(path, positions, max_line_bytes, keep_going).batches()` yields (batch, position):
+whole lines, and the position to save once they were written. Rotation by rename (a new file
+appears under the path: the old one is read to its end first) and by truncation (the file
+shrinks: read again from its start) are followed; a missing file is waited for. After a restart
+the saved position is used if the file is the same one (device and inode) and not shorter; if it
+was rotated meanwhile, the rotated file is found by its inode in the same folder and its rest is
+read first.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from proofpoint_shipper.lines import CHUNK_BYTES, Batch, LineReader
+
+log = logging.getLogger("proofpoint_shipper")
+POLL_SECONDS = 0.25
+
+
+class _OpenFile:
+    """One open generation of the followed path: its identity, reader and consumed offset."""
+
+    def __init__(self, path: Path, offset: int, max_line_bytes: int):
+        self.fd = os.open(path, os.O_RDONLY)
+        status = os.fstat(self.fd)
+        self.identity = (status.st_dev, status.st_ino)
+        self.read_to = os.lseek(self.fd, offset, os.SEEK_SET) if offset <= status.st_size else 0
+        self.lines = LineReader(self.fd, max_line_bytes)
+
+    @property
+    def consumed(self) -> int:
+        """Bytes up to the end of the last whole line handed out."""
+        return self.read_to - self.lines.pending_bytes
+
+    def read(self) -> Batch | None:
+        chunk = os.read(self.fd, CHUNK_BYTES)
+        if not chunk:
+            return None
+        self.read_to += len(chunk)
+        return self.lines.split(chunk)
+
+    def rest(self) -> Batch:
+        """The unterminated last line, as a writer that is done with this file left it."""
+        return self.lines.finish()
+
+    def restart(self) -> None:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.read_to = 0
+        self.lines.finish()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class FollowedFile:
+    def __init__(self, path: Path, positions, max_line_bytes: int, keep_going: Callable[[], bool]):
+        self.path = Path(path)
+        self.positions = positions  # load() -> dict | None, save(dict)
+        self.max_line_bytes = max_line_bytes
+        self.keep_going = keep_going
+
+    def batches(self) -> Iterator[tuple[Batch, dict]]:
+        current = yield from self._resume()
+        while self.keep_going():
+            if current is None:
+                current = self._open_when_present()
+                continue
+            batch = current.read()
+            if batch is not None:
+                if batch.lines:
+                    yield batch, self._position(current)
+                continue
+            current = yield from self._after_end_of(current)
+        if current is not None:
+            current.close()
+
+    def _resume(self) -> Iterator[tuple[Batch, dict]]:
+        saved = self.positions.load()
+        if not saved:
+            return self._open_at(0)
+        identity = (saved.get("device"), saved.get("inode"))
+        offset = int(saved.get("offset", 0))
+        current = self._open_at(0)
+        if current is not None and current.identity == identity:
+            if os.fstat(current.fd).st_size >= offset:
+                os.lseek(current.fd, offset, os.SEEK_SET)
+                current.read_to = offset
+            else:
+                log.warning(
+                    "follow: %s is shorter than the saved position: reading it from its start", self.path
+                )
+            return current
+        rotated = self._rotated_file(identity)
+        if rotated is not None:
+            log.info("follow: %s was rotated while stopped: reading the rest of %s first", self.path, rotated)
+            previous = _OpenFile(rotated, offset, self.max_line_bytes)
+            yield from self._drain(previous)
+        return current
+
+    def _rotated_file(self, identity: tuple) -> Path | None:
+        """The file with the saved identity in the followed file's folder, if it is still there."""
+        try:
+            entries = list(os.scandir(self.path.parent))
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (status.st_dev, status.st_ino) == identity and entry.is_file(follow_symlinks=False):
+                return Path(entry.path)
+        return None
+
+    def _open_at(self, offset: int) -> _OpenFile | None:
+        try:
+            return _OpenFile(self.path, offset, self.max_line_bytes)
+        except FileNotFoundError:
+            return None
+
+    def _open_when_present(self) -> _OpenFile | None:
+        opened = self._open_at(0)
+        if opened is None:
+            time.sleep(POLL_SECONDS)
+        return opened
+
+    def _after_end_of(self, current: _OpenFile) -> Iterator[tuple[Batch, dict]]:
+        """At the end of the file: wait, follow a truncation, or move on to a rotated-in file."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            time.sleep(POLL_SECONDS)  # renamed away, the new one not there yet: keep the old open
+            return current
+        if (status.st_dev, status.st_ino) != current.identity:
+            log.info("follow: %s was rotated: finishing the old file, then reading the new one", self.path)
+            yield from self._drain(current)
+            return self._open_at(0)
+        if status.st_size < current.read_to:
+            log.warning("follow: %s was truncated: reading it again from its start", self.path)
+            current.restart()
+            return current
+        time.sleep(POLL_SECONDS)
+        return current
+
+    def _drain(self, old: _OpenFile) -> Iterator[tuple[Batch, dict]]:
+        """What is left in a file that was rotated away, its last unterminated line included.
+
+        Its position is not saved: once the new file's first batch is saved, this one is done.
+        """
+        try:
+            while (batch := old.read()) is not None:
+                if batch.lines:
+                    yield batch, self._position(old)
+            rest = old.rest()
+            if rest.lines:
+                yield rest, self._position(old)
+        finally:
+            old.close()
+
+    @staticmethod
+    def _position(current: _OpenFile) -> dict:
+        device, inode = current.identity
+        return {"device": device, "inode": inode, "offset": current.consumed}

@@ -1,0 +1,136 @@
+"""`ppship gateway parse --follow`: tail -F semantics and a saved position, in a real child process."""
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 20  # seconds to wait for an expected line; the follower polls every 0.25 s
+
+
+def line(n: int) -> str:
+    return (
+        f"2022-02-20T08:35:{n % 60:02d}.157994-06:00 gw1 filter_instance1[21074]: rprt s=id{n} "
+        "mod=session cmd=disconnect"
+    )
+
+
+def append(path: Path, numbers) -> None:
+    with path.open("a") as log:
+        log.write("".join(line(n) + "\n" for n in numbers))
+
+
+class Follower:
+    """The real command following one file; its stdout lines arrive on a queue."""
+
+    def __init__(self, path: Path, position: Path):
+        command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", "--follow", str(path)]
+        command += ["--position-file", str(position), "--format", "text", "--timezone", "UTC"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for raw in self.process.stdout:
+            self.lines.put(raw.decode().rstrip("\n"))
+
+    def expect(self, numbers) -> None:
+        got = [self.lines.get(timeout=TIMEOUT) for _ in numbers]
+        assert got == [line(n) for n in numbers]
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=TIMEOUT)
+        self.reader.join(TIMEOUT)
+        assert self.process.returncode == 0, stderr.decode()
+        assert self.lines.empty(), f"unexpected extra line: {self.lines.get_nowait()}"
+        return stderr.decode()
+
+
+@pytest.fixture
+def files(tmp_path):
+    return tmp_path / "maillog", tmp_path / "state" / "position.json"
+
+
+def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(files):
+    path, position = files
+    append(path, [1, 2])
+    follower = Follower(path, position)
+    follower.expect([1, 2])
+    path.rename(path.with_name("maillog.1"))
+    append(path.with_name("maillog.1"), [3])  # the writer still had the old file open
+    append(path, [4, 5])
+    follower.expect([3, 4, 5])
+    assert "was rotated" in follower.stop()
+
+
+def test_rotation_by_truncation_reads_again_from_the_start(files):
+    path, position = files
+    append(path, [1, 2, 3])
+    follower = Follower(path, position)
+    follower.expect([1, 2, 3])
+    os.truncate(path, 0)
+    append(path, [4])
+    follower.expect([4])
+    assert "was truncated" in follower.stop()
+
+
+def test_a_restart_resumes_after_the_last_written_line_without_duplicates(files):
+    path, position = files
+    append(path, [1, 2, 3])
+    follower = Follower(path, position)
+    follower.expect([1, 2, 3])
+    follower.stop()
+    append(path, [4, 5])
+    follower = Follower(path, position)
+    follower.expect([4, 5])
+    follower.stop()
+
+
+def test_a_rotation_while_stopped_reads_the_rest_of_the_rotated_file_first(files):
+    path, position = files
+    append(path, [1])
+    follower = Follower(path, position)
+    follower.expect([1])
+    follower.stop()
+    append(path, [2])
+    path.rename(path.with_name("maillog.1"))
+    append(path, [3])
+    follower = Follower(path, position)
+    follower.expect([2, 3])
+    follower.stop()
+
+
+def test_a_file_that_appears_later_is_read_from_its_start(files):
+    path, position = files
+    follower = Follower(path, position)
+    append(path, [1, 2])
+    follower.expect([1, 2])
+    follower.stop()
+
+
+def test_a_line_is_not_handed_out_before_its_end_arrives(files):
+    path, position = files
+    follower = Follower(path, position)
+    with path.open("a") as log:
+        log.write(line(1)[:30])
+        log.flush()
+        with pytest.raises(queue.Empty):
+            follower.lines.get(timeout=1.0)
+        log.write(line(1)[30:] + "\n")
+    follower.expect([1])
+    follower.stop()
+
+
+def test_follow_takes_exactly_one_file(tmp_path):
+    from tests.conftest import run_ppship
+
+    result = run_ppship("gateway", "parse", "--follow", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "ppship: error: --follow takes exactly one FILE (not stdin)"
