@@ -23,7 +23,6 @@ import msgpack
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.parser import GatewayParser
-from proofpoint_shipper.gateway.record import render_text
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
 
 log = logging.getLogger("proofpoint_shipper")
@@ -205,14 +204,12 @@ class ForwardRelay:
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
         by_tag: dict[str, list[list]] = {tag: [] for tag in TAGS.values()}
-        keys, parse = self.settings.keys, self.parser.parse_with_body
+        keys, parse = self.settings.keys, self.parser.parse_with_text
         for time, record in entries:
             for key in keys:
                 line = record.get(key)
                 if isinstance(line, str):
-                    parsed, body = parse(line)
-                    if parsed["stream"] != OTHER:
-                        parsed["text"] = render_text(parsed, body)  # the text tables' line
+                    parsed = parse(line)
                     break
             else:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}

@@ -2,7 +2,8 @@
 
 Reads a stream of msgpack maps on stdin and writes one map per input, in order, on stdout: the
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
-`message`). Output is flushed after every read; EOF on stdin ends the run with exit code 0.
+`message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
+every read; EOF on stdin ends the run with exit code 0.
 """
 
 import argparse
@@ -59,5 +60,5 @@ def _filtered(item: object, keys: list[str], parser: GatewayParser) -> dict:
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if isinstance(value, str):
-            return {**item, **parser.parse(value.rstrip("\r\n"))}
+            return {**item, **parser.parse_with_text(value.rstrip("\r\n"))}
     return {**item, "error": f"no gateway line under {' or '.join(keys)}"}

@@ -1,8 +1,8 @@
 """Turns one gateway log line into a record, never raising and never dropping the line.
 
 `GatewayParser.parse(line)` gives the record; `parse_with_body(line)` also gives the text after
-the header, for `render_text`. Any part that does not parse becomes an `error` note while the
-rest of the record is kept.
+the header, for `render_text`; `parse_with_text(line)` adds that rendered line as `text`. Any
+part that does not parse becomes an `error` note while the rest of the record is kept.
 """
 
 from collections.abc import Callable
@@ -16,6 +16,7 @@ from proofpoint_shipper.gateway.record import (
     TABLES,
     classify,
     collect_fields,
+    render_text,
     stream_of_program,
 )
 from proofpoint_shipper.gateway.syntax import FilterBody, Header, SendmailBody
@@ -70,6 +71,16 @@ class GatewayParser:
             if common is not None:
                 return common
         return self._any_line(line, problem)
+
+    def parse_with_text(self, line: str) -> dict:
+        """The record plus `text`, the line as the gateway text tables hold it (not for `other`).
+
+        For agents that write the text tables from the record (an S3 output's `log_key`).
+        """
+        record, body = self.parse_with_body(line)
+        if record["stream"] != OTHER:
+            record["text"] = render_text(record, body)
+        return record
 
     # -- the common shape, in one pass ---------------------------------------------------------
 
