@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test bench lint golden demo clean
+.PHONY: test itest bench lint golden demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The shipped agent configs run by the real agents in containers: needs a Docker engine.
+itest: $(STAMP)
+	$(BIN)/python -m pytest -q -m docker -rs
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.gateway_parse

@@ -75,7 +75,12 @@ def classic_text(yaml_path: Path) -> tuple[str, str | None]:
             parsers_name = f"{yaml_path.stem}.parsers.conf"
             body = {**body, "parsers_file": parsers_name}
         blocks.append(_block(name, body, _comments(yaml_path)))
-    parsers_text = "\n".join(_block("PARSER", body) for body in parsers) if parsers else None
+    parsers_head = (
+        f"# Parsers for {yaml_path.stem}.conf, read through its parsers_file.\n"
+        f"# Run:  fluent-bit -c shipper_configs/fluent-bit/{yaml_path.stem}.conf (this file beside it)\n"
+        "# Docs: https://docs.fluentbit.io/manual/pipeline/parsers/configuring-parser\n\n"
+    )
+    parsers_text = parsers_head + "\n".join(_block("PARSER", body) for body in parsers) if parsers else None
     return "\n".join(head) + "\n\n" + "\n".join(blocks), parsers_text
 
 
@@ -109,17 +114,23 @@ def ppship_commands(path: Path) -> list[list[str]]:
             _walk_for_commands(document, found)
         return found
     joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines (systemd, shell)
+    if "@" in path.name:  # a systemd template: one command per instance its header enables
+        instances = sorted(set(re.findall(rf"{re.escape(path.name.split('@')[0])}@(\w+)", text)))
+        joined = "\n".join(joined.replace("%i", instance) for instance in instances)
     commands = []
     for line in joined.splitlines():
         line = line.split(" #", 1)[0]
-        at = re.search(r"(?:^|[\s=\"'])(ppship\s.*)$", line)
-        if at:
-            commands.append(shlex.split(at.group(1).rstrip("\"'")))
+        at = re.search(r"(?:^|[\s=/])(ppship\s.*)$", line)
+        if at and not line.lstrip().startswith("#"):
+            commands.append(shlex.split(at.group(1)))
     return commands
 
 
 def _walk_for_commands(node, found: list[list[str]]) -> None:
     if isinstance(node, dict):
+        if str(node.get("image", "")).startswith("proofpoint-shipper"):
+            found.append(["ppship", *node.get("args", [])])  # the image's entrypoint is ppship
+            return
         for value in node.values():
             _walk_for_commands(value, found)
     elif isinstance(node, list):

@@ -1,0 +1,139 @@
+"""The shipped configs run by the real agents, in containers, against the local S3 server.
+
+These need a Docker engine (and the agents' images, pulled on first use); where none answers they
+skip with that reason. `make itest` runs only these. The configs are used as shipped except for
+the upload timer, shortened so objects appear within the test, and environment values pointing
+at the local S3. The agents run with host networking, so 127.0.0.1 is the test's own loopback.
+"""
+
+import gzip
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent_configs import CONFIGS
+from tests.conftest import run_ppship
+
+pytestmark = pytest.mark.docker
+IMAGES = {"fluent-bit": "fluent/fluent-bit:4.2", "vector": "timberio/vector:0.49.0-debian"}
+SAMPLES = Path(__file__).parent / "data" / "tap_seed_samples.ndjson"
+TAP_TABLES = {
+    "messagesDelivered": "proofpoint_tap_messages_delivered",
+    "messagesBlocked": "proofpoint_tap_messages_blocked",
+    "clicksPermitted": "proofpoint_tap_clicks_permitted",
+    "clicksBlocked": "proofpoint_tap_clicks_blocked",
+}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import docker
+
+    reason = _no_engine_reason()
+    if reason:
+        pytest.skip(f"{reason}; run `make itest` where a Docker engine runs")
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def _no_engine_reason() -> str | None:
+    """Why no engine answers, asked on the socket itself: the SDK leaks its socket when none does."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None  # a remote engine: let the SDK find out
+    path = host.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            return f"no Docker engine answers at {path} ({exc.strerror})"
+    return None
+
+
+def _environment(local_s3, bucket: str, data: str) -> dict[str, str]:
+    return {
+        "S3_BUCKET": bucket,
+        "S3_PREFIX": "lake",
+        "AWS_REGION": "us-east-1",
+        "S3_ENDPOINT": local_s3.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "HOSTNAME": "itest",
+        "FLB_STORAGE_DIR": f"{data}/storage",
+        "FLB_STORE_DIR": f"{data}/s3",
+        "VECTOR_DATA_DIR": data,
+    }
+
+
+def _wait_for_port(port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the agent never listened on 127.0.0.1:{port}")
+
+
+def _ship_tap_samples(tmp_path: Path) -> None:
+    for line in SAMPLES.read_text().splitlines():
+        item = json.loads(line)
+        record = {**item["expected"], "eventType": item["array"]}
+        path = tmp_path / f"{item['array']}.ndjson"
+        path.write_text(json.dumps(record) + "\n")
+        flags = ("--output", "forward", "--forward", "127.0.0.1:24224")
+        result = run_ppship("ship", "--table", TAP_TABLES[item["array"]], *flags, str(path))
+        assert result.returncode == 0, result.stderr.decode()
+
+
+def _tables_landed(client, bucket: str, seconds: float = 120) -> dict[str, list[dict]]:
+    deadline, landed = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline and len(landed) < len(TAP_TABLES):
+        for item in client.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", []):
+            body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            landed[item["Key"].split("/")[1]] = [json.loads(line) for line in body.splitlines()]
+        time.sleep(2)
+    return landed
+
+
+@pytest.mark.parametrize(
+    ("agent", "edit", "command"),
+    [
+        ("fluent-bit", ("upload_timeout: 10m", "upload_timeout: 5s"), ["-c", "/config/tap.yaml"]),
+        ("vector", ("timeout_secs: 600", "timeout_secs: 5"), ["--config", "/config/tap.yaml"]),
+    ],
+)
+def test_tap_flow_lands_the_four_tables(engine, local_s3, bucket, tmp_path, agent, edit, command):
+    config_dir, data = tmp_path / "config", tmp_path / "data"
+    config_dir.mkdir()
+    data.mkdir(mode=0o777)
+    shipped = (CONFIGS / agent / "tap.yaml").read_text()
+    assert edit[0] in shipped
+    (config_dir / "tap.yaml").write_text(shipped.replace(edit[0], edit[1]))
+    container = engine.containers.run(
+        IMAGES[agent],
+        command,
+        detach=True,
+        network_mode="host",
+        environment=_environment(local_s3, bucket, "/data"),
+        volumes={
+            str(config_dir): {"bind": "/config", "mode": "ro"},
+            str(data): {"bind": "/data", "mode": "rw"},
+        },
+    )
+    try:
+        _wait_for_port(24224)
+        _ship_tap_samples(tmp_path)
+        landed = _tables_landed(local_s3.client(), bucket)
+    finally:
+        logs = container.logs().decode(errors="replace")[-3000:]
+        container.stop(timeout=30)
+        container.remove()
+    assert set(landed) == set(TAP_TABLES.values()), logs
+    for records in landed.values():
+        assert all("date" not in record and "table" not in record for record in records), records

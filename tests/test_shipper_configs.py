@@ -1,0 +1,172 @@
+"""The shipped agent configs, held to account: every ppship command line against the real CLI,
+every S3 prefix against streams.py, and the Fluent Bit rules that a config can silently break."""
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proofpoint_shipper.cli import build_parser
+from proofpoint_shipper.streams import BY_TABLE, STREAMS
+from tests.agent_configs import (
+    CONFIGS,
+    FLUENT_BIT,
+    classic_text,
+    fluent_bit_classic,
+    fluent_bit_yaml,
+    ppship_commands,
+)
+
+ALL_FILES = sorted(p for p in CONFIGS.rglob("*") if p.is_file() and p.name != "README.md")
+FB_YAML = sorted(FLUENT_BIT.glob("*.yaml"))
+VECTOR = sorted((CONFIGS / "vector").glob("*.yaml"))
+TABLE_IN_KEY = re.compile(r"/(proofpoint_[a-z_]+)/%Y/%m/%d/%H/")
+TAP = {s.table for s in STREAMS if s.collection == "tap_api"}
+POD = {s.table for s in STREAMS if s.collection == "pod_stream"}
+GATEWAY = {s.table for s in STREAMS if s.collection == "gateway_syslog"}
+EXPECTED_TABLES = {"tap": TAP, "pod": POD, "gateway": GATEWAY, "all-in-one": TAP | POD | GATEWAY}
+
+
+def _size(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMG]?)", text.upper()).groups()
+    return int(number) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
+
+
+def _kind(path: Path) -> str:
+    return path.stem.removesuffix("-exec")
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_says_how_to_run_it_and_what_it_needs(path):
+    head = path.read_text()[:3000]
+    assert re.search(r"^# (Run|Install):", head, re.M), "no '# Run:' (or '# Install:') line"
+    assert re.search(r"^# Docs:", head, re.M), "no '# Docs:' line"
+    if "parsers" not in path.name:
+        assert re.search(r"Environment|EnvironmentFile|env", head), "no word on the environment it needs"
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_file_is_listed_in_the_readme(path):
+    assert str(path.relative_to(CONFIGS)) in (CONFIGS / "README.md").read_text()
+
+
+def _commands():
+    for path in ALL_FILES:
+        for command in ppship_commands(path):
+            yield pytest.param(command, id=f"{path.relative_to(CONFIGS)}: {' '.join(command[:4])}")
+
+
+@pytest.mark.parametrize("command", list(_commands()))
+def test_every_ppship_command_line_is_accepted_by_the_real_cli(command):
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        try:
+            build_parser().parse_args(command[1:])
+        except SystemExit:
+            pytest.fail(f"ppship refuses {' '.join(command)}: {errors.getvalue().strip()}")
+
+
+def test_the_commands_are_found():
+    """The check above is only worth something if it sees the commands: count them."""
+    assert sum(1 for _ in _commands()) >= 15
+
+
+# -- Fluent Bit ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FB_YAML, ids=lambda p: p.name)
+def test_fluent_bit_classic_twin_equals_the_yaml(path):
+    assert fluent_bit_classic(path.with_suffix(".conf")) == fluent_bit_yaml(path)
+    assert path.with_suffix(".conf").read_text() == classic_text(path)[0]  # regenerate: see agent_configs
+
+
+@pytest.mark.parametrize("path", FB_YAML, ids=lambda p: p.name)
+def test_fluent_bit_s3_outputs_cover_the_flows_tables_in_our_layout(path):
+    outputs = [body for name, body in fluent_bit_yaml(path) if name == "OUTPUT" and body["name"] == "s3"]
+    tables = set()
+    for body in outputs:
+        key = body["s3_key_format"]
+        assert key.startswith("/"), "s3_key_format must start with /"
+        (table,) = TABLE_IN_KEY.findall(key)
+        assert table in BY_TABLE
+        stream = BY_TABLE[table]
+        assert key.endswith(".ndjson.gz" if stream.format == "ndjson" else ".log.gz")
+        assert body["json_date_key"] == "false", "Fluent Bit would add a date key to every record"
+        assert body["compression"] == "gzip"
+        assert _size(body["total_file_size"]) >= 1024**2, "total_file_size under 1M is a fatal error"
+        if stream.format == "text":
+            assert body.get("log_key") == "text", "a text table needs the raw normalised line"
+        else:
+            assert "log_key" not in body
+        tables.add(table)
+    assert tables == EXPECTED_TABLES[_kind(path)]
+    store_dirs = [body["store_dir"] for body in outputs]
+    assert len(set(store_dirs)) == len(store_dirs), "each S3 output needs its own store_dir"
+
+
+@pytest.mark.parametrize("path", FB_YAML, ids=lambda p: p.name)
+def test_fluent_bit_inputs_follow_the_known_rules(path):
+    sections = fluent_bit_yaml(path)
+    parsers = {body["name"] for name, body in sections if name == "PARSER"}
+    for name, body in sections:
+        if name == "INPUT" and body["name"] == "exec":
+            assert body["oneshot"] == "true" and body["threaded"] == "true", "else nothing flows"
+            assert _size(body["buf_size"]) >= 1024**2, "the 4 KiB default splits events"
+            assert body.get("parser") in parsers, "an undeclared parser leaves raw lines"
+            max_line = re.search(r"--max-line-bytes (\d+)", body["command"])
+            assert max_line and int(max_line.group(1)) <= _size(body["buf_size"])
+        if name == "INPUT" and body["name"] in ("forward", "tail"):
+            assert body["storage.type"] == "filesystem", "an ack must mean: on disk"
+        if name == "INPUT" and body["name"] == "forward":
+            assert body["listen"] == "127.0.0.1"
+        if name == "OUTPUT" and body["name"] == "forward":
+            assert body["require_ack_response"] == "true"
+
+
+# -- Vector --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", VECTOR, ids=lambda p: p.name)
+def test_vector_sinks_cover_the_flows_tables_durably(path):
+    config = yaml.safe_load(path.read_text())
+    tables = set()
+    for sink in config["sinks"].values():
+        assert sink["type"] == "aws_s3"
+        (table,) = TABLE_IN_KEY.findall("/" + sink["key_prefix"].split("/", 1)[1])
+        stream = BY_TABLE[table]
+        assert sink["encoding"]["codec"] == ("json" if stream.format == "ndjson" else "text")
+        assert sink["compression"] == "gzip" and sink["buffer"]["type"] == "disk"
+        assert sink["buffer"]["max_size"] >= 268435488, "Vector's smallest disk buffer"
+        tables.add(table)
+    assert tables == EXPECTED_TABLES[_kind(path)]
+    assert config["acknowledgements"]["enabled"] is True
+    for source in config["sources"].values():
+        if source["type"] == "fluent":
+            assert source["address"].startswith("127.0.0.1:")
+        if source["type"] == "exec":
+            assert source["mode"] == "streaming" and source["streaming"]["respawn_on_exit"] is True
+
+
+def test_vector_routes_name_every_event_type_the_collectors_write():
+    written = {"tap": {"messagesDelivered", "messagesBlocked", "clicksPermitted", "clicksBlocked"}}
+    written["pod"] = {"pod_message", "pod_maillog"}
+    for path in VECTOR:
+        config = yaml.safe_load(path.read_text())
+        routes = [t for t in config.get("transforms", {}).values() if t["type"] == "route"]
+        for route in routes:
+            named = {re.search(r'"(\w+)"', condition).group(1) for condition in route["route"].values()}
+            assert named == written[_kind(path)]
+
+
+# -- Fluentd -------------------------------------------------------------------------------------
+
+
+def test_fluentd_gateway_writes_both_text_tables_through_the_exec_filter():
+    text = (CONFIGS / "fluentd" / "gateway.conf").read_text()
+    assert "@type exec_filter" in text and text.count("@type msgpack") == 2
+    paths = re.findall(r'path "#\{ENV\[\'S3_PREFIX\'\]\}(/proofpoint_[a-z_]+/%Y/%m/%d/%H/)"', text)
+    assert {TABLE_IN_KEY.match(p).group(1) for p in paths} == GATEWAY
+    assert text.count("message_key text") == 2
