@@ -34,16 +34,9 @@ lint: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden_writer
 
-# The gateway parser over a bundled sample: text lines for the S3 text tables, then records.
+# The whole job on local stand-ins: local S3, TAP and PoD simulators, the relay; all eight tables.
 demo: $(STAMP)
-	@echo "== text form (what lands in proofpoint_gateway_*_logs), first 6 lines"
-	@$(BIN)/ppship gateway parse --format text --timezone America/Chicago examples/gateway-sample.log 2>/dev/null | head -n 6
-	@echo
-	@echo "== records (NDJSON), first 2"
-	@$(BIN)/ppship gateway parse --timezone America/Chicago examples/gateway-sample.log 2>/dev/null | head -n 2
-	@echo
-	@echo "== counts"
-	@$(BIN)/ppship gateway parse --timezone America/Chicago examples/gateway-sample.log 2>&1 >/dev/null
+	$(BIN)/ppship demo
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

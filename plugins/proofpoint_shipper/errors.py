@@ -8,6 +8,7 @@
      ├── DeliveryError      an output did not confirm data within its retry bound
      ├── DeliveryAbandoned  a delivery given up on purpose (a bounded shutdown); never retried
      ├── CursorConflict     another collector advanced the same cursor
+     ├── StageFailed        a step of `ppship demo` (one of its child processes) failed
      └── ParseError         part of a line does not follow its grammar (the hot path turns
                             it into a record's `error` field; it never leaves the parser)
 
@@ -45,6 +46,10 @@ class DeliveryAbandoned(ShipperError):
 
 class CursorConflict(ShipperError):
     """Another collector advanced the same cursor since we read it; this one must stop."""
+
+
+class StageFailed(ShipperError):
+    """A step of `ppship demo` failed: a child process did not start, finish or succeed."""
 
 
 class ParseError(ShipperError):

@@ -17,6 +17,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
+from proofpoint_shipper.gateway.command import reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.sinks.forward import ForwardSink
@@ -54,6 +55,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     relay.add_argument("--key", action="append", help="record key of the line (default: log, then message)")
     relay.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
+    relay.add_argument(
+        "--reference-time",
+        type=reference_time,
+        metavar="ISO8601",
+        help="time BSD years are inferred against (default: now); set it to re-process old logs",
+    )
     relay.add_argument("--shared-key-file", type=Path, help="shared key clients must prove (default: none)")
     relay.add_argument("--upstream-shared-key-file", type=Path, help="shared key for the upstream")
     relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
@@ -128,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
     )
-    relay = ForwardRelay(GatewayParser(zone=resolve_zone(args.timezone)), upstream, settings)
+    relay = ForwardRelay(
+        GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time), upstream, settings
+    )
     asyncio.run(_serve(relay))
     with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
         upstream.close()

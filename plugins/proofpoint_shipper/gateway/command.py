@@ -89,7 +89,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parse.add_argument(
         "--reference-time",
-        type=_reference_time,
+        type=reference_time,
         default=None,
         metavar="ISO8601",
         help="time that BSD years are inferred against and header-less lines are "
@@ -133,7 +133,7 @@ def _streams(text: str) -> frozenset[str]:
     return frozenset(STREAM_CHOICES[name] for name in names)
 
 
-def _reference_time(text: str) -> datetime:
+def reference_time(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:

@@ -1,0 +1,60 @@
+"""`ppship demo` in a reduced run against the session's local S3: all eight tables, counts checked."""
+
+import gzip
+import json
+from collections import Counter
+from datetime import datetime
+
+from proofpoint_shipper.demo import GATEWAY_LOG, GATEWAY_REFERENCE, GATEWAY_ZONE
+from proofpoint_shipper.gateway import GatewayParser
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.streams import STREAMS
+from tests.conftest import run_ppship
+
+GATEWAY_LINES, POD_EVENTS = 300, 40
+EVENT_TYPES = {
+    "proofpoint_tap_messages_delivered": "messagesDelivered",
+    "proofpoint_tap_messages_blocked": "messagesBlocked",
+    "proofpoint_tap_clicks_permitted": "clicksPermitted",
+    "proofpoint_tap_clicks_blocked": "clicksBlocked",
+    "proofpoint_on_demand_message": "pod_message",
+    "proofpoint_on_demand_maillog": "pod_maillog",
+}
+
+
+def _landed(client, bucket: str) -> dict[str, list[bytes]]:
+    landed: dict[str, list[bytes]] = {}
+    for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        landed.setdefault(item["Key"].split("/")[0], []).extend(body.splitlines())
+    return landed
+
+
+def _expected_gateway_counts() -> Counter:
+    """An independent parse of the lines the demo sends: how many belong to each text table."""
+    parser = GatewayParser(
+        zone=resolve_zone(GATEWAY_ZONE), reference=datetime.fromisoformat(GATEWAY_REFERENCE)
+    )
+    lines = GATEWAY_LOG.read_text(encoding="utf-8").splitlines()[:GATEWAY_LINES]
+    tables = (parser.parse(line)["table"] for line in lines)
+    return Counter(table for table in tables if table is not None)
+
+
+def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket):
+    flags = ["--tap-hours", "2", "--pod-events", str(POD_EVENTS), "--gateway-lines", str(GATEWAY_LINES)]
+    result = run_ppship(
+        "demo", *flags, "--endpoint-url", local_s3.endpoint_url, "--bucket", bucket, timeout=300
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    landed = _landed(local_s3.client(), bucket)
+    assert set(landed) == {stream.table for stream in STREAMS}
+    expected = _expected_gateway_counts()
+    for table in ("proofpoint_gateway_filter_logs", "proofpoint_gateway_sendmail_logs"):
+        assert len(landed[table]) == expected[table] > 0
+    for table, event_type in EVENT_TYPES.items():
+        records = [json.loads(line) for line in landed[table]]
+        assert records and {record["eventType"] for record in records} == {event_type}
+        if table.startswith("proofpoint_on_demand"):
+            assert len(records) == POD_EVENTS
+    output = result.stdout.decode()
+    assert all(stream.table in output for stream in STREAMS)
