@@ -53,10 +53,13 @@ def test_every_file_is_listed_in_the_readme(path):
     assert str(path.relative_to(CONFIGS)) in (CONFIGS / "README.md").read_text()
 
 
+DEPLOY = sorted((CONFIGS.parent / "deploy" / "kubernetes").glob("*.yaml"))
+
+
 def _commands():
-    for path in ALL_FILES:
+    for path in ALL_FILES + DEPLOY:
         for command in ppship_commands(path):
-            yield pytest.param(command, id=f"{path.relative_to(CONFIGS)}: {' '.join(command[:4])}")
+            yield pytest.param(command, id=f"{path.name}: {' '.join(command[:4])}")
 
 
 @pytest.mark.parametrize("command", list(_commands()))
