@@ -33,6 +33,7 @@ def test_wheel_contains_the_grammars_and_runs_from_them(tmp_path):
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"proofpoint_shipper/grammars/{name}" for name in GRAMMARS} <= names
+    assert "proofpoint_shipper/data/gateway-demo.log" in names  # `ppship demo` needs it installed
     # Load the grammars from the unpacked wheel alone, as an installed package would.
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     probe = (
