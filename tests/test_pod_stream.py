@@ -34,9 +34,11 @@ def simulator(timeline):
         yield server
 
 
-def stream(simulator, tmp_path, kind="maillog", token=TOKEN, **run):
+def stream(simulator, tmp_path, kind="maillog", token=TOKEN, dedupe_window=10_000, **run):
     out = io.BytesIO()
-    settings = StreamSettings(dead_letter_dir=tmp_path / "dead-letter", retry=FAST, flush_every=100)
+    settings = StreamSettings(
+        dead_letter_dir=tmp_path / "dead-letter", retry=FAST, flush_every=100, dedupe_window=dedupe_window
+    )
     client = PodStream(
         simulator.url,
         token,
@@ -86,12 +88,14 @@ def test_a_two_hour_outage_is_reported_and_backfilled_from_the_archive(tmp_path,
     (tmp_path / "pod-maillog.json").write_text(json.dumps({"last_ts": last.isoformat(), "recent": []}))
     with PodSimulator(timeline, TOKEN, CLUSTER) as simulator:
         with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
-            live, summary = stream(simulator, tmp_path, max_events=5)
+            # The backfill below holds up to about 11,000 events (3 h from the rounded hour) before
+            # it reaches the live ones: the window must hold them all, whatever the time of day.
+            live, summary = stream(simulator, tmp_path, max_events=5, dedupe_window=20_000)
         gap_start, gap_end = (datetime.fromisoformat(t) for t in summary.gap)
         assert gap_start == last
         assert abs(gap_end - (datetime.now(UTC) - timedelta(hours=1))) < timedelta(minutes=1)
         assert any("can no longer be replayed live" in m and "--since" in m for m in caplog.messages)
-        backfill, _ = stream(simulator, tmp_path, since=gap_start, until=gap_end)
+        backfill, _ = stream(simulator, tmp_path, since=gap_start, until=gap_end, dedupe_window=20_000)
     hour = gap_start.replace(minute=0, second=0, microsecond=0)  # the archive rounds down to the hour
     first = timeline.index_at(hour)
     delivered_live = {r["id"] for r in live}  # the hour-rounded archive covers them: not sent again
