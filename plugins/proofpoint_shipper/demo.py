@@ -22,6 +22,7 @@ from pathlib import Path
 
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
+from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.streams import STREAMS
 
@@ -64,7 +65,6 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ppship-demo-") as state, Children(Path(state)) as children:
         endpoint = args.endpoint_url or children.start(
             "local S3", ["dev", "s3", "--bucket", args.bucket], r"local S3 at (\S+),"
@@ -87,23 +87,19 @@ def run(args: argparse.Namespace) -> int:
             jobs[f"PoD {kind}"] = [*pod, "--cursor", f"{state}/pod-{kind}.json"]
         running = {name: children.launch(name, argv + s3) for name, argv in jobs.items()}
         sent = _send_gateway_lines(int(relay_port), args.gateway_lines)
-        _progress(began, f"gateway: {sent} lines sent through the relay and acked (written to S3)")
+        children.progress(f"gateway: {sent} lines sent through the relay and acked (written to S3)")
         for name, child in running.items():
-            children.finish(name, child, began)
+            children.finish(name, child)
         children.stop("relay")
         report = TableReport.read(endpoint, args.bucket)
         report.print()
-        _progress(began, "done")
+        children.progress("done")
         if args.keep_s3 and not args.endpoint_url:
             print(f"\nThe local S3 stays up until Ctrl-C:\n  {report.browse_command()}", flush=True)
             children.wait_for_interrupt()
         elif not args.endpoint_url:
             print("\nTo browse the bucket afterwards, run `ppship demo --keep-s3`.")
         return report.check()
-
-
-def _progress(began: float, text: str) -> None:
-    print(f"[{time.monotonic() - began:5.1f}s] {text}", flush=True)
 
 
 def _send_gateway_lines(port: int, count: int) -> int:
@@ -147,14 +143,17 @@ class Children:
         match = re.search(banner, line)
         if match is None:
             raise StageFailed(f"{name} did not start: {line.strip() or self.log_tail(name)}")
-        _progress(self.began, f"{name}: {line.strip()}")
+        self.progress(f"{name}: {line.strip()}")
         return match.group(1)
 
     def launch(self, name: str, argv: list[str]) -> subprocess.Popen:
-        _progress(self.began, f"{name}: started")
+        self.progress(f"{name}: started")
         return self._spawn(name, argv, subprocess.DEVNULL)
 
-    def finish(self, name: str, child: subprocess.Popen, began: float) -> None:
+    def progress(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.began:5.1f}s] {text}", flush=True)
+
+    def finish(self, name: str, child: subprocess.Popen) -> None:
         try:
             code = child.wait(JOB_SECONDS)
         except subprocess.TimeoutExpired:
@@ -163,7 +162,7 @@ class Children:
             raise StageFailed(f"{name} did not finish within {JOB_SECONDS} s") from None
         if code != 0:
             raise StageFailed(f"{name} failed (exit code {code}): {self.log_tail(name)}")
-        _progress(began, f"{name}: {self.log_tail(name)}")
+        self.progress(f"{name}: {self.log_tail(name)}")
 
     def stop(self, name: str) -> None:
         child = self.servers.pop(name, None)
@@ -203,13 +202,7 @@ class TableReport:
     def read(cls, endpoint: str, bucket: str) -> "TableReport":
         import boto3
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            region_name="us-east-1",
-        )
+        client = boto3.client("s3", endpoint_url=endpoint, **LOCAL_CREDENTIALS)
         rows = {
             stream.table: {"objects": 0, "records": 0, "bytes": 0, "key": "", "example": ""}
             for stream in STREAMS

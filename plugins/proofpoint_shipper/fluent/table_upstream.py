@@ -1,7 +1,7 @@
 """TableUpstream: lets the relay deliver to a table sink (S3) instead of a forward receiver.
 
 The relay hands over entries by Fluent tag; this maps each tag to its stream's table. Records
-tagged `proofpoint.gateway.other` belong to no table: they are counted and logged, not written.
+tagged `proofpoint.gateway.other` belong to no table: their number is logged, they are not written.
 """
 
 import logging
@@ -16,13 +16,11 @@ TABLE_OF_TAG = {stream.tag: stream.table for stream in STREAMS}
 class TableUpstream:
     def __init__(self, sink):
         self.sink = sink  # write(table, records), flush() once confirmed, close()
-        self.without_table = 0
         self._abandoned = False
 
     def write_entries(self, tag: str, entries: list[list]) -> None:
         table = TABLE_OF_TAG.get(tag)
         if table is None:
-            self.without_table += len(entries)
             log.info("relay: %d records tagged %s belong to no table; not written", len(entries), tag)
             return
         self.sink.write(table, [record for _, record in entries])

@@ -177,7 +177,6 @@ def _run_follow(args: argparse.Namespace) -> int:
     if path.is_dir():
         raise InputError(f"cannot follow {path}: is a directory")
     positions = FileCursorStore(args.position_file or Path("ppship-state") / f"follow-{path.name}.json")
-    positions.load()  # an unreadable position file fails now, with one line
     logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     job = _job(args)
     with job.signals_handled():

@@ -28,8 +28,13 @@ class _OpenFile:
         self.fd = os.open(path, os.O_RDONLY)
         status = os.fstat(self.fd)
         self.identity = (status.st_dev, status.st_ino)
-        self.read_to = os.lseek(self.fd, offset, os.SEEK_SET) if offset <= status.st_size else 0
         self.lines = LineReader(self.fd, max_line_bytes)
+        self.seek(offset if offset <= status.st_size else 0)
+
+    def seek(self, offset: int) -> None:
+        """Read on from `offset`, forgetting any unfinished line."""
+        self.read_to = os.lseek(self.fd, offset, os.SEEK_SET)
+        self.lines.finish()
 
     @property
     def consumed(self) -> int:
@@ -46,11 +51,6 @@ class _OpenFile:
     def rest(self) -> Batch:
         """The unterminated last line, as a writer that is done with this file left it."""
         return self.lines.finish()
-
-    def restart(self) -> None:
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        self.read_to = 0
-        self.lines.finish()
 
     def close(self) -> None:
         os.close(self.fd)
@@ -87,8 +87,7 @@ class FollowedFile:
         current = self._open_at(0)
         if current is not None and current.identity == identity:
             if os.fstat(current.fd).st_size >= offset:
-                os.lseek(current.fd, offset, os.SEEK_SET)
-                current.read_to = offset
+                current.seek(offset)
             else:
                 log.warning(
                     "follow: %s is shorter than the saved position: reading it from its start", self.path
@@ -141,7 +140,7 @@ class FollowedFile:
             return self._open_at(0)
         if status.st_size < current.read_to:
             log.warning("follow: %s was truncated: reading it again from its start", self.path)
-            current.restart()
+            current.seek(0)
             return current
         time.sleep(POLL_SECONDS)
         return current
