@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from proofpoint_shipper.metrics import RETRIES
+
 log = logging.getLogger("proofpoint_shipper")
 T = TypeVar("T")
 
@@ -35,7 +37,9 @@ class RetryPolicy:
         what: str,
         retry_on: tuple[type[BaseException], ...],
         sleep: Callable[[float], None] = time.sleep,
+        operation: str = "other",
     ) -> T:
+        """`operation` names the kind of work in the retries metric (`what` is for the log)."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return action()
@@ -51,6 +55,7 @@ class RetryPolicy:
                     self.attempts - 1,
                     wait,
                 )
+                RETRIES.inc(label=operation)
                 sleep(wait)
         raise AssertionError("unreachable")
 

@@ -2,12 +2,19 @@
 
 `stop_on_signals()` gives an Event set by SIGTERM or SIGINT; `serve_until_stopped(server, banner)`
 runs a context-managed server, prints one line about it, and returns 0 once a signal came.
+`add_operability_arguments` and `operate(args)` give the collectors and the relay their
+`--log-format` and `--metrics-port`.
 """
 
 import argparse
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
+
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
+from proofpoint_shipper.metrics import MetricsServer
 
 
 def stop_on_signals() -> threading.Event:
@@ -30,3 +37,37 @@ def add_listen_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> 
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
     if seed:
         parser.add_argument("--seed", type=int, default=7, help="event seed (default: %(default)s)")
+
+
+def add_operability_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("operability")
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="stderr log lines as text, or one JSON object each (default: %(default)s)",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (0: a free port, logged; "
+        "relay workers use PORT, PORT+1, ...; default: no endpoint)",
+    )
+    group.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics endpoint (default: %(default)s; 0.0.0.0 to be scraped from other hosts)",
+    )
+
+
+def operate(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Set up logging now; the returned context serves metrics while the command runs."""
+    setup_logging(args.log_format)
+    if args.metrics_port is None:
+        return contextlib.nullcontext()
+    try:
+        return MetricsServer(args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        where = f"{args.metrics_host}:{args.metrics_port}"
+        raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc

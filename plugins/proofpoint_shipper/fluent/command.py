@@ -20,6 +20,8 @@ from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.command import reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.logs import setup_logging
+from proofpoint_shipper.service import add_operability_arguments, operate
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, open_s3_sink
 
@@ -94,6 +96,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
     add_s3_arguments(relay.add_argument_group("s3 output"))
+    add_operability_arguments(relay)
     relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     relay.set_defaults(run=run)
 
@@ -115,9 +118,14 @@ def _secret(path: Path | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.workers > 1:
+        setup_logging(args.log_format)
         return _run_workers(args)
+    with operate(args):
+        return _run_one(args)
+
+
+def _run_one(args: argparse.Namespace) -> int:
     host, port = _address(args.listen, "--listen")
     upstream = _upstream(args)
     tls = None
@@ -180,11 +188,18 @@ def _run_workers(args: argparse.Namespace) -> int:
         "1",
         "--reuse-port",
     ]
-    children = [subprocess.Popen(command) for _ in range(args.workers)]
+    children = [subprocess.Popen(command + _metrics_port(args, index)) for index in range(args.workers)]
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _: [child.send_signal(s) for child in children])
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def _metrics_port(args: argparse.Namespace, index: int) -> list[str]:
+    """Each worker serves its own metrics: PORT, PORT+1, ... (0: each a free port, logged)."""
+    if args.metrics_port is None:
+        return []
+    return ["--metrics-port", str(args.metrics_port + index if args.metrics_port else 0)]
 
 
 def _without_workers(argv: list[str]) -> list[str]:

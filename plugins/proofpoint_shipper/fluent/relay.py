@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import msgpack
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
 
 log = logging.getLogger("proofpoint_shipper")
@@ -31,6 +33,8 @@ log = logging.getLogger("proofpoint_shipper")
 # room is charged at this rate.
 MEMORY_PER_WIRE_BYTE = 17
 TAGS = {name: BY_NAME[name].tag for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER_TAG}
+TABLES = {name: BY_NAME[name].table for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER}
+TABLE_OF_TAG = {TAGS[name]: TABLES[name] for name in TAGS}
 
 
 @dataclass
@@ -191,6 +195,7 @@ class ForwardRelay:
                 except DeliveryAbandoned:
                     return  # shutting down: these chunks stay unacked, their clients send them again
                 except DeliveryError as exc:
+                    RETRIES.inc(label="relay_upstream")
                     log.warning(
                         "relay: upstream did not take %d chunks (%s); trying again in %.0f s",
                         len(batch),
@@ -198,6 +203,7 @@ class ForwardRelay:
                         self.settings.retry_seconds,
                     )
                     await asyncio.sleep(self.settings.retry_seconds)
+            _count(RECORDS_OUT, batch)
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
@@ -205,6 +211,7 @@ class ForwardRelay:
     def _retag(self, entries: list) -> dict[str, list[list]]:
         by_tag: dict[str, list[list]] = {tag: [] for tag in TAGS.values()}
         keys, parse = self.settings.keys, self.parser.parse_with_text
+        errors: Counter[str] = Counter()
         for time, record in entries:
             for key in keys:
                 line = record.get(key)
@@ -215,7 +222,13 @@ class ForwardRelay:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}
             record.update(parsed)  # the record is ours: decoded from this frame alone
             by_tag[TAGS[parsed["stream"]]].append([time, record])
-        return {tag: tagged for tag, tagged in by_tag.items() if tagged}
+            if "error" in parsed:
+                errors[TABLES[parsed["stream"]]] += 1
+        for table, count in errors.items():
+            PARSE_ERRORS.inc(count, table)
+        retagged = {tag: tagged for tag, tagged in by_tag.items() if tagged}
+        _count(RECORDS_IN, [(retagged, None)])
+        return retagged
 
     def _deliver(self, unwritten: dict[str, list[list]]) -> None:
         """Hand each tag's entries to the upstream once, then flush until it confirms.
@@ -228,6 +241,13 @@ class ForwardRelay:
             self.upstream.write_entries(tag, unwritten[tag])
             del unwritten[tag]
         self.upstream.flush()
+
+
+def _count(family, batch: list[tuple[dict[str, list[list]], object]]) -> None:
+    """Add a batch's records to a per-table counter (`other` for lines of no table)."""
+    for retagged, _ in batch:
+        for tag, entries in retagged.items():
+            family.inc(len(entries), TABLE_OF_TAG[tag])
 
 
 class FrameSplitter:

@@ -7,14 +7,19 @@ the cluster id from --cluster-id or POD_CLUSTER_ID; neither is printed or logged
 import argparse
 import logging
 import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod.stream import DEFAULT_URL, PodStream, StreamSettings
-from proofpoint_shipper.service import add_listen_arguments, serve_until_stopped, stop_on_signals
+from proofpoint_shipper.service import (
+    add_listen_arguments,
+    add_operability_arguments,
+    operate,
+    serve_until_stopped,
+    stop_on_signals,
+)
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 
 log = logging.getLogger("proofpoint_shipper")
@@ -58,6 +63,7 @@ def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubPar
         help="where bad frames are kept with their reason (default: %(default)s)",
     )
     add_output_arguments(stream)
+    add_operability_arguments(stream)
     stream.set_defaults(run=run_stream)
     _register_simulator(simulate)
 
@@ -86,7 +92,11 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    with operate(args):
+        return _stream(args)
+
+
+def _stream(args: argparse.Namespace) -> int:
     if args.until is not None and args.since is None:
         raise ConfigError("--until needs --since (an archive backfill)")
     token = _token(args)

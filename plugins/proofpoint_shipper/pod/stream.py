@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.sync.client import connect
 
 from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.retry import RetryPolicy
@@ -157,6 +158,7 @@ class PodStream:
             wait,
         )
         self.summary.reconnects += 1
+        WEBSOCKET_RECONNECTS.inc(label=self.kind)
         self.stop.wait(wait)
 
     def _report_gap(self) -> None:
@@ -202,10 +204,12 @@ class PodStream:
         return True
 
     def _take(self, frame: str | bytes) -> None:
+        RECORDS_IN.inc(label=self.table)
         try:
             event = check_frame(self.kind, frame, self.settings.max_frame_bytes)
         except BadFrame as exc:
             self.summary.bad += 1
+            PARSE_ERRORS.inc(label=self.table)
             self._dead_letter(frame, str(exc))
             return
         key = event_key(event)
@@ -248,12 +252,16 @@ class PodStream:
             self._flush()
 
     def _flush(self) -> None:
+        written = len(self._pending)
         if self._pending:
             self.sink.write(self.table, self._pending)
             self._pending = []
         self.sink.flush()
+        RECORDS_OUT.inc(written, self.table)
         self.store.save({"last_ts": self._last_ts, "recent": list(self._recent)})  # only after flush
         self._flushed_at = time.monotonic()
+        if (resumes_at := event_time({"ts": self._last_ts})) is not None:
+            CURSOR_LAG.set((datetime.now(UTC) - resumes_at).total_seconds(), self.table)
 
     def _done(self, max_events: int | None, deadline: float | None) -> bool:
         return (

@@ -60,7 +60,12 @@ class ForwardSink:
         if not self._unacked:
             return
         try:
-            self.retry.run(self._send_and_confirm, f"forward to {self._where()}", (OSError, DeliveryError))
+            self.retry.run(
+                self._send_and_confirm,
+                f"forward to {self._where()}",
+                (OSError, DeliveryError),
+                operation="forward",
+            )
         except (OSError, DeliveryError) as exc:
             self._disconnect()
             raise DeliveryError(

@@ -197,7 +197,9 @@ class S3Sink:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
 
         try:
-            self.retry.run(put, f"upload s3://{self.bucket}/{key}", (BotoCoreError, ClientError))
+            self.retry.run(
+                put, f"upload s3://{self.bucket}/{key}", (BotoCoreError, ClientError), operation="s3_upload"
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in _CREDENTIAL_ERRORS or code == "NoSuchBucket":

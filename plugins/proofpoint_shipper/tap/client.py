@@ -14,6 +14,7 @@ import httpx
 
 from proofpoint_shipper import __version__
 from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.metrics import TAP_QUOTA_USED, RequestLog
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.tap.events import wire_time
 
@@ -46,6 +47,7 @@ class TapClient:
         )
         self.retry = retry
         self.requests = Counter()  # per quota pool, this run
+        self._last_day = RequestLog()  # request times of the last 24 h, for the quota metric
 
     def close(self) -> None:
         self.http.close()
@@ -55,12 +57,13 @@ class TapClient:
         params = {"interval": f"{wire_time(start)}/{wire_time(end)}", "format": "json"}
         what = f"TAP window {params['interval']}"
         try:
-            self.retry.run(lambda: self._get(params, target), what, (Retryable,))
+            self.retry.run(lambda: self._get(params, target), what, (Retryable,), operation="tap_request")
         except Retryable as exc:
             raise FetchError(f"{what}: {exc} (gave up after {self.retry.attempts} tries)") from exc
 
     def _get(self, params: dict, target: Path) -> None:
         self.requests["main"] += 1
+        TAP_QUOTA_USED.set(self._last_day.add())
         try:
             with self.http.stream("GET", "/v2/siem/all", params=params) as response:
                 self._check(response)

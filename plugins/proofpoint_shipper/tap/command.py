@@ -14,7 +14,13 @@ from pathlib import Path
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import add_listen_arguments, serve_until_stopped, stop_on_signals
+from proofpoint_shipper.service import (
+    add_listen_arguments,
+    add_operability_arguments,
+    operate,
+    serve_until_stopped,
+    stop_on_signals,
+)
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap.client import DEFAULT_BASE_URL, TapClient
 from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
@@ -87,6 +93,7 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
         help="where malformed API answers are kept (default: next to the cursor)",
     )
     add_output_arguments(fetch)
+    add_operability_arguments(fetch)
     fetch.set_defaults(run=run_fetch)
     return _register_simulator(subcommands)
 
@@ -140,8 +147,11 @@ def _cursor_store(args: argparse.Namespace):
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    with operate(args):
+        return _fetch(args)
+
+
+def _fetch(args: argparse.Namespace) -> int:
     principal, secret = _credentials(args)
     store = _cursor_store(args)
     store.load()  # an unreadable cursor fails now, before any request

@@ -11,11 +11,13 @@ skipped with an error naming it, and the poll goes on.
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT
 from proofpoint_shipper.tap import ARRAYS
 from proofpoint_shipper.tap.answer import MalformedAnswer, read_answer
 from proofpoint_shipper.tap.client import TapClient
@@ -59,6 +61,7 @@ class TapFetcher:
         self.settings = settings
         self.now = now
         self.progress = progress  # a stream for progress lines, or None
+        self._unconfirmed: Counter[str] = Counter()  # records handed to the sink, per table
 
     def poll(self, since: datetime | None = None, backfill: bool = False) -> PollSummary:
         """Catch up to now minus the lag: first the windows of an interrupted run, else from the
@@ -79,6 +82,7 @@ class TapFetcher:
         for number, (start, end) in enumerate(windows):
             self._fetch_window(start, end, seen, summary)
             self.sink.flush()
+            self._confirmed(end)
             self._prune(seen, end)
             remaining = [[a.isoformat(), b.isoformat()] for a, b in windows[number + 1 :]]
             self.store.save(
@@ -87,6 +91,14 @@ class TapFetcher:
             summary.windows += 1
             self._report(number + 1, len(windows), summary)
         return summary
+
+    def _confirmed(self, cursor: datetime) -> None:
+        for table, count in self._unconfirmed.items():
+            RECORDS_OUT.inc(count, table)
+        self._unconfirmed.clear()
+        lag = (self.now() - cursor).total_seconds()
+        for table, _ in ARRAYS.values():
+            CURSOR_LAG.set(lag, table)
 
     def _plan(self, document: dict, since: datetime | None) -> list[tuple[datetime, datetime]]:
         now = self.now()
@@ -117,6 +129,7 @@ class TapFetcher:
                 return
             except MalformedAnswer as exc:
                 kept = self._dead_letter(answer, name, attempt)
+                PARSE_ERRORS.inc(label="tap_answer")  # the table of a malformed answer is unknown
                 log.error("TAP window %s: malformed answer (%s); raw answer kept in %s", name, exc, kept)
         summary.skipped.append(name)
         log.error(
@@ -142,17 +155,22 @@ class TapFetcher:
         """Write the answer's new events. A key enters `seen` only once its record was handed
         to the sink, so a retry after a broken answer writes whatever had not been written."""
         groups: dict[str, list[tuple[str, str, dict]]] = {}
-        for array, event in read_answer(answer):
-            key = event_key(array, event)
-            if key in seen:
-                summary.duplicates += 1
-                continue
-            table = ARRAYS[array][0]
-            groups.setdefault(table, []).append(
-                (key, _stamp(creation_time(array, event)), to_record(array, event))
-            )
-            if len(groups[table]) >= WRITE_GROUP:
-                self._write(table, groups.pop(table), name, seen, summary)
+        received: Counter[str] = Counter()
+        try:
+            for array, event in read_answer(answer):
+                table = ARRAYS[array][0]
+                received[table] += 1
+                key = event_key(array, event)
+                if key in seen:
+                    summary.duplicates += 1
+                    continue
+                group = groups.setdefault(table, [])
+                group.append((key, _stamp(creation_time(array, event)), to_record(array, event)))
+                if len(group) >= WRITE_GROUP:
+                    self._write(table, groups.pop(table), name, seen, summary)
+        finally:
+            for table, count in received.items():
+                RECORDS_IN.inc(count, table)
         for table, group in groups.items():
             self._write(table, group, name, seen, summary)
 
@@ -169,6 +187,7 @@ class TapFetcher:
             if key not in seen and key not in fresh:  # the same event twice in one answer
                 fresh[key] = (created, record)
         self.sink.write(table, [record for _, record in fresh.values()], name=name)
+        self._unconfirmed[table] += len(fresh)
         seen.update((key, created) for key, (created, _) in fresh.items())
         summary.events += len(fresh)
         summary.duplicates += len(group) - len(fresh)
