@@ -76,19 +76,20 @@ def _time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _token(args: argparse.Namespace) -> str:
-    if args.token_file is not None:
+def token(token_file: Path | None, cluster_id: str | None) -> str:
+    """The token from `token_file` or $POD_TOKEN; ConfigError if it or the cluster id is missing."""
+    if token_file is not None:
         try:
-            token = args.token_file.read_text().strip()
+            secret = token_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the token file {args.token_file}: {exc.strerror}") from exc
+            raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
     else:
-        token = os.environ.get("POD_TOKEN", "")
-    if not token:
+        secret = os.environ.get("POD_TOKEN", "")
+    if not secret:
         raise ConfigError("PoD token missing: set POD_TOKEN or --token-file")
-    if not args.cluster_id:
+    if not cluster_id:
         raise ConfigError("PoD cluster id missing: set --cluster-id or POD_CLUSTER_ID")
-    return token
+    return secret
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -99,14 +100,14 @@ def run_stream(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     if args.until is not None and args.since is None:
         raise ConfigError("--until needs --since (an archive backfill)")
-    token = _token(args)
+    secret = token(args.token_file, args.cluster_id)
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.load()  # an unreadable resume file fails now
     sink = open_sink(args)
     stop = stop_on_signals()
     stream = PodStream(
         args.url,
-        token,
+        secret,
         args.cluster_id,
         args.type,
         sink,

@@ -109,7 +109,7 @@ class PodStream:
                 if finished:
                     break
             except InvalidStatus as exc:
-                raise self._refused(exc) from None
+                raise refusal(exc) from None
             except (ConnectionClosedError, InvalidHandshake, OSError, TimeoutError) as exc:
                 self._flush()  # what arrived before the drop is good: keep it
                 failures += 1
@@ -129,20 +129,6 @@ class PodStream:
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
-
-    def _refused(self, exc: InvalidStatus) -> ConfigError:
-        status = exc.response.status_code
-        text = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()[:200]
-        if status == 409:
-            return ConfigError(
-                "the PoD log API refused a second session for this token (409: "
-                + text
-                + "): another consumer, for example your SIEM vendor, holds the token's "
-                "live session; stop it or use a separate token"
-            )
-        if status in (401, 403):
-            return ConfigError(f"the PoD log API refused the token ({status}); check POD_TOKEN")
-        return ConfigError(f"the PoD log API refused the request ({status}): {text}")
 
     def _reconnect_or_give_up(self, exc: Exception, failures: int) -> None:
         policy = self.settings.retry
@@ -269,3 +255,19 @@ class PodStream:
             or (max_events is not None and self.summary.events >= max_events)
             or (deadline is not None and time.monotonic() >= deadline)
         )
+
+
+def refusal(exc: InvalidStatus) -> ConfigError:
+    """The one-line error for a handshake the log API refused."""
+    status = exc.response.status_code
+    text = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()[:200]
+    if status == 409:
+        return ConfigError(
+            "the PoD log API refused a second session for this token (409: "
+            + text
+            + "): another consumer, for example your SIEM vendor, holds the token's "
+            "live session; stop it or use a separate token"
+        )
+    if status in (401, 403):
+        return ConfigError(f"the PoD log API refused the token ({status}); check POD_TOKEN")
+    return ConfigError(f"the PoD log API refused the request ({status}): {text}")

@@ -10,6 +10,7 @@ import os
 import ssl
 from pathlib import Path
 
+from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
@@ -113,19 +114,10 @@ def _shared_key(args: argparse.Namespace) -> str | None:
 
 def open_s3_sink(args: argparse.Namespace) -> S3Sink:
     """The S3 sink the `add_s3_arguments` flags describe, its bucket checked."""
-    import boto3
-    from botocore.config import Config
-
     if not args.bucket:
         raise ConfigError("--output s3 needs --bucket")
-    client = boto3.client(
-        "s3",
-        endpoint_url=args.endpoint_url,
-        region_name=args.region,
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60),
-    )
     sink = S3Sink(
-        client,
+        open_client(args.endpoint_url, args.region),
         args.bucket,
         prefix=args.prefix,
         compress=not args.no_gzip,

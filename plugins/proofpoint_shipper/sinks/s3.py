@@ -14,8 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from proofpoint_shipper.bucket.access import CREDENTIAL_ERRORS, reason
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for, table_line
@@ -24,14 +25,6 @@ from proofpoint_shipper.sinks.spool import Spool
 log = logging.getLogger("proofpoint_shipper")
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BATCH_AGE = 60.0  # seconds
-_CREDENTIAL_ERRORS = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-    "403",
-}
 
 
 @dataclass
@@ -84,12 +77,8 @@ class S3Sink:
             self.spool.check()
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except NoCredentialsError as exc:
-            raise ConfigError("no AWS credentials found (environment, profile or instance role)") from exc
-        except ClientError as exc:
+        except (BotoCoreError, ClientError) as exc:  # NoCredentialsError is a BotoCoreError
             raise _config_error(exc, self.bucket) from exc
-        except BotoCoreError as exc:
-            raise ConfigError(f"cannot reach S3 for bucket {self.bucket}: {exc}") from exc
 
     def write(self, table: str, records: list[dict], name: str | None = None) -> None:
         """Buffer records; takes all of them or, when S3 has been refusing, none (DeliveryError).
@@ -202,17 +191,12 @@ class S3Sink:
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in _CREDENTIAL_ERRORS or code == "NoSuchBucket":
+            if code in CREDENTIAL_ERRORS or code == "NoSuchBucket":
                 raise _config_error(exc, self.bucket) from exc
             raise DeliveryError(f"S3 refused s3://{self.bucket}/{key}: {code or exc}") from exc
         except BotoCoreError as exc:
             raise DeliveryError(f"S3 did not take s3://{self.bucket}/{key}: {exc}") from exc
 
 
-def _config_error(exc: ClientError, bucket: str) -> ConfigError:
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    if code in ("404", "NoSuchBucket"):
-        return ConfigError(f"bucket {bucket} does not exist")
-    if code in _CREDENTIAL_ERRORS:
-        return ConfigError(f"S3 refused our credentials for bucket {bucket} ({code})")
-    return ConfigError(f"S3 refused bucket {bucket}: {code or exc}")
+def _config_error(exc: Exception, bucket: str) -> ConfigError:
+    return ConfigError(reason(exc, bucket))

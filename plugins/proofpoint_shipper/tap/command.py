@@ -121,13 +121,14 @@ def _since(text: str) -> datetime:
     return moment
 
 
-def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+def credentials(secret_file: Path | None) -> tuple[str, str]:
+    """(principal, secret) from $TAP_PRINCIPAL and `secret_file` or $TAP_SECRET; ConfigError if missing."""
     principal = os.environ.get("TAP_PRINCIPAL", "")
-    if args.secret_file is not None:
+    if secret_file is not None:
         try:
-            secret = args.secret_file.read_text().strip()
+            secret = secret_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from exc
+            raise ConfigError(f"cannot read the secret file {secret_file}: {exc.strerror}") from exc
     else:
         secret = os.environ.get("TAP_SECRET", "")
     if not principal or not secret:
@@ -152,7 +153,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    principal, secret = _credentials(args)
+    principal, secret = credentials(args.secret_file)
     store = _cursor_store(args)
     store.load()  # an unreadable cursor fails now, before any request
     beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent

@@ -1,0 +1,69 @@
+"""Talking to the bucket: one client factory, one-line reasons for S3's refusals, a write probe.
+
+Every command that touches the bucket (the S3 output, `ppship s3`, `ppship doctor`) opens its
+client here, so timeouts and retry settings are the same everywhere, and explains S3's errors
+with `reason()`, so a refusal reads the same wherever it happens.
+"""
+
+import socket
+import uuid
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+CREDENTIAL_ERRORS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "403",
+}
+# Probe objects go here, beside the tables, never inside one; they are deleted at once.
+PROBE_FOLDER = "_ppship_probe"
+
+
+def open_client(endpoint_url: str | None = None, region: str | None = None):
+    """An S3 client that fails fast: our own retry policy decides what is tried again."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60),
+    )
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def reason(exc: Exception, bucket: str) -> str:
+    """One line saying why S3 refused or could not be reached."""
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (environment, profile or instance role)"
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket"):
+            return f"bucket {bucket} does not exist"
+        if code in CREDENTIAL_ERRORS:
+            return f"S3 refused our credentials for bucket {bucket} ({code})"
+        return f"S3 refused bucket {bucket}: {code or exc}"
+    if isinstance(exc, BotoCoreError):
+        return f"cannot reach S3 for bucket {bucket}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def probe_key(prefix: str) -> str:
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{base}{PROBE_FOLDER}/{socket.gethostname()}-{uuid.uuid4().hex}.txt"
+
+
+def probe_write(client, bucket: str, prefix: str) -> dict:
+    """Write a small object and delete it again; returns the put's response (its headers hold
+    the server's Date). Raises botocore's errors for the caller to explain with `reason()`."""
+    key = probe_key(prefix)
+    answer = client.put_object(Bucket=bucket, Key=key, Body=b"proofpoint-shipper write probe\n")
+    client.delete_object(Bucket=bucket, Key=key)
+    return answer

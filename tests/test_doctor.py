@@ -1,0 +1,154 @@
+"""`ppship doctor` as a real process against the real local parts: simulators and local S3.
+
+The clock check is tried against a tiny HTTP server on 127.0.0.1 that sends a Date ten minutes
+off: the machine's own clock cannot be moved in a test.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from proofpoint_shipper.pod.events import Timeline
+from proofpoint_shipper.pod.simulator import PodSimulator
+from proofpoint_shipper.tap.events import generate
+from proofpoint_shipper.tap.simulator import TapSimulator
+from tests.tap_harness import PRINCIPAL, SECRET
+
+TOKEN, CLUSTER = "doctor-token", "doctor-cluster"
+ALL_CHECKS = ("tap credentials", "tap api", "pod credentials", "pod stream", "aws credentials")
+ALL_CHECKS += ("s3 bucket", "s3 write", "clock")
+CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_", "POD_", "AWS_"))}
+AWS = {
+    "AWS_ACCESS_KEY_ID": "doctor-key-id",
+    "AWS_SECRET_ACCESS_KEY": "doctor-aws-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def doctor(*args: str, **env: str) -> tuple[int, list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "proofpoint_shipper", "doctor", *args],
+        env={**CLEAN, "AWS_EC2_METADATA_DISABLED": "true", **env},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stderr == b"", result.stderr.decode()[-1000:]  # no traceback, no log noise
+    return result.returncode, result.stdout.decode().splitlines()
+
+
+def status(lines: list[str]) -> dict[str, str]:
+    """{check name: status} from the one-line findings."""
+    return {
+        line[6:22].strip(): line[:5].strip() for line in lines if line[:5].strip() in ("ok", "FAIL", "skip")
+    }
+
+
+@pytest.fixture(scope="module")
+def tap():
+    end = datetime.now(UTC)
+    with TapSimulator(list(generate(3, end - timedelta(hours=1), end, 30)), PRINCIPAL, SECRET) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pod():
+    with PodSimulator(Timeline(4, datetime.now(UTC) - timedelta(hours=1), rate=1), TOKEN, CLUSTER) as server:
+        yield server
+
+
+def everything(tap, pod, local_s3, bucket) -> list[str]:
+    return [
+        *("--tap-base-url", tap.url, "--pod-url", pod.url, "--pod-cluster-id", CLUSTER),
+        *("--bucket", bucket, "--prefix", "lake", "--endpoint-url", local_s3.endpoint_url),
+    ]
+
+
+def test_all_checks_pass_against_the_local_parts(tap, pod, local_s3, bucket):
+    code, lines = doctor(
+        *everything(tap, pod, local_s3, bucket),
+        TAP_PRINCIPAL=PRINCIPAL,
+        TAP_SECRET=SECRET,
+        POD_TOKEN=TOKEN,
+        **AWS,
+    )
+    assert code == 0, lines
+    assert status(lines) == {name: "ok" for name in ALL_CHECKS}
+    assert not any(secret in "\n".join(lines) for secret in (SECRET, TOKEN, "doctor-aws-secret")), lines
+    assert local_s3.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # the probe is gone
+
+
+def test_wrong_credentials_and_a_missing_bucket_fail_one_line_each(tap, pod, local_s3):
+    code, lines = doctor(
+        *everything(tap, pod, local_s3, "no-such-bucket"),
+        TAP_PRINCIPAL=PRINCIPAL,
+        TAP_SECRET="wrong",
+        POD_TOKEN="wrong",
+        **AWS,
+    )
+    assert code == 1
+    found = status(lines)
+    assert (found["tap api"], found["pod stream"], found["s3 bucket"]) == ("FAIL", "FAIL", "FAIL")
+    text = "\n".join(lines)
+    assert "refused the credentials (401)" in text and "refused the token (401)" in text
+    assert "bucket no-such-bucket does not exist" in text and "wrong" not in text
+
+
+def test_half_set_credentials_and_unreachable_servers_are_named(local_s3, bucket):
+    code, lines = doctor(
+        *(
+            "--tap-base-url",
+            "http://127.0.0.1:9",
+            "--bucket",
+            bucket,
+            "--endpoint-url",
+            local_s3.endpoint_url,
+        ),
+        TAP_PRINCIPAL=PRINCIPAL,
+        POD_TOKEN=TOKEN,
+    )
+    found = status(lines)
+    assert code == 1
+    assert found["tap credentials"] == "FAIL" and "TAP credentials missing" in "\n".join(lines)
+    assert found["pod credentials"] == "FAIL" and "cluster id missing" in "\n".join(lines)
+    assert found["aws credentials"] == "FAIL"  # none in the environment, no metadata service
+
+
+def test_nothing_configured_is_not_a_pass():
+    code, lines = doctor()
+    assert code == 1
+    assert set(status(lines).values()) == {"skip"}
+    assert lines[-1].startswith("nothing could be checked")
+
+
+class _SkewedDate(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response_only(204)
+        self.send_header("Date", format_datetime(datetime.now(UTC) + timedelta(minutes=10), usegmt=True))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_clock_ten_minutes_away_fails_the_clock_check():
+    server = HTTPServer(("127.0.0.1", 0), _SkewedDate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, lines = doctor(
+            "--tap-base-url", f"http://127.0.0.1:{server.server_port}", TAP_PRINCIPAL="p", TAP_SECRET="s"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert status(lines)["tap api"] == "ok" and status(lines)["clock"] == "FAIL"
+    clock = next(line for line in lines if line.startswith("FAIL  clock"))
+    assert "behind tap api" in clock and "check NTP" in clock
+    assert 590 <= int(clock.split()[2]) <= 610
