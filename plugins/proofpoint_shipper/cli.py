@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from proofpoint_shipper import __version__, demo, doctor, local_s3, ship
+from proofpoint_shipper.bucket import command as bucket_command
 from proofpoint_shipper.errors import ShipperError
 from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.gateway import command as gateway_command
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay_command.register(subcommands)
     ship.register(subcommands)
     local_s3.register(subcommands)
+    bucket_command.register(subcommands)
     demo.register(subcommands)
     doctor.register(subcommands)
     return parser

@@ -10,6 +10,8 @@ import uuid
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from proofpoint_shipper.bucket.layout import under
+
 CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -20,6 +22,24 @@ CREDENTIAL_ERRORS = {
 }
 # Probe objects go here, beside the tables, never inside one; they are deleted at once.
 PROBE_FOLDER = "_ppship_probe"
+# The permission each bucket call needs, for the one-line error when it is missing.
+PERMISSION = {
+    "HeadBucket": "s3:ListBucket",
+    "ListObjectsV2": "s3:ListBucket",
+    "GetObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "DeleteObject": "s3:DeleteObject",
+    "CreateBucket": "s3:CreateBucket",
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
+    "PutBucketNotificationConfiguration": "s3:PutBucketNotification",
+}
 
 
 def open_client(endpoint_url: str | None = None, region: str | None = None):
@@ -47,6 +67,10 @@ def reason(exc: Exception, bucket: str) -> str:
         code = error_code(exc)
         if code in ("404", "NoSuchBucket"):
             return f"bucket {bucket} does not exist"
+        operation = getattr(exc, "operation_name", "")
+        if code == "AccessDenied" and operation in PERMISSION:
+            need = PERMISSION[operation]
+            return f"S3 refused {operation} on bucket {bucket} (AccessDenied): the credentials need {need}"
         if code in CREDENTIAL_ERRORS:
             return f"S3 refused our credentials for bucket {bucket} ({code})"
         return f"S3 refused bucket {bucket}: {code or exc}"
@@ -56,8 +80,13 @@ def reason(exc: Exception, bucket: str) -> str:
 
 
 def probe_key(prefix: str) -> str:
-    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return f"{base}{PROBE_FOLDER}/{socket.gethostname()}-{uuid.uuid4().hex}.txt"
+    return f"{under(prefix, PROBE_FOLDER)}{socket.gethostname()}-{uuid.uuid4().hex}.txt"
+
+
+def bucket_region(client, bucket: str) -> str:
+    """The bucket's region (GetBucketLocation says None for us-east-1 and "EU" for eu-west-1)."""
+    location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
 
 def probe_write(client, bucket: str, prefix: str) -> dict:
