@@ -25,12 +25,13 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.tap_fetch
 	$(BIN)/python -m tests.bench.pod_stream
 	$(BIN)/python -m tests.bench.relay
+	$(BIN)/python -m tests.bench.assembly
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests
 	$(BIN)/ruff format --check plugins tests
 
-# The only writer of golden files: review `git diff tests/golden` before committing.
+# The only writer of golden files: review `git diff tests/golden tests/golden_assembly` before committing.
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden_writer
 

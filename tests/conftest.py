@@ -16,6 +16,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
+GOLDEN_ASSEMBLY = TESTS / "golden_assembly"  # gateway lines and the message records they make
 
 # The settings every golden file was written with (tests/golden/README.md).
 GOLDEN_ZONE = "America/Chicago"

@@ -1,6 +1,8 @@
 """The eight data types of the mission as data: the one table every other module reads.
 
-A stream's `table` is its S3 prefix in the data lake; `tag` is its stable Fluent tag.
+A stream's `table` is its S3 prefix in the data lake; `tag` is its stable Fluent tag. `EXTRAS`
+are tables of our own beyond the eight, made from the same sources; outputs accept them
+(`BY_TABLE`), the eight-table views (`STREAMS`) leave them out.
 """
 
 from dataclasses import dataclass
@@ -29,8 +31,20 @@ STREAMS: tuple[Stream, ...] = (
 )
 # fmt: on
 
-BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}
-BY_TABLE: dict[str, Stream] = {s.table: s for s in STREAMS}
+# Extra, beyond the eight: one record per gateway message, assembled from its filter and
+# sendmail lines by `ppship gateway assemble` or `ppship relay --assemble`.
+EXTRAS: tuple[Stream, ...] = (
+    Stream(
+        "gateway_message",
+        "proofpoint_gateway_messages",
+        "ndjson",
+        "gateway_syslog",
+        "proofpoint.gateway.message",
+    ),
+)
+
+BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS + EXTRAS}
+BY_TABLE: dict[str, Stream] = {s.table: s for s in STREAMS + EXTRAS}
 
 # Gateway lines of unrelated programs: kept and tagged, but they belong to no table.
 OTHER = "other"

@@ -30,7 +30,7 @@ from proofpoint_shipper.bucket.setup import (
     read_settings,
     rule_prefix,
 )
-from proofpoint_shipper.streams import STREAMS, Stream
+from proofpoint_shipper.streams import BY_TABLE, STREAMS, Stream
 
 GATEWAY_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
 _TIME_AT_START = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:?\d\d) ")
@@ -97,7 +97,7 @@ def _beside_the_tables(client, scope: Scope) -> Iterator[Finding]:
     """Folders and objects next to the tables that are not ours."""
     top = f"{clean_prefix(scope.prefix)}/" if clean_prefix(scope.prefix) else ""
     folders, objects = _list_level(client, scope.bucket, top)
-    tables = {stream.table for stream in STREAMS}
+    tables = set(BY_TABLE)  # the eight and our extra tables
     for folder in folders:
         name = folder[len(top) :].rstrip("/")
         if name not in tables and name not in KNOWN_FOLDERS:

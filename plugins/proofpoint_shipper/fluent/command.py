@@ -17,7 +17,8 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
-from proofpoint_shipper.gateway.command import reference_time
+from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
+from proofpoint_shipper.gateway.options import reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.logs import setup_logging
@@ -94,6 +95,19 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="on SIGTERM, how long chunks in delivery may take; unacked ones are "
         "sent again by their clients (default: %(default)s)",
     )
+    relay.add_argument(
+        "--assemble",
+        action="store_true",
+        help="also join each gateway message's lines into one record, tagged proofpoint.gateway.message "
+        "(S3 table proofpoint_gateway_messages); messages open at a crash are lost, their lines are not",
+    )
+    relay.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="with --assemble: seconds a message may go without a line before it is sent with "
+        "complete=false (default: %(default)s)",
+    )
     relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
     add_s3_arguments(relay.add_argument_group("s3 output"))
     add_operability_arguments(relay)
@@ -143,8 +157,12 @@ def _run_one(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
     )
+    assembler = Assembler(AssemblySettings(idle_timeout=args.idle_timeout)) if args.assemble else None
     relay = ForwardRelay(
-        GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time), upstream, settings
+        GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),
+        upstream,
+        settings,
+        assembler,
     )
     asyncio.run(_serve(relay))
     with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again

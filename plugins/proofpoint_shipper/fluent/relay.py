@@ -18,13 +18,16 @@ import ssl
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from time import monotonic
 
 import msgpack
 
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.gateway.assembler import Assembler
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
+from proofpoint_shipper.sinks.records import record_time
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
 
 log = logging.getLogger("proofpoint_shipper")
@@ -34,7 +37,8 @@ log = logging.getLogger("proofpoint_shipper")
 MEMORY_PER_WIRE_BYTE = 17
 TAGS = {name: BY_NAME[name].tag for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER_TAG}
 TABLES = {name: BY_NAME[name].table for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER}
-TABLE_OF_TAG = {TAGS[name]: TABLES[name] for name in TAGS}
+MESSAGE = BY_NAME["gateway_message"]  # the extra table of assembled messages (--assemble)
+TABLE_OF_TAG = {TAGS[name]: TABLES[name] for name in TAGS} | {MESSAGE.tag: MESSAGE.table}
 
 
 @dataclass
@@ -52,8 +56,13 @@ class RelaySettings:
 
 
 class ForwardRelay:
-    def __init__(self, parser: GatewayParser, upstream, settings: RelaySettings):
+    def __init__(
+        self, parser: GatewayParser, upstream, settings: RelaySettings, assembler: Assembler | None = None
+    ):
         self.parser = parser
+        self.assembler = assembler  # with --assemble: message records beside the line records
+        self._last_line = monotonic()
+        self._expiry_task: asyncio.Task | None = None
         self.upstream = upstream  # a ForwardSink: write_entries(tag, entries), flush()
         self.settings = settings
         self.in_flight = 0
@@ -69,6 +78,8 @@ class ForwardRelay:
     async def start(self) -> tuple[str, int]:
         self._queue = asyncio.Queue()
         self._delivery_task = asyncio.create_task(self._deliver_batches())
+        if self.assembler is not None:
+            self._expiry_task = asyncio.create_task(self._expire_idle_messages())
         self._server = await asyncio.start_server(
             self._connection,
             self.settings.host,
@@ -92,6 +103,8 @@ class ForwardRelay:
             await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
             handler.cancel()
+        if self.assembler is not None:
+            await self._deliver_open_messages()
         self.upstream.abandon()  # unblock a delivery still waiting for upstream
         if self._delivery_task is not None:
             self._delivery_task.cancel()
@@ -212,6 +225,7 @@ class ForwardRelay:
         by_tag: dict[str, list[list]] = {tag: [] for tag in TAGS.values()}
         keys, parse = self.settings.keys, self.parser.parse_with_text
         errors: Counter[str] = Counter()
+        messages: list[dict] = []
         for time, record in entries:
             for key in keys:
                 line = record.get(key)
@@ -224,11 +238,43 @@ class ForwardRelay:
             by_tag[TAGS[parsed["stream"]]].append([time, record])
             if "error" in parsed:
                 errors[TABLES[parsed["stream"]]] += 1
+            if self.assembler is not None:
+                self.assembler.feed(record, messages)
         for table, count in errors.items():
             PARSE_ERRORS.inc(count, table)
+        by_tag[MESSAGE.tag] = _message_entries(messages)
+        self._last_line = monotonic()
         retagged = {tag: tagged for tag, tagged in by_tag.items() if tagged}
         _count(RECORDS_IN, [(retagged, None)])
         return retagged
+
+    async def _expire_idle_messages(self) -> None:
+        """While no lines come, run the assembler's clock on: idle messages still come out."""
+        while True:
+            await asyncio.sleep(1.0)
+            idle = monotonic() - self._last_line
+            if idle >= 1.0 and self.assembler.clock:
+                self._send_messages(self.assembler.expire(self.assembler.clock + idle))
+
+    def _send_messages(self, messages: list[dict]) -> asyncio.Future | None:
+        """Queue message records no client waits for; returns the future of their delivery."""
+        if not messages:
+            return None
+        done = asyncio.get_running_loop().create_future()
+        retagged = {MESSAGE.tag: _message_entries(messages)}
+        _count(RECORDS_IN, [(retagged, None)])
+        self._queue.put_nowait((retagged, done))
+        return done
+
+    async def _deliver_open_messages(self) -> None:
+        """At shutdown, messages still open go out with complete=false, within the drain time."""
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        done = self._send_messages(self.assembler.finish())
+        if done is not None:
+            await asyncio.wait({done}, timeout=self.settings.drain_seconds)
+            if not done.done():
+                log.warning("relay: upstream did not take the still open message records in time")
 
     def _deliver(self, unwritten: dict[str, list[list]]) -> None:
         """Hand each tag's entries to the upstream once, then flush until it confirms.
@@ -241,6 +287,11 @@ class ForwardRelay:
             self.upstream.write_entries(tag, unwritten[tag])
             del unwritten[tag]
         self.upstream.flush()
+
+
+def _message_entries(messages: list[dict]) -> list[list]:
+    """Message records as forward entries, stamped with the message's first line time."""
+    return [[protocol.event_time(record_time(message)), message] for message in messages]
 
 
 def _count(family, batch: list[tuple[dict[str, list[list]], object]]) -> None:

@@ -7,10 +7,10 @@ tagged `proofpoint.gateway.other` belong to no table: their number is logged, th
 import logging
 
 from proofpoint_shipper.errors import DeliveryAbandoned
-from proofpoint_shipper.streams import STREAMS
+from proofpoint_shipper.streams import EXTRAS, STREAMS
 
 log = logging.getLogger("proofpoint_shipper")
-TABLE_OF_TAG = {stream.tag: stream.table for stream in STREAMS}
+TABLE_OF_TAG = {stream.tag: stream.table for stream in STREAMS + EXTRAS}
 
 
 class TableUpstream:

@@ -11,7 +11,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import msgpack
@@ -19,8 +18,9 @@ import orjson
 
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import InputError
-from proofpoint_shipper.gateway import exec_filter
+from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.follow import FollowedFile
+from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
@@ -121,6 +121,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parse.set_defaults(run=run)
     exec_filter.register(actions)
+    assemble.register(actions)
 
 
 def _streams(text: str) -> frozenset[str]:
@@ -131,16 +132,6 @@ def _streams(text: str) -> frozenset[str]:
             f"unknown stream {', '.join(unknown) or '(none)'}: choose from filter, sendmail, other"
         )
     return frozenset(STREAM_CHOICES[name] for name in names)
-
-
-def reference_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give the zone too, e.g. {text}+00:00")
-    return moment
 
 
 def _positive_int(text: str) -> int:
@@ -154,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_follow(args)
     if args.position_file:
         raise InputError("--position-file needs --follow")
-    sources = _open_inputs(args.files)
+    sources = open_inputs(args.files)
     job = _job(args)
     with job.signals_handled():
         for fd in sources:
@@ -183,24 +174,6 @@ def _run_follow(args: argparse.Namespace) -> int:
         job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going))
     job.report()
     return 0
-
-
-def _open_inputs(files: list[str]) -> list[int]:
-    """Open every input before reading any, so a typo fails at once with exit code 2."""
-    if not files or files == ["-"]:
-        return [sys.stdin.fileno()]
-    fds = []
-    for path in files:
-        if path == "-":
-            fds.append(sys.stdin.fileno())
-            continue
-        if os.path.isdir(path):
-            raise InputError(f"cannot read {path}: is a directory")
-        try:
-            fds.append(os.open(path, os.O_RDONLY))
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    return fds
 
 
 class ParseJob:

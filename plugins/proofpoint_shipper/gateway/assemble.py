@@ -1,0 +1,151 @@
+"""`ppship gateway assemble`: gateway lines (raw, or NDJSON records from `gateway parse`) in, one
+NDJSON record per message out, for the extra table `proofpoint_gateway_messages`.
+
+Entry point: `register(actions)`. Counts go to stderr at exit. SIGTERM stops reading; the
+messages still open are written with `complete: false` and the exit code is 0. While input is
+idle, the assembler's clock runs on with the wall clock, so idle messages still come out.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import orjson
+
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
+from proofpoint_shipper.gateway.options import open_inputs, reference_time
+from proofpoint_shipper.gateway.parser import GatewayParser
+from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.lines import LineReader
+from proofpoint_shipper.rawio import write_all
+
+MAX_LINE_BYTES = 1024 * 1024  # an NDJSON record carries its raw line and more
+
+
+def register(actions: argparse._SubParsersAction) -> None:
+    assemble = actions.add_parser(
+        "assemble",
+        help="join filter and sendmail lines into one record per message",
+        description="Read gateway lines (raw, or the NDJSON records of `ppship gateway parse`; "
+        "mixed is fine) from FILEs or stdin, in order per host, and write one NDJSON record per "
+        "message: connection, envelope, filter verdicts, message header, attachments and the "
+        "sendmail deliveries joined by queue id. A message comes out when its session ended and its "
+        "deliveries are final, or with complete=false after --idle-timeout or when --max-open "
+        "sessions are open. Counts go to stderr at exit.",
+    )
+    assemble.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
+    assemble.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="seconds (of log time) a message may go without a line before it is written with "
+        "complete=false (default: %(default)s)",
+    )
+    assemble.add_argument(
+        "--max-open",
+        type=int,
+        default=AssemblySettings.max_open,
+        help="sessions held open at once; beyond it the least recently active is written with "
+        "complete=false (default: %(default)s)",
+    )
+    assemble.add_argument(
+        "--timezone", default="local", help="zone of BSD timestamps in raw lines (default: local)"
+    )
+    assemble.add_argument(
+        "--reference-time",
+        type=reference_time,
+        metavar="ISO8601",
+        help="time BSD years in raw lines are inferred against (default: now)",
+    )
+    assemble.add_argument("--host", help="host name for raw lines that carry none")
+    assemble.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.idle_timeout <= 0 or args.max_open < 1:
+        raise ConfigError("--idle-timeout must be above 0 and --max-open at least 1")
+    sources = open_inputs(args.files)
+    job = AssembleJob(
+        Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
+        GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
+    )
+    previous = {signum: signal.signal(signum, job.stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for fd in sources:
+            job.consume(fd)
+            if fd != sys.stdin.fileno():
+                os.close(fd)
+        job.write(job.assembler.finish())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    job.report()
+    return 0
+
+
+class AssembleJob:
+    def __init__(self, assembler: Assembler, parser: GatewayParser):
+        self.assembler = assembler
+        self.parser = parser
+        self.stopping = False
+        self.output_closed = False
+        self.bad_records = 0
+        self._last_input = time.monotonic()
+
+    def stop(self, *_) -> None:
+        self.stopping = True
+
+    def keep_going(self) -> bool:
+        """Asked while input is idle: run the clock on, so idle messages still come out."""
+        idle = time.monotonic() - self._last_input
+        if self.assembler.clock:
+            self.write(self.assembler.expire(self.assembler.clock + idle))
+        return not (self.stopping or self.output_closed)
+
+    def consume(self, fd: int) -> None:
+        for batch in LineReader(fd, MAX_LINE_BYTES, self.keep_going).batches():
+            self._last_input = time.monotonic()
+            out: list[dict] = []
+            feed, record = self.assembler.feed, self.record
+            for line in b"\n".join(batch.lines).decode("utf-8", "replace").split("\n"):
+                feed(record(line), out)
+            self.write(out)
+            if self.stopping or self.output_closed:
+                return
+
+    def record(self, line: str) -> dict:
+        """A parsed record: the NDJSON record as given, or the raw line parsed now."""
+        if line[:1] == "{":
+            try:
+                record = orjson.loads(line)
+                if isinstance(record, dict) and "stream" in record:
+                    return record
+            except orjson.JSONDecodeError:
+                pass
+            self.bad_records += 1  # not one of our records: parse it as a line, it may be one
+        return self.parser.parse(line)
+
+    def write(self, records: list[dict]) -> None:
+        if not records or self.output_closed:
+            return
+        try:
+            write_all(sys.stdout.fileno(), b"".join(orjson.dumps(r) + b"\n" for r in records))
+        except BrokenPipeError:
+            self.output_closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    def report(self) -> None:
+        counts = self.assembler.counts
+        parts = [f"{counts[name]} {name}" for name in sorted(counts)]
+        if self.bad_records:
+            parts.append(f"{self.bad_records} JSON lines that are not gateway records (parsed as lines)")
+        ending = " (stopped early)" if self.stopping or self.output_closed else ""
+        print(
+            f"ppship gateway assemble: {self.assembler.lines} lines{ending}: " + "; ".join(parts),
+            file=sys.stderr,
+        )

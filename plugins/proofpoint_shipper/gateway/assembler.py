@@ -1,0 +1,288 @@
+"""Assembler: parsed gateway lines in, one record per message out.
+
+Filter lines are grouped by host and session (`s=`), and within a session by message (`m=`);
+session lines (`mod=session cmd=connect|resolve|disconnect`) give the connection every message
+of the session shares. A queue id that a message's line names (`mod=mail cmd=env_from|msg`,
+`cmd=send`) joins that host's sendmail lines to the message; sendmail lines whose queue id no
+message has named yet wait on their own, and join the message that names it later.
+
+A message comes out `complete` once its session disconnected (and `settle` seconds of log time
+passed, for lines that arrive a little late) and its deliveries are final. Anything idle for
+`idle_timeout` seconds comes out with `complete: false`, and so does the least recently active
+session when `max_open` are open: memory is bounded and nothing is held forever. Time is the
+lines' own (the newest seen), so a file replayed gives the same records as the live stream.
+"""
+
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from proofpoint_shipper.gateway.message import Message, _text
+from proofpoint_shipper.gateway.record import FILTER, SENDMAIL
+
+SESSION, QUEUE = "s", "q"  # the two kinds of open entries: a session, or sendmail lines alone
+EXPIRY_STEP = 0.25  # seconds of log time between settle and timeout checks while lines come
+
+
+@dataclass
+class AssemblySettings:
+    idle_timeout: float = 600.0  # seconds of log time without a line
+    max_open: int = 50_000  # sessions and lone queue ids held at once
+    settle: float = 2.0  # seconds after a disconnect in which late lines still join
+
+
+@dataclass(slots=True)
+class Session:
+    host: str
+    sid: str | None  # None: sendmail lines whose queue id no message named (yet)
+    connection: dict = field(default_factory=dict)
+    messages: dict[str, Message] = field(default_factory=dict)
+    closed_at: float | None = None
+    settled: bool = False
+    last_active: float = 0.0
+
+
+class Assembler:
+    def __init__(self, settings: AssemblySettings | None = None):
+        self.settings = settings or AssemblySettings()
+        self.clock = 0.0  # the newest line time seen, epoch seconds
+        self.counts: Counter[str] = Counter()
+        self.lines = 0
+        self._open: OrderedDict[tuple, Session] = OrderedDict()  # least recently active first
+        self._queue_ids: dict[tuple[str, str], tuple[tuple, str]] = {}  # (host, qid) → (key, m)
+        self._settling: deque[tuple[float, tuple]] = deque()  # (disconnect time, key)
+        self._expired_at = 0.0  # the clock at the last expire() from feed()
+        self._second_of: dict[str, float] = {}  # "YYYY-mm-ddTHH:MM:SS±zz:zz" → epoch seconds
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def feed(self, record: dict, out: list[dict] | None = None) -> list[dict]:
+        """Take one parsed line; the message records it completed or pushed out are appended to
+        `out` (a new list when none is given), which is returned."""
+        if out is None:
+            out = []
+        time = record.get("time")
+        moment = (
+            self._second_of.get(time[:19] + time[26:]) if time.__class__ is str and len(time) == 32 else None
+        )
+        if moment is None:
+            moment = self._seconds(time)
+        if moment is not None and moment > self.clock:
+            self.clock = moment
+        self.lines += 1
+        stream = record.get("stream")
+        if stream == FILTER:
+            self._filter(record, time, out)
+        elif stream == SENDMAIL:
+            self._sendmail(record, time, out)
+        else:
+            self.counts["lines of other programs"] += 1
+        if self.clock - self._expired_at >= EXPIRY_STEP:  # not per line: it would cost as much as the rest
+            self._expired_at = self.clock
+            out += self.expire(self.clock)
+        return out
+
+    def _seconds(self, time) -> float | None:
+        """Epoch seconds of a line's time, to the whole second (all the clock needs), parsed
+        once per second of log time: per line, this is the assembler's largest cost."""
+        if not isinstance(time, str) or len(time) != 32:  # not YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz
+            return _seconds(time)
+        second = time[:19] + time[26:]
+        base = self._second_of.get(second)
+        if base is None:
+            if len(self._second_of) > 4096:
+                self._second_of.clear()
+            base = _seconds(second)
+            if base is not None:
+                self._second_of[second] = base
+        return base
+
+    def expire(self, now: float) -> list[dict]:
+        """Settle disconnected sessions and time out idle ones, as of `now` (epoch seconds)."""
+        out: list[dict] = []
+        while self._settling and self._settling[0][0] + self.settings.settle <= now:
+            closed_at, key = self._settling.popleft()
+            session = self._open.get(key)
+            if session is not None and session.closed_at == closed_at and not session.settled:
+                session.settled = True
+                self._emit_ready(key, session, out)
+        while self._open:
+            key, session = next(iter(self._open.items()))
+            if session.last_active > now - self.settings.idle_timeout:
+                break
+            self.counts["timed out"] += 1
+            self._close(key, out)
+        return out
+
+    def finish(self) -> list[dict]:
+        """The end of the input: every open message, complete where it is."""
+        out: list[dict] = []
+        for key in list(self._open):
+            session = self._open[key]
+            if session.closed_at is not None:
+                session.settled = True
+                self._emit_ready(key, session, out)
+            if key in self._open:
+                self._close(key, out)
+        return out
+
+    # -- filter lines --------------------------------------------------------------------------
+
+    def _filter(self, record: dict, time: str | None, out: list[dict]) -> None:
+        fields = record.get("fields") or {}
+        sid = fields.get("s")
+        if not sid or not isinstance(sid, str):
+            self.counts["filter lines without a session id"] += 1
+            return
+        host = record.get("host") or ""
+        key = (SESSION, host, sid)
+        session = self._open.get(key)
+        if session is None:
+            session = self._add(key, Session(host, sid), out)
+        else:
+            self._open.move_to_end(key)
+        session.last_active = self.clock
+        number = fields.get("m")
+        if not number or not isinstance(number, str):
+            if fields.get("mod") == "session":
+                self._session_line(key, session, fields, time)
+                return
+            number = _message_number(fields, session)
+        message = session.messages.get(number)
+        if message is None:
+            message = session.messages[number] = Message(host, sid, number, connection=session.connection)
+        message.count_line(time)
+        message.take_filter(fields)
+        if "qid" in fields:
+            for qid in message.qids:
+                if self._queue_ids.get((host, qid)) != (key, number):
+                    self._claim(host, qid, key, number, message)
+        if session.settled:
+            self._emit_ready(key, session, out)
+
+    def _session_line(self, key: tuple, session: Session, fields: dict, time: str | None) -> None:
+        cmd = fields.get("cmd")
+        connection = session.connection
+        if cmd == "connect":
+            for name, value in (("ip", "ip"), ("country", "country"), ("protocol", "prot")):
+                if _text(fields.get(value)):
+                    connection[name] = _text(fields[value])
+        elif cmd == "resolve" and _text(fields.get("host")):
+            connection["host"] = _text(fields["host"])
+        elif cmd == "disconnect":
+            if _text(fields.get("helo")):
+                connection.setdefault("helo", _text(fields["helo"]))
+            session.closed_at = self.clock
+            self._settling.append((self.clock, key))
+        for message in session.messages.values() or [self._session_message(session)]:
+            message.count_line(time)
+
+    def _session_message(self, session: Session) -> Message:
+        """Session lines before any message line go to the session's first message."""
+        return session.messages.setdefault(
+            "1", Message(session.host, session.sid, "1", connection=session.connection)
+        )
+
+    def _claim(self, host: str, qid: str, key: tuple, number: str, message: Message) -> None:
+        previous = self._queue_ids.get((host, qid))
+        if previous is not None and previous != (key, number):
+            self.counts["queue ids named by two messages"] += 1  # the later one gets its deliveries
+        self._queue_ids[host, qid] = (key, number)
+        alone = self._open.pop((QUEUE, host, qid), None)
+        if alone is not None:  # sendmail lines that came before the line naming their queue id
+            waiting = alone.messages[""]
+            message.deliveries.update(waiting.deliveries)
+            message.expected_deliveries = message.expected_deliveries or waiting.expected_deliveries
+            message.line_count += waiting.line_count
+            for time in (waiting.first, waiting.last):
+                if time is not None:
+                    message.first = min(message.first or time, time)
+                    message.last = max(message.last or time, time)
+            self.counts["sendmail lines joined late"] += waiting.line_count
+
+    # -- sendmail lines ------------------------------------------------------------------------
+
+    def _sendmail(self, record: dict, time: str | None, out: list[dict]) -> None:
+        qid = record.get("qid")
+        if not qid:
+            self.counts["sendmail lines without a queue id"] += 1
+            return
+        host = record.get("host") or ""
+        target = self._queue_ids.get((host, qid))
+        session = self._open.get(target[0]) if target else None
+        if session is not None and target[1] in session.messages:
+            key, message = target[0], session.messages[target[1]]
+            self._open.move_to_end(key)
+        else:
+            key = (QUEUE, host, qid)
+            session = self._open.get(key)
+            if session is None:
+                session = self._add(key, _waiting_alone(host, qid), out)
+            else:
+                self._open.move_to_end(key)
+            message = session.messages[""]
+        session.last_active = self.clock
+        message.count_line(time)
+        message.take_sendmail(qid, record.get("fields") or {}, time)
+        if session.settled:
+            self._emit_ready(key, session, out)
+
+    # -- open entries --------------------------------------------------------------------------
+
+    def _add(self, key: tuple, session: Session, out: list[dict]) -> Session:
+        """Open a new entry; at the bound, the least recently active one goes out first."""
+        if len(self._open) >= self.settings.max_open:
+            self.counts["flushed early (--max-open)"] += 1
+            self._close(next(iter(self._open)), out)
+        self._open[key] = session
+        return session
+
+    def _emit_ready(self, key: tuple, session: Session, out: list[dict]) -> None:
+        for number, message in list(session.messages.items()):
+            if message.deliveries_final():
+                self._emit(key, session, number, True, out)
+        if not session.messages:
+            del self._open[key]
+
+    def _close(self, key: tuple, out: list[dict]) -> None:
+        session = self._open[key]
+        for number in list(session.messages):
+            self._emit(key, session, number, False, out)
+        del self._open[key]
+
+    def _emit(self, key: tuple, session: Session, number: str, complete: bool, out: list[dict]) -> None:
+        message = session.messages.pop(number)
+        for qid in message.qids:
+            if self._queue_ids.get((session.host, qid)) == (key, number):
+                del self._queue_ids[session.host, qid]
+        if not message.has_content:
+            self.counts["sessions without a message"] += 1  # connect and disconnect, no mail
+            return
+        self.counts["messages complete" if complete else "messages incomplete"] += 1
+        out.append(message.record(complete))
+
+
+def _waiting_alone(host: str, qid: str) -> Session:
+    message = Message(host, None, "", qids=[qid])
+    return Session(host, None, message.connection, {"": message})
+
+
+def _message_number(fields: dict, session: Session) -> str:
+    """m=, else the number after the dash in x=, else the session's latest message."""
+    number = _text(fields.get("m"))
+    if number is None and _text(fields.get("x")):
+        number = fields["x"].rpartition("-")[2] or None
+    if number is None:
+        number = next(reversed(session.messages), "1")
+    return number
+
+
+def _seconds(time: str | None) -> float | None:
+    if not isinstance(time, str):
+        return None
+    try:
+        return datetime.fromisoformat(time).timestamp()
+    except ValueError:
+        return None

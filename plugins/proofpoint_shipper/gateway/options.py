@@ -1,0 +1,36 @@
+"""Flags and inputs the gateway commands share: `--reference-time`, and FILE arguments."""
+
+import argparse
+import os
+import sys
+from datetime import datetime
+
+from proofpoint_shipper.errors import InputError
+
+
+def reference_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the zone too, e.g. {text}+00:00")
+    return moment
+
+
+def open_inputs(files: list[str]) -> list[int]:
+    """Open every input before reading any, so a typo fails at once with exit code 2."""
+    if not files or files == ["-"]:
+        return [sys.stdin.fileno()]
+    fds = []
+    for path in files:
+        if path == "-":
+            fds.append(sys.stdin.fileno())
+            continue
+        if os.path.isdir(path):
+            raise InputError(f"cannot read {path}: is a directory")
+        try:
+            fds.append(os.open(path, os.O_RDONLY))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return fds

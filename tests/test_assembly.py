@@ -1,0 +1,145 @@
+"""Gateway message assembly: golden cases, the rules behind them, the memory bound, the command."""
+
+import fcntl
+import json
+import signal
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
+from tests.conftest import GOLDEN_ASSEMBLY, golden_parser, read_lines, run_ppship
+from tests.gateway_sessions import session_lines
+from tests.golden_writer import ASSEMBLY_SETTINGS, assembled
+
+CASES = sorted(GOLDEN_ASSEMBLY.glob("*.log"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
+def test_golden_case(case):
+    expected = json.loads(case.with_suffix(".expected.json").read_text(encoding="utf-8"))
+    assert assembled(read_lines(case)) == expected
+
+
+def test_the_golden_cases_cover_the_bad_input_the_issue_names():
+    assert {case.stem for case in CASES} >= {
+        "interleaved",  # several hosts and processes, interleaved sessions
+        "restart_cut",  # a session cut off by a restart
+        "deferral",  # deferred deliveries, then the final one
+        "out_of_order",  # lines out of order
+        "qid_twice",  # a queue id named by two messages
+        "no_disconnect",  # a session that never disconnects
+    }
+
+
+def feed_all(
+    lines: list[str], settings: AssemblySettings = ASSEMBLY_SETTINGS
+) -> tuple[list[dict], Assembler]:
+    parser, assembler, out = golden_parser(), Assembler(settings), []
+    for line in lines:
+        assembler.feed(parser.parse(line), out)
+    return out, assembler
+
+
+def test_a_cut_session_comes_out_incomplete_when_the_timeout_passes_not_at_the_end():
+    lines = read_lines(GOLDEN_ASSEMBLY / "restart_cut.log")
+    out, assembler = feed_all(lines)  # no finish(): only what the clock pushed out
+    cut = [record for record in out if record["connection"]["sid"] == "cut1"]
+    assert len(cut) == 1 and cut[0]["complete"] is False
+    assert assembler.counts["timed out"] == 1
+    before_timeout, _ = feed_all(lines[:-1])  # without the line 15 minutes later: still open
+    assert not [record for record in before_timeout if record["connection"]["sid"] == "cut1"]
+
+
+def test_a_deferred_delivery_ends_with_its_final_status():
+    records = assembled(read_lines(GOLDEN_ASSEMBLY / "deferral.log"))["records"]
+    assert len(records) == 1 and records[0]["complete"] is True
+    (delivery,) = records[0]["deliveries"]
+    assert (delivery["dsn"], delivery["stat"]) == ("2.0.0", "Sent (Ok: queued as 4Jx2)")
+    assert records[0]["lines"]["count"] == 10  # every line, the two deferrals included
+
+
+def test_hosts_keep_their_own_queue_ids():
+    records = assembled(read_lines(GOLDEN_ASSEMBLY / "interleaved.log"))["records"]
+    by_guid = {record.get("guid"): record for record in records}
+    assert by_guid["Jx0mAaaa1"]["metadata"]["origin"]["data"]["agent"] == "mx1"
+    assert by_guid["Qb1bbb1"]["metadata"]["origin"]["data"]["agent"] == "mx2"
+    assert {d["to"] for d in by_guid["Jx0mAaaa1"]["deliveries"]} == {"bob@example.com", "carol@example.com"}
+    assert [d["to"] for d in by_guid["Qb1bbb1"]["deliveries"]] == ["dave@example.com"]
+
+
+def test_every_line_is_counted_in_exactly_one_record_or_one_count():
+    lines = session_lines(300, seed=3)
+    out, assembler = feed_all(lines, AssemblySettings())
+    out += assembler.finish()
+    assert len(out) == 300 and all(record["complete"] for record in out)
+    assert sum(record["lines"]["count"] for record in out) == len(lines) == assembler.lines
+
+
+def test_memory_stays_bounded_with_100k_open_sessions():
+    """100k sessions that never disconnect: at most max_open are held, and every one comes out."""
+    parser = golden_parser()
+    line = "2022-02-20T08:35:00.{n:06d}-06:00 mx1 filter_instance1[1]: rprt s=b{n} m=1 x=b{n}-1 mod=mail"
+    assembler, out, most_open = Assembler(AssemblySettings(max_open=1000)), [], 0
+    for n in range(100_000):
+        assembler.feed(parser.parse(line.format(n=n) + f" cmd=env_from value=a{n}@example.org qid=Q{n}"), out)
+        most_open = max(most_open, assembler.open_count)
+    assert most_open == 1000
+    assert len(out) == 99_000 and assembler.counts["flushed early (--max-open)"] == 99_000
+    out += assembler.finish()
+    assert len(out) == 100_000 and not any(record["complete"] for record in out)
+    assert len(assembler._queue_ids) == 0  # nothing left behind once they are out
+
+
+def test_the_command_takes_raw_lines_or_parse_records_and_gives_the_same_messages(tmp_path):
+    log = tmp_path / "gateway.log"
+    log.write_text("\n".join(read_lines(GOLDEN_ASSEMBLY / "interleaved.log")) + "\n", encoding="utf-8")
+    settings = ["--timezone", "America/Chicago", "--reference-time", "2022-03-01T12:00:00-06:00"]
+    raw = run_ppship("gateway", "assemble", *settings, str(log))
+    assert raw.returncode == 0, raw.stderr.decode()
+    parsed = run_ppship("gateway", "parse", *settings, str(log))
+    from_records = run_ppship("gateway", "assemble", input=parsed.stdout)
+    assert from_records.returncode == 0
+    assert raw.stdout == from_records.stdout
+    records = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert [r["guid"] for r in records if "guid" in r] == ["Qb1bbb1", "Qb1bbb2", "Jx0mAaaa1"]
+    assert b"ppship gateway assemble: 39 lines: " in raw.stderr and b"4 messages complete" in raw.stderr
+
+
+def test_bad_flags_and_missing_files_are_one_line_and_exit_2(tmp_path):
+    for args, message in (
+        (["--max-open", "0"], b"--max-open at least 1"),
+        (["--idle-timeout", "-1"], b"--idle-timeout must be above 0"),
+        ([str(tmp_path / "missing.log")], b"cannot read"),
+    ):
+        result = run_ppship("gateway", "assemble", *args)
+        assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and message in result.stderr
+
+
+def wait_until_read(pipe, seconds: float = 60.0) -> None:
+    """Until the child has taken every byte written to its stdin (FIONREAD on the pipe)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        if int.from_bytes(pending, sys.byteorder) == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the child did not read its input")
+
+
+def test_sigterm_writes_the_open_messages_and_exits_0():
+    command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "assemble", "--timezone", "UTC"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        child.stdin.write(("\n".join(read_lines(GOLDEN_ASSEMBLY / "no_disconnect.log")) + "\n").encode())
+        child.stdin.flush()
+        wait_until_read(child.stdin)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["guid"] == "Nd1guid" and record["complete"] is False
