@@ -1,6 +1,9 @@
 """Shared fixtures: parsers with the golden settings, and a runner for the real `ppship` command."""
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -88,3 +91,16 @@ def receiver():
     server = ForwardReceiver().start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def checking_s3(bucket: str, unchecked_calls: int):
+    """A local S3 (`ppship dev s3`) that checks credentials and IAM policies as AWS does, after
+    its first `unchecked_calls` calls (creating the bucket takes two); yields its endpoint."""
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(unchecked_calls)}
+    command = [sys.executable, "-m", "proofpoint_shipper", "dev", "s3", "--bucket", bucket]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as server:
+        endpoint = re.search(r"(http://127\.0\.0\.1:\d+)", server.stdout.readline().decode()).group(1)
+        yield endpoint
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)

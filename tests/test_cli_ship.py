@@ -4,13 +4,11 @@ import gzip
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import run_ppship
+from tests.conftest import checking_s3, run_ppship
 
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -103,13 +101,8 @@ def test_missing_shared_key_file():
 @pytest.fixture
 def s3_with_auth():
     """A local S3 that, after creating its bucket, checks credentials as AWS does."""
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"}
-    command = [sys.executable, "-m", "proofpoint_shipper", "dev", "s3", "--bucket", "auth-bucket"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as server:
-        endpoint = re.search(r"(http://127\.0\.0\.1:\d+)", server.stdout.readline().decode()).group(1)
+    with checking_s3("auth-bucket", unchecked_calls=2) as endpoint:
         yield endpoint
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
 
 
 def test_wrong_credentials(s3_with_auth):

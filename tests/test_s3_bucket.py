@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from proofpoint_shipper.bucket.check import format_problem
 from proofpoint_shipper.bucket.layout import misplacement
 from proofpoint_shipper.sinks.s3 import S3Sink
 from proofpoint_shipper.streams import BY_TABLE, STREAMS
+from tests.conftest import checking_s3
 from tests.test_cli_ship import LOCAL_ENV
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:lake-new-objects"
@@ -221,13 +221,8 @@ def test_a_notification_of_theirs_overlapping_a_table_stops_the_plan(local_s3, b
 def s3_with_iam():
     """A second local S3 that checks IAM policies; its first five calls go unchecked: they
     make the bucket, the user, its key and its policy."""
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"}
-    command = [sys.executable, "-m", "proofpoint_shipper", "dev", "s3", "--bucket", "iam-lake"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env) as server:
-        endpoint = re.search(r"(http://127\.0\.0\.1:\d+)", server.stdout.readline().decode()).group(1)
+    with checking_s3("iam-lake", unchecked_calls=5) as endpoint:
         yield endpoint
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
 
 
 def test_missing_permissions_name_the_permission(s3_with_iam):
