@@ -99,7 +99,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--assemble",
         action="store_true",
         help="also join each gateway message's lines into one record, tagged proofpoint.gateway.message "
-        "(S3 table proofpoint_gateway_messages); messages open at a crash are lost, their lines are not",
+        "(S3 table proofpoint_gateway_messages); messages open at a crash are lost, their lines are not; "
+        "with --workers, each worker joins the lines of its own connections",
     )
     relay.add_argument(
         "--idle-timeout",
