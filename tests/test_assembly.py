@@ -9,9 +9,11 @@ import termios
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
-from tests.conftest import GOLDEN_ASSEMBLY, golden_parser, read_lines, run_ppship
+from tests.conftest import GOLDEN_ASSEMBLY, golden_lines, golden_parser, read_lines, run_ppship
 from tests.gateway_sessions import session_lines
 from tests.golden_writer import ASSEMBLY_SETTINGS, assembled
 
@@ -143,3 +145,23 @@ def test_sigterm_writes_the_open_messages_and_exits_0():
     assert child.returncode == 0, err.decode()
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert record["guid"] == "Nd1guid" and record["complete"] is False
+
+
+ANY_LINES = sorted({line for case in CASES for line in read_lines(case)} | set(golden_lines()))
+SKIPPED = (
+    "lines of other programs",
+    "filter lines without a session id",
+    "sendmail lines without a queue id",
+    "lines of sessions without a message",
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(ANY_LINES), max_size=80), st.integers(1, 5))
+def test_any_lines_in_any_order_never_raise_and_every_line_is_accounted_for(lines, max_open):
+    out, assembler = feed_all(lines, AssemblySettings(max_open=max_open, idle_timeout=60.0))
+    out += assembler.finish()
+    assert assembler.open_count == 0 and not assembler._queue_ids
+    in_records = sum(record["lines"]["count"] for record in out)
+    assert in_records + sum(assembler.counts[name] for name in SKIPPED) >= len(lines) == assembler.lines
+    assert all(isinstance(record["complete"], bool) for record in out)

@@ -259,6 +259,7 @@ class Assembler:
                 del self._queue_ids[session.host, qid]
         if not message.has_content:
             self.counts["sessions without a message"] += 1  # connect and disconnect, no mail
+            self.counts["lines of sessions without a message"] += message.line_count
             return
         self.counts["messages complete" if complete else "messages incomplete"] += 1
         out.append(message.record(complete))
