@@ -152,3 +152,20 @@ def test_a_server_clock_ten_minutes_away_fails_the_clock_check():
     clock = next(line for line in lines if line.startswith("FAIL  clock"))
     assert "behind tap api" in clock and "check NTP" in clock
     assert 590 <= int(clock.split()[2]) <= 610
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["doctor", "--pod-url", "notaurl"],
+        ["doctor", "--tap-base-url", "ftp://x"],
+        ["tap", "fetch", "--base-url", "tap-api.example.com"],
+        ["pod", "stream", "--type", "message", "--url", "https://logstream.example.com"],
+    ],
+)
+def test_a_url_of_the_wrong_scheme_is_refused_before_anything_starts(args):
+    result = subprocess.run(
+        [sys.executable, "-m", "proofpoint_shipper", *args], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert result.stderr.decode().splitlines()[-1].endswith("URL: " + repr(args[-1]))

@@ -24,6 +24,7 @@ from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.pod.stream import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod.stream import refusal
+from proofpoint_shipper.service import url_of
 from proofpoint_shipper.tap import command as tap_command
 from proofpoint_shipper.tap.client import DEFAULT_BASE_URL as TAP_URL
 
@@ -49,11 +50,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "One line per check; sources that are not configured are skipped with a hint. "
         "Exit code 0 when every check that ran passed, 1 otherwise.",
     )
-    doctor.add_argument("--tap-base-url", default=TAP_URL, help="TAP SIEM API (default: %(default)s)")
+    doctor.add_argument(
+        "--tap-base-url",
+        type=url_of("https", "http"),
+        default=TAP_URL,
+        help="TAP SIEM API (default: %(default)s)",
+    )
     doctor.add_argument(
         "--tap-secret-file", type=Path, help="file with the TAP secret (default: $TAP_SECRET)"
     )
-    doctor.add_argument("--pod-url", default=POD_URL, help="PoD log stream (default: %(default)s)")
+    doctor.add_argument(
+        "--pod-url", type=url_of("wss", "ws"), default=POD_URL, help="PoD log stream (default: %(default)s)"
+    )
     doctor.add_argument("--pod-token-file", type=Path, help="file with the PoD token (default: $POD_TOKEN)")
     doctor.add_argument(
         "--pod-cluster-id",

@@ -71,3 +71,15 @@ def operate(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     except OSError as exc:
         where = f"{args.metrics_host}:{args.metrics_port}"
         raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
+
+
+def url_of(*schemes: str):
+    """An argparse type for a URL with one of `schemes`, e.g. url_of("https", "http")."""
+
+    def check(text: str) -> str:
+        scheme, separator, rest = text.partition("://")
+        if not separator or scheme.lower() not in schemes or not rest.strip("/"):
+            raise argparse.ArgumentTypeError(f"not a {' or '.join(s + '://' for s in schemes)} URL: {text!r}")
+        return text
+
+    return check

@@ -19,6 +19,7 @@ from proofpoint_shipper.service import (
     operate,
     serve_until_stopped,
     stop_on_signals,
+    url_of,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 
@@ -40,7 +41,9 @@ def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubPar
         "confirmed the data. SIGTERM closes the stream, flushes, saves and exits 0.",
     )
     stream.add_argument("--type", choices=["message", "maillog"], required=True, help="the event type")
-    stream.add_argument("--url", default=DEFAULT_URL, help="log stream URL (default: %(default)s)")
+    stream.add_argument(
+        "--url", type=url_of("wss", "ws"), default=DEFAULT_URL, help="log stream URL (default: %(default)s)"
+    )
     stream.add_argument("--token-file", type=Path, help="file holding the token (default: $POD_TOKEN)")
     stream.add_argument(
         "--cluster-id",

@@ -20,6 +20,7 @@ from proofpoint_shipper.service import (
     operate,
     serve_until_stopped,
     stop_on_signals,
+    url_of,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap.client import DEFAULT_BASE_URL, TapClient
@@ -43,7 +44,12 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
         "from the cursor to now minus --lag, each poll re-reading --lookback for late-indexed "
         "events. The cursor moves only after the output confirmed the data.",
     )
-    fetch.add_argument("--base-url", default=DEFAULT_BASE_URL, help="SIEM API (default: %(default)s)")
+    fetch.add_argument(
+        "--base-url",
+        type=url_of("https", "http"),
+        default=DEFAULT_BASE_URL,
+        help="SIEM API (default: %(default)s)",
+    )
     fetch.add_argument(
         "--secret-file",
         type=Path,
