@@ -217,3 +217,20 @@ def test_tap_fetch_counts_quota_records_and_cursor_lag(tap_simulator, tmp_path):
         assert 0 < second[("ppship_records_out_total", table)] <= count
         assert second[("ppship_records_in_total", table)] >= second[("ppship_records_out_total", table)]
         assert 120 <= second[("ppship_cursor_lag_seconds", table)] < 600  # --lag is 2 minutes
+
+
+def test_a_metrics_port_in_use_or_out_of_range_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = subprocess.run([*PPSHIP, "relay", "--metrics-port", port], capture_output=True, timeout=60)
+    assert busy.returncode == 2
+    assert (
+        busy.stderr.decode().strip()
+        == f"ppship: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    )
+    wrong = subprocess.run(
+        [*PPSHIP, "tap", "fetch", "--metrics-port", "70000"], capture_output=True, timeout=60
+    )
+    assert wrong.returncode == 2 and b"not a port number (0-65535): '70000'" in wrong.stderr

@@ -49,7 +49,7 @@ def add_operability_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number,
         metavar="PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics (0: a free port, logged; "
         "relay workers use PORT, PORT+1, ...; default: no endpoint)",
@@ -83,3 +83,10 @@ def url_of(*schemes: str):
         return text
 
     return check
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port: 0 (any free one) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return int(text)

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace) -> int:
+    if args.idle_timeout <= 0:
+        raise ConfigError("--idle-timeout must be above 0 seconds")
     host, port = _address(args.listen, "--listen")
     upstream = _upstream(args)
     tls = None
