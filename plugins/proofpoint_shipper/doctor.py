@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 
@@ -23,7 +22,7 @@ from proofpoint_shipper.bucket.access import open_client, probe_write, reason
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.pod.stream import DEFAULT_URL as POD_URL
-from proofpoint_shipper.pod.stream import refusal
+from proofpoint_shipper.pod.stream import refusal, stream_address
 from proofpoint_shipper.service import url_of
 from proofpoint_shipper.tap import command as tap_command
 from proofpoint_shipper.tap.client import DEFAULT_BASE_URL as TAP_URL
@@ -169,7 +168,7 @@ class Doctor:
         from websockets.sync.client import connect
 
         url = self.args.pod_url
-        address = f"{url}?{urlencode({'cid': self.args.pod_cluster_id, 'type': 'message'})}"
+        address = stream_address(url, self.args.pod_cluster_id, "message")
         started = time.monotonic()
         try:
             with connect(

@@ -3,7 +3,7 @@
 `stop_on_signals()` gives an Event set by SIGTERM or SIGINT; `serve_until_stopped(server, banner)`
 runs a context-managed server, prints one line about it, and returns 0 once a signal came.
 `add_operability_arguments` and `operate(args)` give the collectors and the relay their
-`--log-format` and `--metrics-port`.
+`--log-format` and `--metrics-port`; `read_secret` reads a secret from a file, never echoing it.
 """
 
 import argparse
@@ -11,6 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
@@ -22,6 +23,27 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+class StopOnSignals:
+    """`with StopOnSignals(job):` SIGTERM and SIGINT set `job.stopping` (the job finishes its
+    batch, reports and exits 0); the previous handlers come back on exit."""
+
+    def __init__(self, job):
+        self.job = job
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignals":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def _stop(self, signum, frame) -> None:
+        self.job.stopping = True
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def serve_until_stopped(server, banner: Callable[[object], str]) -> int:
@@ -90,3 +112,11 @@ def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
     return int(text)
+
+
+def read_secret(path: Path, what: str) -> str:
+    """The secret in `path` (`what` names it in the error, e.g. "the token file")."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc

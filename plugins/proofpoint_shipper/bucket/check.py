@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from proofpoint_shipper.bucket.access import error_code, probe_write, reason
 from proofpoint_shipper.bucket.layout import KNOWN_FOLDERS, clean_prefix, misplacement, table_prefix
 from proofpoint_shipper.bucket.setup import (
+    BLOCK_ALL,
     DESTINATIONS,
     Settings,
     notification_prefix,
@@ -83,11 +84,7 @@ def _bucket_settings(settings: Settings) -> Iterator[Finding]:
         yield Finding("ok", "encryption", f"{settings.encryption.get('SSEAlgorithm')} by default")
     else:
         yield Finding("WARN", "encryption", "no default encryption (ppship s3 setup turns it on)")
-    blocked = settings.public_access or {}
-    if all(
-        blocked.get(name)
-        for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-    ):
+    if all((settings.public_access or {}).get(name) for name in BLOCK_ALL):
         yield Finding("ok", "public access", "blocked")
     else:
         yield Finding("WARN", "public access", "not fully blocked (ppship s3 setup blocks it)")

@@ -1,4 +1,4 @@
-"""The key layout of the data lake, as the S3 output writes it and `ppship s3 check` reads it.
+"""The key layout of the data lake: the S3 output writes keys with it, `ppship s3 check` reads them.
 
     <prefix>/<table>/<YYYY>/<MM>/<DD>/<HH>/<leaf>.<ndjson|log>[.gz]
 

@@ -22,7 +22,7 @@ from proofpoint_shipper.gateway.options import reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.logs import setup_logging
-from proofpoint_shipper.service import add_operability_arguments, operate
+from proofpoint_shipper.service import add_operability_arguments, operate, read_secret
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, open_s3_sink
 
@@ -124,12 +124,7 @@ def _address(text: str, flag: str) -> tuple[str, int]:
 
 
 def _secret(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return None if path is None else read_secret(path, "the shared key file")
 
 
 def run(args: argparse.Namespace) -> int:

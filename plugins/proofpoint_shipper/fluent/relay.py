@@ -216,7 +216,8 @@ class ForwardRelay:
                         self.settings.retry_seconds,
                     )
                     await asyncio.sleep(self.settings.retry_seconds)
-            _count(RECORDS_OUT, batch)
+            for retagged, _ in batch:
+                _count(RECORDS_OUT, retagged)
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
@@ -245,7 +246,7 @@ class ForwardRelay:
         by_tag[MESSAGE.tag] = _message_entries(messages)
         self._last_line = monotonic()
         retagged = {tag: tagged for tag, tagged in by_tag.items() if tagged}
-        _count(RECORDS_IN, [(retagged, None)])
+        _count(RECORDS_IN, retagged)
         return retagged
 
     async def _expire_idle_messages(self) -> None:
@@ -262,7 +263,7 @@ class ForwardRelay:
             return None
         done = asyncio.get_running_loop().create_future()
         retagged = {MESSAGE.tag: _message_entries(messages)}
-        _count(RECORDS_IN, [(retagged, None)])
+        _count(RECORDS_IN, retagged)
         self._queue.put_nowait((retagged, done))
         return done
 
@@ -294,11 +295,10 @@ def _message_entries(messages: list[dict]) -> list[list]:
     return [[protocol.event_time(record_time(message)), message] for message in messages]
 
 
-def _count(family, batch: list[tuple[dict[str, list[list]], object]]) -> None:
-    """Add a batch's records to a per-table counter (`other` for lines of no table)."""
-    for retagged, _ in batch:
-        for tag, entries in retagged.items():
-            family.inc(len(entries), TABLE_OF_TAG[tag])
+def _count(family, retagged: dict[str, list[list]]) -> None:
+    """Add records by tag to a per-table counter (`other` for lines of no table)."""
+    for tag, entries in retagged.items():
+        family.inc(len(entries), TABLE_OF_TAG[tag])
 
 
 class FrameSplitter:

@@ -8,7 +8,6 @@ idle, the assembler's clock runs on with the wall clock, so idle messages still 
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -20,7 +19,8 @@ from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
-from proofpoint_shipper.rawio import write_all
+from proofpoint_shipper.rawio import write_stdout
+from proofpoint_shipper.service import StopOnSignals
 
 MAX_LINE_BYTES = 1024 * 1024  # an NDJSON record carries its raw line and more
 
@@ -72,16 +72,12 @@ def run(args: argparse.Namespace) -> int:
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
     )
-    previous = {signum: signal.signal(signum, job.stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with StopOnSignals(job):
         for fd in sources:
             job.consume(fd)
             if fd != sys.stdin.fileno():
                 os.close(fd)
         job.write(job.assembler.finish())
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     job.report()
     return 0
 
@@ -94,9 +90,6 @@ class AssembleJob:
         self.output_closed = False
         self.bad_records = 0
         self._last_input = time.monotonic()
-
-    def stop(self, *_) -> None:
-        self.stopping = True
 
     def keep_going(self) -> bool:
         """Asked while input is idle: run the clock on, so idle messages still come out."""
@@ -131,13 +124,8 @@ class AssembleJob:
     def write(self, records: list[dict]) -> None:
         if not records or self.output_closed:
             return
-        try:
-            write_all(sys.stdout.fileno(), b"".join(orjson.dumps(r) + b"\n" for r in records))
-        except BrokenPipeError:
-            self.output_closed = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        if not write_stdout(b"".join(orjson.dumps(record) + b"\n" for record in records)):
+            self.output_closed = True  # the reader went away: stop
 
     def report(self) -> None:
         counts = self.assembler.counts

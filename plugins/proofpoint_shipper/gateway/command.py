@@ -7,7 +7,6 @@ stderr at exit; EPIPE, SIGTERM and a vanished parent end the run cleanly with ex
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
-from proofpoint_shipper.rawio import write_all
+from proofpoint_shipper.rawio import write_stdout
+from proofpoint_shipper.service import StopOnSignals
 from proofpoint_shipper.streams import OTHER
 
 STREAM_CHOICES = {"filter": FILTER, "sendmail": SENDMAIL, "other": OTHER}
@@ -196,8 +196,8 @@ class ParseJob:
         self.output_closed = False
         self._parent = os.getppid()
 
-    def signals_handled(self):
-        return _StopOnSignal(self)
+    def signals_handled(self) -> StopOnSignals:
+        return StopOnSignals(self)
 
     def keep_going(self) -> bool:
         if os.getppid() != self._parent:
@@ -240,17 +240,8 @@ class ParseJob:
     def _write(self, data: bytes) -> None:
         if not data or self.output_closed:
             return
-        try:
-            write_all(sys.stdout.fileno(), data)  # not through sys.stdout.buffer: see rawio
-        except BrokenPipeError:
-            self._close_output()
-
-    def _close_output(self) -> None:
-        """The reader went away: stop, and keep the interpreter's final flush from complaining."""
-        self.output_closed = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        if not write_stdout(data):  # not through sys.stdout.buffer: see rawio
+            self.output_closed = True  # the reader went away: stop
 
     def report(self) -> None:
         for stream, parsed in self.parsed.items():
@@ -309,23 +300,3 @@ def _status(record: dict) -> str:
     if record["fields"] or "program" in record or "time_source" not in record:
         return "partial"
     return "failed"
-
-
-class _StopOnSignal:
-    """SIGTERM (and SIGINT) finish the current batch, then the run reports and exits 0."""
-
-    def __init__(self, job: ParseJob):
-        self.job = job
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self.previous[signum] = signal.signal(signum, self._stop)
-        return self
-
-    def _stop(self, signum, frame) -> None:
-        self.job.stopping = True
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)

@@ -17,6 +17,7 @@ from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
     operate,
+    read_secret,
     serve_until_stopped,
     stop_on_signals,
     url_of,
@@ -82,10 +83,7 @@ def _time(text: str) -> datetime:
 def token(token_file: Path | None, cluster_id: str | None) -> str:
     """The token from `token_file` or $POD_TOKEN; ConfigError if it or the cluster id is missing."""
     if token_file is not None:
-        try:
-            secret = token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+        secret = read_secret(token_file, "the token file")
     else:
         secret = os.environ.get("POD_TOKEN", "")
     if not secret:

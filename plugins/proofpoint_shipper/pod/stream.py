@@ -120,12 +120,7 @@ class PodStream:
     # -- connection ---------------------------------------------------------------------------
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
-        query = {"cid": self.cluster_id, "type": self.kind}
-        if since is not None:
-            query["sinceTime"] = since.isoformat()
-            if until is not None:
-                query["toTime"] = until.isoformat()
-        return f"{self.url}?{urlencode(query)}"
+        return stream_address(self.url, self.cluster_id, self.kind, since, until)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -255,6 +250,18 @@ class PodStream:
             or (max_events is not None and self.summary.events >= max_events)
             or (deadline is not None and time.monotonic() >= deadline)
         )
+
+
+def stream_address(
+    url: str, cluster_id: str, kind: str, since: datetime | None = None, until: datetime | None = None
+) -> str:
+    """The stream's URL for one event type: live, or the archive from `since` (to `until`)."""
+    query = {"cid": cluster_id, "type": kind}
+    if since is not None:
+        query["sinceTime"] = since.isoformat()
+        if until is not None:
+            query["toTime"] = until.isoformat()
+    return f"{url}?{urlencode(query)}"
 
 
 def refusal(exc: InvalidStatus) -> ConfigError:

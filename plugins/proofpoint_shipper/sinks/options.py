@@ -12,6 +12,7 @@ from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.service import read_secret
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
 from proofpoint_shipper.sinks.spool import Spool
@@ -106,10 +107,7 @@ def _forward_sink(args: argparse.Namespace) -> ForwardSink:
 def _shared_key(args: argparse.Namespace) -> str | None:
     if args.shared_key_file is None:
         return os.environ.get(SHARED_KEY_ENV) or None
-    try:
-        return args.shared_key_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the shared key file {args.shared_key_file}: {exc.strerror}") from exc
+    return read_secret(args.shared_key_file, "the shared key file")
 
 
 def open_s3_sink(args: argparse.Namespace) -> S3Sink:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.bucket.access import CREDENTIAL_ERRORS, reason
+from proofpoint_shipper.bucket.layout import EXTENSION, table_prefix
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for, table_line
@@ -113,8 +114,8 @@ class S3Sink:
     def object_key(self, table: str, first_time: datetime, name: str | None = None) -> str:
         """The key of a new object: random, or derived from `name` (the same on a re-run)."""
         moment = first_time.astimezone(UTC)
-        extension = ".ndjson" if stream_for(table).format == "ndjson" else ".log"
-        suffix = extension + (".gz" if self.compress else "")
+        stream = stream_for(table)
+        suffix = f".{EXTENSION[stream.format]}" + (".gz" if self.compress else "")
         if name is None:
             leaf = f"{self.host}-{moment:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex}{suffix}"
         else:
@@ -125,8 +126,7 @@ class S3Sink:
                 for old in sorted(self._sequence, key=lambda group: group[1])[:5_000]:
                     del self._sequence[old]
             leaf = f"{self.host}-{name}-{sequence:04d}{suffix}"
-        parts = [self.prefix] if self.prefix else []
-        return "/".join([*parts, table, f"{moment:%Y/%m/%d/%H}", leaf])
+        return f"{table_prefix(self.prefix, stream)}{moment:%Y/%m/%d/%H}/{leaf}"
 
     def _close_aged(self) -> None:
         now = time.monotonic()

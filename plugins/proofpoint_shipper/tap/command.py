@@ -18,6 +18,7 @@ from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
     operate,
+    read_secret,
     serve_until_stopped,
     stop_on_signals,
     url_of,
@@ -131,10 +132,7 @@ def credentials(secret_file: Path | None) -> tuple[str, str]:
     """(principal, secret) from $TAP_PRINCIPAL and `secret_file` or $TAP_SECRET; ConfigError if missing."""
     principal = os.environ.get("TAP_PRINCIPAL", "")
     if secret_file is not None:
-        try:
-            secret = secret_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the secret file {secret_file}: {exc.strerror}") from exc
+        secret = read_secret(secret_file, "the secret file")
     else:
         secret = os.environ.get("TAP_SECRET", "")
     if not principal or not secret:
