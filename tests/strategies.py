@@ -103,7 +103,7 @@ filter_body = st.builds(
     st.sampled_from(["rprt", "info", "note", "warn", "err", "rprtx", ""]),
     st.lists(st.tuples(key, filter_value), max_size=8),
     st.one_of(st.just(""), st.just(" free text tail"), st.just(" closed (limit=5)"), st.just("  ")),
-    st.sampled_from([" ", "  "]),
+    st.sampled_from([" ", "  ", "\t", " \u3000"]),  # the grammar separates with spaces only
 )
 sendmail_value = st.text(VALUE_CHARS + " ", max_size=24)
 sendmail_body = st.builds(

@@ -40,6 +40,41 @@ def test_mutated_lines_agree(line):
     assert_same(line)
 
 
+# Lines the token path (string splitting) must decline, as the grammar reads them otherwise.
+TOKEN_PATH_EDGES = [
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1\tm=2",  # a tab is no separator
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1\u3000m=2",
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1 m=2 s=3",  # repeated key
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1 closed (limit=5)",  # free text
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1 1x=2",  # not a key
+    '2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s="a b" m=2',
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt\ts=1",
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[2]: 21KEZ0kl021234: to=<a>, stat=x\ny",
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[2]: 21KEZ0kl021234: to=<a>, stat=Deferred, try b=1",
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[2]: 21KEZ0kl021234: to=<a>, to=<b>",
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[2]: 21KEZ0kl021234: to=<a>, ",
+    "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[2]: Milter: data, reject=550",
+]
+
+
+@pytest.mark.parametrize("line", TOKEN_PATH_EDGES)
+def test_token_path_edges_agree(line):
+    assert_same(line)
+
+
+def test_token_path_really_takes_the_plain_lines():
+    """Guard against a token path that declines everything (and so agrees trivially)."""
+    from proofpoint_shipper.gateway import fastpath
+
+    bodies = [match.group("body") for line in golden_lines() if (match := fastpath.COMMON_HEADER.match(line))]
+    filters = [body for body in bodies if fastpath.FILTER["whole"].match(body)]
+    sendmails = [body for body in bodies if body[:1].isalnum() and ", " in body]
+    taken_filter = [fastpath.token_filter_fields(body) is not None for body in filters]
+    taken_sendmail = [fastpath.token_sendmail_fields(body) is not None for body in sendmails]
+    assert sum(taken_filter) >= 0.5 * len(taken_filter) > 10
+    assert sum(taken_sendmail) >= 0.5 * len(taken_sendmail) > 10
+
+
 def test_fast_path_really_takes_the_common_lines():
     """Guard against a fast path that silently declines everything (and so agrees trivially)."""
     from proofpoint_shipper.gateway import fastpath

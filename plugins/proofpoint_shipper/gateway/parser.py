@@ -30,6 +30,10 @@ from proofpoint_shipper.gateway.timestamps import (
 from proofpoint_shipper.streams import OTHER
 
 _BODY_SEPARATOR = {FILTER: " ", SENDMAIL: ", "}
+_FAST_BODY_PARSERS = {
+    FILTER: (fastpath.token_filter_fields, fastpath.fast_filter_body),
+    SENDMAIL: (fastpath.token_sendmail_fields, fastpath.fast_sendmail_body),
+}
 _BODY_PARSERS = {
     FILTER: (fastpath.fast_filter_body, syntax.lark_filter_body),
     SENDMAIL: (fastpath.fast_sendmail_body, syntax.lark_sendmail_body),
@@ -100,15 +104,15 @@ class GatewayParser:
             time = split_rfc3339(rfc3339) if rfc3339 else self.bsd.normalize(bsd)
         except ParseError:
             return None
-        parsed = _BODY_PARSERS[stream][0](body)
-        if parsed is None:
+        body_parts = _fast_body_parts(stream, body)
+        if body_parts is None:
             return None
         record = {"stream": stream, "table": TABLES[stream], "time": time, "host": host, "program": program}
         if pid is not None:
             record["pid"] = pid
         if pri is not None:
             record["pri"] = int(pri[1:-1])
-        _add_body_fields(record, parsed)
+        record.update(body_parts)
         record["raw"] = line
         return record, body
 
@@ -199,7 +203,7 @@ class GatewayParser:
             if parsed is None:
                 record["fields"] = {}
             else:
-                _add_body_fields(record, parsed)
+                record.update(_body_parts(parsed))
 
     def _parse_body(self, stream: str, body: str, offset: int, errors: list[str]):
         """The parsed body; `offset` is where it starts in the line, for the error's column."""
@@ -233,17 +237,27 @@ def _located(exc: ParseError, offset: int) -> str:
     return f"{exc} at column {offset + exc.position + 1}"
 
 
-def _add_body_fields(record: dict, parsed: FilterBody | SendmailBody) -> None:
+def _fast_body_parts(stream: str, body: str) -> dict | None:
+    """What a body adds to its record, read by the token path, else by the fast expressions."""
+    token_path, expressions = _FAST_BODY_PARSERS[stream]
+    parsed = token_path(body) or expressions(body)
+    return None if parsed is None else _body_parts(parsed)
+
+
+def _body_parts(parsed: FilterBody | SendmailBody) -> dict:
+    """What a parsed body adds to its record, in record order: severity or qid, fields, message."""
+    parts = {}
     if isinstance(parsed, FilterBody):
-        record["severity"] = parsed.severity
+        parts["severity"] = parsed.severity
         extra = parsed.tail
     else:
         if parsed.qid is not None:
-            record["qid"] = parsed.qid
+            parts["qid"] = parsed.qid
         extra = parsed.text
-    record["fields"] = collect_fields(parsed.pairs)
+    parts["fields"] = collect_fields(parsed.pairs)
     if extra is not None:
-        record["message"] = extra
+        parts["message"] = extra
+    return parts
 
 
 _DEFAULT: GatewayParser | None = None

@@ -37,8 +37,10 @@ def classify(program: str | None, body: str | None) -> str:
     return FILTER if body is not None and _SEVERITY_FIRST.match(body) else OTHER
 
 
-def collect_fields(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+def collect_fields(pairs: list[tuple[str, str]] | dict[str, str]) -> dict[str, str | list[str]]:
     """key → value as written; a key that repeats → the list of its values in order."""
+    if isinstance(pairs, dict):
+        return pairs  # read as a dict: no key repeats
     fields: dict[str, str | list[str]] = dict(pairs)
     if len(fields) == len(pairs):
         return fields

@@ -25,16 +25,20 @@ class Header(NamedTuple):
     body: str | None = None  # None: nothing after the header, not even a space
 
 
+# The pairs in order; a dict where the reader already knows no key repeats (the token path).
+Pairs = list[tuple[str, str]] | dict[str, str]
+
+
 class FilterBody(NamedTuple):
     severity: str
-    pairs: list[tuple[str, str]]
+    pairs: Pairs
     tail: str | None
 
 
 class SendmailBody(NamedTuple):
     qid: str | None
     text: str | None
-    pairs: list[tuple[str, str]]
+    pairs: Pairs
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
