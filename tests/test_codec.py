@@ -66,3 +66,14 @@ def test_garbage_packed_entries_and_gzip_are_refused():
         codec.decode(["t", b"not gzip", {"compressed": "gzip"}])
     with pytest.raises(codec.ProtocolError, match="option field"):
         codec.decode(["t", [[1, {}]], "options"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[True, {}], [1, {}, {}], [1, "not a record"], ["not a time", {}], 7, [1]],
+    ids=["bool time", "three items", "record not a map", "time not a number", "not a list", "one item"],
+)
+def test_one_bad_entry_among_good_ones_is_named(bad):
+    with pytest.raises(codec.ProtocolError, match="not an entry") as refused:
+        codec.decode(["t", [[1, {"log": "a"}], bad, [2, {"log": "b"}]]])
+    assert str(bad)[:20] in str(refused.value)

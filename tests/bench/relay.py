@@ -1,9 +1,11 @@
 """Relay throughput against the parse alone, and relay memory with upstream stalled.
 
 Client threads send Forward-mode chunks of 1000 records through the real `ppship relay` child (on a
-core of its own) to a forward receiver; the parse-only baseline parses the same lines in this
-process. Then upstream stops acking and the clients keep pushing: the relay's peak memory must
-stay within its in-flight bound (plus its idle footprint).
+core of its own) to a forward receiver that acks and counts, decoding in C only as an agent's own
+forward input would (a receiver decoding in Python was slower than the relay, and the relay sat
+idle waiting for its acks); the parse-only baseline parses the same lines in this process. Then
+upstream stops acking and the clients keep pushing: the relay's peak memory must stay within its
+in-flight bound (plus its idle footprint).
 """
 
 import os
@@ -75,7 +77,7 @@ def frames_for(lines: list[str]) -> list[bytes]:
 
 
 def throughput(lines: list[str]) -> float:
-    receiver = ForwardReceiver().start()
+    receiver = ForwardReceiver(keep=False).start()
     relay, port = start_relay(receiver.port)
     frames = frames_for(lines)
     acked: list[int] = []
@@ -90,6 +92,7 @@ def throughput(lines: list[str]) -> float:
     relay.wait()
     receiver.stop()
     assert len(acked) == len(frames)
+    assert receiver.counted == len(lines), f"{receiver.counted} of {len(lines)} records arrived"
     return len(lines) / elapsed
 
 

@@ -8,6 +8,7 @@ Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bound
 
 import gzip
 import io
+from operator import itemgetter
 
 import msgpack
 
@@ -30,16 +31,16 @@ def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
         return tag, [(body, message[2])], _options(message, 3)
     options = _options(message, 2)
     if isinstance(body, list):  # Forward mode: [tag, [[time, record], ...], options?]
-        return tag, [_entry(entry) for entry in body], options
+        return tag, _entries(body), options
     if isinstance(body, bytes):  # PackedForward, gzip-compressed or not
         if options.get("compressed") == "gzip":
             body = _gunzip(body)
-        return tag, [_entry(entry) for entry in _unpack_stream(body)], options
+        return tag, _entries(list(_unpack_stream(body))), options
     raise ProtocolError(f"unknown mode for tag {tag!r}")
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, int | float | protocol.EventTime) and not isinstance(value, bool)
+    return type(value) in _TIME_TYPES
 
 
 def _options(message: list, index: int) -> dict:
@@ -50,15 +51,26 @@ def _options(message: list, index: int) -> dict:
     return message[index]
 
 
-def _entry(entry: object) -> tuple[object, dict]:
+def _entries(candidates: list) -> list[tuple[object, dict]]:
+    """The (time, record) pairs of a batch, checked in bulk: C loops, not a Python call a record."""
     if not (
-        isinstance(entry, list | tuple)
-        and len(entry) == 2
-        and _is_time(entry[0])
-        and isinstance(entry[1], dict)
+        set(map(type, candidates)) <= _ENTRY_TYPES
+        and set(map(len, candidates)) <= {2}
+        and set(map(type, map(_record, candidates))) <= {dict}
+        and set(map(type, map(_time, candidates))) <= _TIME_TYPES
     ):
-        raise ProtocolError(f"not an entry [time, record]: {str(entry)[:80]!r}")
-    return entry[0], entry[1]
+        bad = next(entry for entry in candidates if not _is_entry(entry))
+        raise ProtocolError(f"not an entry [time, record]: {str(bad)[:80]!r}")
+    return list(zip(map(_time, candidates), map(_record, candidates), strict=True))
+
+
+_ENTRY_TYPES = frozenset({list, tuple})
+_TIME_TYPES = frozenset({int, float, protocol.EventTime})  # exact types: a bool is no time
+_time, _record = itemgetter(0), itemgetter(1)
+
+
+def _is_entry(entry: object) -> bool:
+    return type(entry) in _ENTRY_TYPES and len(entry) == 2 and _is_time(entry[0]) and type(entry[1]) is dict
 
 
 def _gunzip(data: bytes) -> bytes:
