@@ -50,3 +50,23 @@ def test_wheel_contains_the_grammars_and_runs_from_them(tmp_path):
     assert run.returncode == 0, run.stderr.decode()
     where, program = run.stdout.decode().split()
     assert where.startswith(str(tmp_path / "site")) and program == "x"
+
+
+# Each command imports its own engine when it runs: `ppship --help`, and an agent starting
+# `ppship gateway parse`, do not pay for the clients and grammars of every other command.
+HEAVY = ("lark", "httpx", "websockets", "boto3", "proofpoint_shipper.gateway.parser")
+
+
+def loaded_after(code: str) -> list[str]:
+    probe = f"import sys; {code}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, check=True)
+    return run.stdout.decode().split()
+
+
+def test_the_cli_imports_no_command_engine_until_one_runs():
+    assert loaded_after("import proofpoint_shipper.cli; proofpoint_shipper.cli.build_parser()") == []
+
+
+def test_the_gateway_parse_command_loads_the_grammars_and_no_network_client():
+    code = "from proofpoint_shipper import cli; cli.main(['gateway', 'parse', '/dev/null'])"  # no output
+    assert loaded_after(code) == ["lark", "proofpoint_shipper.gateway.parser"]

@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import httpx
-
 from proofpoint_shipper import __version__
 from proofpoint_shipper.bucket.access import open_client, probe_write, reason
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
-from proofpoint_shipper.pod.stream import DEFAULT_URL as POD_URL
-from proofpoint_shipper.pod.stream import refusal, stream_address
 from proofpoint_shipper.service import url_of
+from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
-from proofpoint_shipper.tap.client import DEFAULT_BASE_URL as TAP_URL
 
 TIMEOUT = 10.0  # seconds for each network check: a doctor answers quickly or says why not
 
@@ -119,6 +116,8 @@ class Doctor:
         yield self._tap_answer(principal, secret)
 
     def _tap_answer(self, principal: str, secret: str) -> Finding:
+        import httpx  # here, as websockets and boto3 below: each check imports only its own client
+
         url = self.args.tap_base_url
         started = time.monotonic()
         try:
@@ -166,6 +165,8 @@ class Doctor:
     def _pod_handshake(self, token: str) -> Finding:
         from websockets.exceptions import InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
+
+        from proofpoint_shipper.pod.stream import refusal, stream_address
 
         url = self.args.pod_url
         address = stream_address(url, self.args.pod_cluster_id, "message")

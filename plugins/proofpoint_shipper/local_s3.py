@@ -7,8 +7,6 @@ bucket, and gives `endpoint_url` and a boto3 `client()`. `ppship dev s3` runs on
 import argparse
 import logging
 
-import boto3
-
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import serve_until_stopped
 
@@ -50,6 +48,8 @@ class LocalS3:
         return f"http://{self.host}:{self.port}"
 
     def client(self, **config):
+        import boto3  # here, not at the top: every ppship command imports this module
+
         return boto3.client("s3", endpoint_url=self.endpoint_url, **LOCAL_CREDENTIALS, **config)
 
     def __enter__(self) -> "LocalS3":

@@ -17,9 +17,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
-from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import reference_time
-from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import add_operability_arguments, operate, read_secret
@@ -155,6 +153,9 @@ def _run_one(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
     )
+    from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
+    from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
+
     assembler = Assembler(AssemblySettings(idle_timeout=args.idle_timeout)) if args.assemble else None
     relay = ForwardRelay(
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),

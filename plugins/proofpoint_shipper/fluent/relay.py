@@ -19,16 +19,19 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import monotonic
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
-from proofpoint_shipper.gateway.assembler import Assembler
-from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.sinks.records import record_time
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
+
+if TYPE_CHECKING:  # the command builds them: importing the parser here would build its grammars
+    from proofpoint_shipper.gateway.assembler import Assembler
+    from proofpoint_shipper.gateway.parser import GatewayParser
 
 log = logging.getLogger("proofpoint_shipper")
 # A frame's records take about 17 bytes of memory per byte they had on the wire: 5 once decoded,
@@ -57,7 +60,11 @@ class RelaySettings:
 
 class ForwardRelay:
     def __init__(
-        self, parser: GatewayParser, upstream, settings: RelaySettings, assembler: Assembler | None = None
+        self,
+        parser: "GatewayParser",
+        upstream,
+        settings: RelaySettings,
+        assembler: "Assembler | None" = None,
     ):
         self.parser = parser
         self.assembler = assembler  # with --assemble: message records beside the line records

@@ -10,17 +10,20 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
-from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import write_stdout
 from proofpoint_shipper.service import StopOnSignals
+
+if TYPE_CHECKING:
+    from proofpoint_shipper.gateway.parser import GatewayParser
 
 MAX_LINE_BYTES = 1024 * 1024  # an NDJSON record carries its raw line and more
 
@@ -65,6 +68,8 @@ def register(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
+
     if args.idle_timeout <= 0 or args.max_open < 1:
         raise ConfigError("--idle-timeout must be above 0 and --max-open at least 1")
     sources = open_inputs(args.files)
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 class AssembleJob:
-    def __init__(self, assembler: Assembler, parser: GatewayParser):
+    def __init__(self, assembler: Assembler, parser: "GatewayParser"):
         self.assembler = assembler
         self.parser = parser
         self.stopping = False

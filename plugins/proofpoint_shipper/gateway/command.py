@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import orjson
@@ -20,13 +21,17 @@ from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.follow import FollowedFile
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
-from proofpoint_shipper.gateway.parser import GatewayParser
-from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
+from proofpoint_shipper.gateway.record import render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import write_stdout
 from proofpoint_shipper.service import StopOnSignals
+from proofpoint_shipper.streams import GATEWAY_FILTER as FILTER
+from proofpoint_shipper.streams import GATEWAY_SENDMAIL as SENDMAIL
 from proofpoint_shipper.streams import OTHER
+
+if TYPE_CHECKING:
+    from proofpoint_shipper.gateway.parser import GatewayParser
 
 STREAM_CHOICES = {"filter": FILTER, "sendmail": SENDMAIL, "other": OTHER}
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
@@ -157,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> "ParseJob":
+    from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
+
     parser = GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host)
     return ParseJob(parser, ENCODERS[args.format], args.streams, args.max_line_bytes)
 
@@ -181,7 +188,7 @@ class ParseJob:
 
     def __init__(
         self,
-        parser: GatewayParser,
+        parser: "GatewayParser",
         encode: Callable[[dict, str | None], bytes],
         streams: frozenset[str],
         max_line_bytes: int,

@@ -9,13 +9,16 @@ every read; EOF on stdin ends the run with exit code 0.
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from proofpoint_shipper.errors import InputError
-from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.rawio import write_all
+
+if TYPE_CHECKING:
+    from proofpoint_shipper.gateway.parser import GatewayParser
 
 READ_BYTES = 64 * 1024
 MAX_OBJECT_BYTES = 16 * 1024 * 1024
@@ -38,6 +41,8 @@ def register(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
+
     keys = args.key or ["log", "message"]
     parser = GatewayParser(zone=resolve_zone(args.timezone))
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False)
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _filtered(item: object, keys: list[str], parser: GatewayParser) -> dict:
+def _filtered(item: object, keys: list[str], parser: "GatewayParser") -> dict:
     if not isinstance(item, dict):
         return {"error": "input is not a map", "input": repr(item)[:200]}
     for key in keys:

@@ -7,8 +7,10 @@ expression Lark compiled for one terminal, from which the fast path is built.
 import functools
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lark import Lark
+if TYPE_CHECKING:
+    from lark import Lark
 
 GRAMMARS = ("syslog", "filter_instance", "sendmail")
 
@@ -22,10 +24,12 @@ def grammar_dir() -> Path:
 
 
 @functools.cache
-def parser(name: str) -> Lark:
+def parser(name: str) -> "Lark":
     """The LALR parser (contextual lexer) for one of GRAMMARS, built on first use."""
     if name not in GRAMMARS:
         raise KeyError(name)
+    from lark import Lark  # imported on first use, with the grammars it builds
+
     path = grammar_dir() / f"{name}.lark"
     return Lark.open(str(path), parser="lalr", lexer="contextual", start="start")
 
@@ -42,6 +46,8 @@ def terminal(name: str, terminal_name: str) -> str:
 @functools.cache
 def common_terminal(terminal_name: str) -> str:
     """A terminal of common.lark that no line grammar uses directly (program names, for one)."""
+    from lark import Lark
+
     probe = f"start: {terminal_name}\n%import .common ({terminal_name})\n"
     lark = Lark(probe, parser="lalr", source_path=str(grammar_dir() / "_probe.lark"))
     return lark.terminals[0].pattern.to_regexp()

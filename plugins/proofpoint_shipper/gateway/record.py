@@ -4,28 +4,35 @@
 `render_text` rewrites only the header: `<time> <host> <program>[<pid>]: <body as it was>`.
 """
 
+import functools
 import re
 
 from proofpoint_shipper.gateway.grammar import common_terminal, terminal
-from proofpoint_shipper.streams import BY_NAME, OTHER
+from proofpoint_shipper.streams import BY_NAME, GATEWAY_FILTER, GATEWAY_SENDMAIL, OTHER
 
-FILTER = "gateway_filter"
-SENDMAIL = "gateway_sendmail"
+FILTER, SENDMAIL = GATEWAY_FILTER, GATEWAY_SENDMAIL
 TABLES: dict[str, str | None] = {
     FILTER: BY_NAME[FILTER].table,
     SENDMAIL: BY_NAME[SENDMAIL].table,
     OTHER: None,
 }
 
-_FILTER_PROGRAM = re.compile(common_terminal("FILTER_PROGRAM") + r"\Z")
-_SENDMAIL_PROGRAM = re.compile(common_terminal("SENDMAIL_PROGRAM") + r"\Z")
-_SEVERITY_FIRST = re.compile(terminal("filter_instance", "SEVERITY") + r"(?: |\Z)")
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Filter program, sendmail program, and a body opening with a severity: built on first use."""
+    return (
+        re.compile(common_terminal("FILTER_PROGRAM") + r"\Z"),
+        re.compile(common_terminal("SENDMAIL_PROGRAM") + r"\Z"),
+        re.compile(terminal("filter_instance", "SEVERITY") + r"(?: |\Z)"),
+    )
 
 
 def stream_of_program(program: str) -> str:
-    if _FILTER_PROGRAM.match(program):
+    filter_program, sendmail_program, _ = _patterns()
+    if filter_program.match(program):
         return FILTER
-    if _SENDMAIL_PROGRAM.match(program):
+    if sendmail_program.match(program):
         return SENDMAIL
     return OTHER
 
@@ -34,7 +41,7 @@ def classify(program: str | None, body: str | None) -> str:
     """Which stream a line belongs to; the on-box file form has no program but a filter body."""
     if program is not None:
         return stream_of_program(program)
-    return FILTER if body is not None and _SEVERITY_FIRST.match(body) else OTHER
+    return FILTER if body is not None and _patterns()[2].match(body) else OTHER
 
 
 def collect_fields(pairs: list[tuple[str, str]] | dict[str, str]) -> dict[str, str | list[str]]:

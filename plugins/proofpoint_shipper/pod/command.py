@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.pod.stream import DEFAULT_URL, PodStream, StreamSettings
+from proofpoint_shipper.pod import DEFAULT_URL
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
@@ -104,6 +104,8 @@ def _stream(args: argparse.Namespace) -> int:
     secret = token(args.token_file, args.cluster_id)
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.load()  # an unreadable resume file fails now
+    from proofpoint_shipper.pod.stream import PodStream, StreamSettings  # websockets: only when run
+
     sink = open_sink(args)
     stop = stop_on_signals()
     stream = PodStream(

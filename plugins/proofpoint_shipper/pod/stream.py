@@ -29,7 +29,6 @@ from proofpoint_shipper.retry import RetryPolicy
 
 log = logging.getLogger("proofpoint_shipper")
 LIVE_RESUME = timedelta(hours=1)
-DEFAULT_URL = "wss://logstream.proofpoint.com/v1/stream"
 
 
 @dataclass

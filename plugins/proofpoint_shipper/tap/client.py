@@ -19,7 +19,6 @@ from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.tap.events import wire_time
 
 log = logging.getLogger("proofpoint_shipper")
-DEFAULT_BASE_URL = "https://tap-api-v2.proofpoint.com"
 API_RETRY = RetryPolicy(attempts=6, base_delay=2.0, max_delay=300.0)
 
 

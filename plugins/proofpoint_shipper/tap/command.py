@@ -11,6 +11,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError
@@ -24,8 +25,10 @@ from proofpoint_shipper.service import (
     url_of,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
-from proofpoint_shipper.tap.client import DEFAULT_BASE_URL, TapClient
-from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
+from proofpoint_shipper.tap import DEFAULT_BASE_URL
+
+if TYPE_CHECKING:
+    from proofpoint_shipper.tap.fetcher import TapFetcher
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -162,6 +165,9 @@ def _fetch(args: argparse.Namespace) -> int:
     store.load()  # an unreadable cursor fails now, before any request
     beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent
     dead_letters = args.dead_letter_dir or beside_cursor / "dead-letter"
+    from proofpoint_shipper.tap.client import TapClient  # httpx: only when run
+    from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
+
     sink = open_sink(args)
     client = TapClient(args.base_url, principal, secret)
     settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
@@ -172,7 +178,7 @@ def _fetch(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-def _poll_loop(fetcher: TapFetcher, args: argparse.Namespace, stop: threading.Event) -> int:
+def _poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.Event) -> int:
     since, skipped = args.since, 0
     while True:
         summary = fetcher.poll(since=since, backfill=args.backfill)
