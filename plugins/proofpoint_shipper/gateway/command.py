@@ -38,7 +38,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
 
 def _encode_json(record: dict, body: str | None) -> bytes:
-    return orjson.dumps(record) + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _encode_text(record: dict, body: str | None) -> bytes:
