@@ -40,7 +40,9 @@ def test_mutated_lines_agree(line):
     assert_same(line)
 
 
-# Lines the token path (string splitting) must decline, as the grammar reads them otherwise.
+# Edges of the token path (string splitting): white space the grammar does not separate with,
+# repeated keys, free text, non-keys, quotes. It reads some of them and declines others; either
+# way the record must be the Lark parse's.
 TOKEN_PATH_EDGES = [
     "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1\tm=2",  # a tab is no separator
     "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=1\u3000m=2",
