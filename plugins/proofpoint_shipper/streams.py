@@ -46,8 +46,6 @@ EXTRAS: tuple[Stream, ...] = (
 BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS + EXTRAS}
 BY_TABLE: dict[str, Stream] = {s.table: s for s in STREAMS + EXTRAS}
 
-# The `stream` of a parsed gateway line: one of its two tables, or OTHER.
-GATEWAY_FILTER, GATEWAY_SENDMAIL = "gateway_filter", "gateway_sendmail"
 # Gateway lines of unrelated programs: kept and tagged, but they belong to no table.
 OTHER = "other"
 OTHER_TAG = "proofpoint.gateway.other"

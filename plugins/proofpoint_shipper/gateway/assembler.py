@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from proofpoint_shipper.gateway.message import Message, _text
-from proofpoint_shipper.streams import GATEWAY_FILTER as FILTER
-from proofpoint_shipper.streams import GATEWAY_SENDMAIL as SENDMAIL
+from proofpoint_shipper.gateway.record import FILTER, SENDMAIL
 
 SESSION, QUEUE = "s", "q"  # the two kinds of open entries: a session, or sendmail lines alone
 EXPIRY_STEP = 0.25  # seconds of log time between settle and timeout checks while lines come

@@ -21,13 +21,11 @@ from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.follow import FollowedFile
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
-from proofpoint_shipper.gateway.record import render_text
+from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import write_stdout
 from proofpoint_shipper.service import StopOnSignals
-from proofpoint_shipper.streams import GATEWAY_FILTER as FILTER
-from proofpoint_shipper.streams import GATEWAY_SENDMAIL as SENDMAIL
 from proofpoint_shipper.streams import OTHER
 
 if TYPE_CHECKING:

@@ -8,9 +8,10 @@ import functools
 import re
 
 from proofpoint_shipper.gateway.grammar import common_terminal, terminal
-from proofpoint_shipper.streams import BY_NAME, GATEWAY_FILTER, GATEWAY_SENDMAIL, OTHER
+from proofpoint_shipper.streams import BY_NAME, OTHER
 
-FILTER, SENDMAIL = GATEWAY_FILTER, GATEWAY_SENDMAIL
+FILTER = "gateway_filter"
+SENDMAIL = "gateway_sendmail"
 TABLES: dict[str, str | None] = {
     FILTER: BY_NAME[FILTER].table,
     SENDMAIL: BY_NAME[SENDMAIL].table,
