@@ -287,5 +287,7 @@ def fast_sendmail_body(body: str) -> SendmailBody | None:
     parts = SENDMAIL["split"].split(", " + content if key_first else content)
     if any(parts[3::3]):
         return None  # cannot happen for one line: a value runs up to the next ", key="
+    if not (key_first or parts[0]):
+        return None  # ", key=..." right after the queue id: free text is never empty
     text = None if key_first else parts[0]
     return SendmailBody(qid, text, list(zip(parts[1::3], parts[2::3], strict=True)))
