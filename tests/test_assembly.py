@@ -121,6 +121,20 @@ def test_bad_flags_and_missing_files_are_one_line_and_exit_2(tmp_path):
         assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and message in result.stderr
 
 
+def test_repeated_keys_and_odd_ndjson_records_do_not_stop_the_command():
+    lines = [
+        "2022-02-20T08:35:00Z mx1 filter_instance1[1]: rprt s=abc x=abc-1 x=abc-2 mod=spam mod=av",
+        '{"stream": "gateway_filter", "fields": true, "host": ["mx1"], "time": 5}',
+        '{"stream": "gateway_sendmail", "qid": ["Q1"], "fields": {"to": {"a": 1}}}',
+    ]
+    result = run_ppship("gateway", "assemble", "--timezone", "UTC", input="\n".join(lines).encode())
+    assert result.returncode == 0, result.stderr.decode()
+    (message,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert message["connection"]["sid"] == "abc" and message["complete"] is False
+    assert b"1 filter lines without a session id" in result.stderr
+    assert b"1 sendmail lines without a queue id" in result.stderr
+
+
 def wait_until_read(pipe, seconds: float = 60.0) -> None:
     """Until the child has taken every byte written to its stdin (FIONREAD on the pipe)."""
     deadline = time.monotonic() + seconds
@@ -165,3 +179,40 @@ def test_any_lines_in_any_order_never_raise_and_every_line_is_accounted_for(line
     in_records = sum(record["lines"]["count"] for record in out)
     assert in_records + sum(assembler.counts[name] for name in SKIPPED) >= len(lines) == assembler.lines
     assert all(isinstance(record["complete"], bool) for record in out)
+
+
+# Records as NDJSON input (or a relayed record's own keys) may hold them: any type under any key,
+# repeated keys (lists) under the keys that address a line.
+ANYTHING = st.one_of(
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.lists(st.sampled_from(["", "1", "a-2", "<a>", "send", "mail"]), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+FIELD_VALUES = st.one_of(
+    st.sampled_from(["", "1", "2", "a-1", "session", "connect", "disconnect", "mail", "msg", "env_from"]),
+    st.sampled_from(["env_rcpt", "dispose", "send", "spam", "run", "discard", "2.0.0", "4.2.0", "Sent"]),
+    ANYTHING,
+)
+FIELD_KEYS = st.sampled_from(["s", "m", "x", "mod", "cmd", "qid", "to", "stat", "dsn", "nrcpts", "action"])
+ODD_RECORDS = st.fixed_dictionaries(
+    {
+        "stream": st.sampled_from(["gateway_filter", "gateway_sendmail", "other"]),
+        "time": st.one_of(st.sampled_from(["2022-02-20T08:35:00.157994-06:00", "not a time"]), ANYTHING),
+        "host": st.one_of(st.sampled_from(["mx1", "mx2"]), ANYTHING),
+        "qid": st.one_of(st.sampled_from(["Q1", "Q2"]), ANYTHING),
+        "fields": st.one_of(st.dictionaries(FIELD_KEYS, FIELD_VALUES, max_size=6), ANYTHING),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ODD_RECORDS, max_size=30), st.integers(1, 3))
+def test_records_of_any_shape_never_raise_and_nothing_stays_open(records, max_open):
+    assembler = Assembler(AssemblySettings(max_open=max_open, idle_timeout=5.0))
+    out: list[dict] = []
+    for record in records:
+        assembler.feed(record, out)
+    out += assembler.finish()
+    assert assembler.open_count == 0 and assembler.lines == len(records)

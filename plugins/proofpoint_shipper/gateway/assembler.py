@@ -64,6 +64,8 @@ class Assembler:
         if out is None:
             out = []
         time = record.get("time")
+        if time.__class__ is not str:
+            time = None  # records read as NDJSON may hold anything: only a string is a time
         moment = (
             self._second_of.get(time[:19] + time[26:]) if time.__class__ is str and len(time) == 32 else None
         )
@@ -131,12 +133,12 @@ class Assembler:
     # -- filter lines --------------------------------------------------------------------------
 
     def _filter(self, record: dict, time: str | None, out: list[dict]) -> None:
-        fields = record.get("fields") or {}
+        fields = _fields(record)
         sid = fields.get("s")
         if not sid or not isinstance(sid, str):
             self.counts["filter lines without a session id"] += 1
             return
-        host = record.get("host") or ""
+        host = _host(record)
         key = (SESSION, host, sid)
         session = self._open.get(key)
         if session is None:
@@ -206,10 +208,10 @@ class Assembler:
 
     def _sendmail(self, record: dict, time: str | None, out: list[dict]) -> None:
         qid = record.get("qid")
-        if not qid:
+        if not qid or qid.__class__ is not str:
             self.counts["sendmail lines without a queue id"] += 1
             return
-        host = record.get("host") or ""
+        host = _host(record)
         target = self._queue_ids.get((host, qid))
         session = self._open.get(target[0]) if target else None
         if session is not None and target[1] in session.messages:
@@ -225,7 +227,7 @@ class Assembler:
             message = session.messages[""]
         session.last_active = self.clock
         message.count_line(time)
-        message.take_sendmail(qid, record.get("fields") or {}, time)
+        message.take_sendmail(qid, _fields(record), time)
         if session.settled:
             self._emit_ready(key, session, out)
 
@@ -265,6 +267,16 @@ class Assembler:
         out.append(message.record(complete))
 
 
+def _fields(record: dict) -> dict:
+    fields = record.get("fields")
+    return fields if fields.__class__ is dict else {}
+
+
+def _host(record: dict) -> str:
+    host = record.get("host")
+    return host if host.__class__ is str else ""
+
+
 def _waiting_alone(host: str, qid: str) -> Session:
     message = Message(host, None, "", qids=[qid])
     return Session(host, None, message.connection, {"": message})
@@ -273,8 +285,8 @@ def _waiting_alone(host: str, qid: str) -> Session:
 def _message_number(fields: dict, session: Session) -> str:
     """m=, else the number after the dash in x=, else the session's latest message."""
     number = _text(fields.get("m"))
-    if number is None and _text(fields.get("x")):
-        number = fields["x"].rpartition("-")[2] or None
+    if number is None and (x := _text(fields.get("x"))):
+        number = x.rpartition("-")[2] or None
     if number is None:
         number = next(reversed(session.messages), "1")
     return number

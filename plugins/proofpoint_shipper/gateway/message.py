@@ -70,8 +70,8 @@ class Message:
 
     def take_filter(self, fields: dict) -> None:
         self.has_content = True
-        mod = fields.get("mod")
-        handler = _HANDLERS.get((mod, fields.get("cmd")))
+        mod = _get(fields, "mod")  # a repeated key: its last value, as for every field
+        handler = _HANDLERS.get((mod, _get(fields, "cmd")))
         if handler is not None:
             handler(self, fields)
         elif mod in PLAIN_MODULES:
