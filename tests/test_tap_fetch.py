@@ -1,14 +1,19 @@
 """The TAP fetcher against the simulator over loopback, with one clock for both."""
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.tap.events import generate
+from proofpoint_shipper.tap import ARRAYS
+from proofpoint_shipper.tap.events import creation_time, generate
+from proofpoint_shipper.tap.shape import event_key, to_record
 from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.tap_harness import PRINCIPAL, SECRET, Clock, fetch, record_id
 
@@ -119,6 +124,28 @@ def test_a_window_that_stays_malformed_is_skipped_by_name_and_the_rest_fetched(t
     assert records  # the later windows still came
 
 
+def test_odd_events_are_written_marked_and_do_not_stop_the_fetch(tmp_path, caplog):
+    """A clicked URL no parser reads, and an event with no readable time: the API sends what it
+    has, and one odd event must not stop every later window."""
+    events = list(generate(18, END - timedelta(hours=2), END, 60))
+    click = next(i for i, e in enumerate(events) if e.array.startswith("clicks"))
+    message = next(i for i, e in enumerate(events) if e.array.startswith("messages"))
+    odd_url = {**events[click].wire, "url": "http://[evil.example/"}
+    no_time = {**events[message].wire, "messageTime": 1645367700, "threatsInfoMap": "none"}
+    events[click] = dataclasses.replace(events[click], wire=odd_url)
+    events[message] = dataclasses.replace(events[message], wire=no_time)
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator, caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, summary = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
+    assert not summary.skipped
+    by_id = {record_id(r): r for r in records}
+    assert set(by_id) == {e.wire["id"] for e in events}
+    assert by_id[odd_url["id"]]["domain"] is None and "error" not in by_id[odd_url["id"]]
+    assert by_id[no_time["id"]]["error"].startswith("no readable event time")
+    assert sum("error" in r for r in records) == 1
+    assert any("without a readable time" in m for m in caplog.messages)
+
+
 def test_wrong_credentials_stop_at_once(tmp_path):
     clock = Clock(END)
     with serve([], clock) as simulator, pytest.raises(ConfigError, match="refused our credentials"):
@@ -147,3 +174,31 @@ def test_an_interrupted_run_leaves_exactly_its_remaining_windows_and_a_rerun_doe
     ids = Counter(record_id(r) for r in records)
     assert max(ids.values()) == 1
     assert {e.wire["id"] for e in events if e.created >= datetime.fromisoformat(state["cursor"])} <= set(ids)
+
+
+# Whatever JSON an event holds (ijson gives these types; integers past 64 bits are refused
+# earlier, as malformed answers), reading it never raises.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+TIMES = st.sampled_from(
+    ["2022-02-20T08:35:00.000Z", "2022-02-20T08:35:00", "2022-13-01T00:00:00Z", "http://[x"]
+)
+EVENT_KEYS = st.sampled_from(
+    ["messageTime", "clickTime", "threatTime", "threatsInfoMap", "url", "messageParts"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ARRAYS)), st.dictionaries(EVENT_KEYS, JSON_VALUES | TIMES, max_size=6))
+def test_reading_any_event_never_raises(array, event):
+    created = creation_time(array, event)
+    assert created is None or created.tzinfo is not None
+    assert isinstance(event_key(array, event), str)
+    assert to_record(array, event)["eventType"] == array

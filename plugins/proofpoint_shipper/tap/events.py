@@ -9,7 +9,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -33,13 +33,26 @@ def parse_wire_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def creation_time(array: str, wire: dict) -> datetime:
-    """The later of the event's own time and its threat's time (the API files events by it)."""
+def creation_time(array: str, wire: dict) -> datetime | None:
+    """The later of the event's own time and its threat's time (the API files events by it);
+    None for an event in which no time reads as one."""
     if array.startswith("clicks"):
         times = [wire.get("clickTime"), wire.get("threatTime")]
     else:
-        times = [wire.get("messageTime")] + [t.get("threatTime") for t in wire.get("threatsInfoMap") or []]
-    return max(parse_wire_time(t) for t in times if t)
+        threats = wire.get("threatsInfoMap")
+        threats = threats if isinstance(threats, list) else []
+        times = [wire.get("messageTime")] + [t.get("threatTime") for t in threats if isinstance(t, dict)]
+    return max(filter(None, map(_readable_time, times)), default=None)
+
+
+def _readable_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = parse_wire_time(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def generate(seed: int, start: datetime, end: datetime, rate_per_hour: int = 60) -> Iterator[TapEvent]:

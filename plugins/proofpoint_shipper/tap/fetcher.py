@@ -27,6 +27,7 @@ from proofpoint_shipper.tap.window import plan
 
 log = logging.getLogger("proofpoint_shipper")
 WRITE_GROUP = 500  # events handed to the sink at a time
+NO_TIME = "no readable event time (messageTime, clickTime or threatTime)"
 
 
 @dataclass
@@ -124,7 +125,7 @@ class TapFetcher:
         for attempt in range(1, self.settings.window_attempts + 1):
             answer = self._download(start, end)
             try:
-                self._take(answer, name, seen, summary)
+                self._take(answer, name, end, seen, summary)
                 answer.unlink()
                 return
             except MalformedAnswer as exc:
@@ -151,11 +152,14 @@ class TapFetcher:
             raise
         return path
 
-    def _take(self, answer: Path, name: str, seen: dict[str, str], summary: PollSummary) -> None:
+    def _take(
+        self, answer: Path, name: str, end: datetime, seen: dict[str, str], summary: PollSummary
+    ) -> None:
         """Write the answer's new events. A key enters `seen` only once its record was handed
         to the sink, so a retry after a broken answer writes whatever had not been written."""
         groups: dict[str, list[tuple[str, str, dict]]] = {}
         received: Counter[str] = Counter()
+        timeless: Counter[str] = Counter()
         try:
             for array, event in read_answer(answer):
                 table = ARRAYS[array][0]
@@ -164,8 +168,12 @@ class TapFetcher:
                 if key in seen:
                     summary.duplicates += 1
                     continue
+                record, created = to_record(array, event), creation_time(array, event)
+                if created is None:  # kept, not dropped: marked, and remembered as of the window's end
+                    timeless[table] += 1
+                    record, created = {**record, "error": NO_TIME}, end
                 group = groups.setdefault(table, [])
-                group.append((key, _stamp(creation_time(array, event)), to_record(array, event)))
+                group.append((key, _stamp(created), record))
                 if len(group) >= WRITE_GROUP:
                     self._write(table, groups.pop(table), name, seen, summary)
         finally:
@@ -173,6 +181,7 @@ class TapFetcher:
                 RECORDS_IN.inc(count, table)
         for table, group in groups.items():
             self._write(table, group, name, seen, summary)
+        _report_timeless(name, timeless)
 
     def _write(
         self,
@@ -214,6 +223,17 @@ class TapFetcher:
                 file=self.progress,
                 flush=True,
             )
+
+
+def _report_timeless(name: str, timeless: Counter[str]) -> None:
+    for table, count in timeless.items():
+        PARSE_ERRORS.inc(count, table)
+        log.warning(
+            "TAP window %s: %d %s events without a readable time; written with an error field",
+            name,
+            count,
+            table,
+        )
 
 
 def _time(text: str) -> datetime:

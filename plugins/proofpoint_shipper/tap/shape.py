@@ -78,7 +78,10 @@ def domain_of(url: object) -> object:
     """The host of a clicked URL as written (userinfo and port removed; a bare host is kept)."""
     if not isinstance(url, str):
         return None
-    netloc = urlsplit(url if "//" in url else "//" + url).netloc
+    try:
+        netloc = urlsplit(url if "//" in url else "//" + url).netloc
+    except ValueError:  # "http://[evil" and the like: a clicked URL is anyone's text
+        return None
     host = netloc.rsplit("@", 1)[-1]
     host = host[1 : host.find("]")] if host.startswith("[") else host.split(":")[0]
     return host or None
