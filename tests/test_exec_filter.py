@@ -48,3 +48,15 @@ def test_key_fallbacks_bytes_and_inputs_without_a_line():
     assert out[3]["error"] == "input is not a map"
     custom = run_filter([{"line": line}], "--key", "line")
     assert custom[0]["stream"] == "gateway_sendmail"
+
+
+def test_bytes_that_are_not_msgpack_end_it_with_one_line_after_what_came_before():
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    data = msgpack.packb({"log": line}) + b"\xc1\xc1" + msgpack.packb({"log": line})
+    result = subprocess.run(COMMAND, input=data, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr == b"ppship: error: stdin is not a msgpack stream: FormatError\n"
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(result.stdout)
+    (first,) = list(unpacker)
+    assert first["qid"] == "w3HMWjG3039079"

@@ -3,7 +3,8 @@
 Reads a stream of msgpack maps on stdin and writes one map per input, in order, on stdout: the
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
 `message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
-every read; EOF on stdin ends the run with exit code 0.
+every read; EOF on stdin ends the run with exit code 0, bytes that are not msgpack with one error
+line and exit code 2 (what came before them is written first).
 """
 
 import argparse
@@ -53,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
             unpacker.feed(chunk)
         except msgpack.BufferFull as exc:
             raise InputError(f"a msgpack object on stdin is over {MAX_OBJECT_BYTES} bytes") from exc
-        write_all(stdout, b"".join(pack(_filtered(item, keys, parser)) for item in unpacker))
+        out: list[bytes] = []
+        try:
+            for item in unpacker:
+                out.append(pack(_filtered(item, keys, parser)))
+        except ValueError as exc:  # msgpack's FormatError and StackError, bad UTF-8 in a string
+            write_all(stdout, b"".join(out))  # what came before the fault goes out
+            raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
+        write_all(stdout, b"".join(out))
     return 0
 
 
