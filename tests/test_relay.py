@@ -94,6 +94,15 @@ def test_fluent_logger_message_mode_is_parsed_and_retagged(pipeline):
     assert rec2["qid"] == "w3HMWjG3039079" and rec2["time"].endswith("-02-03T08:35:00.000000+00:00")
 
 
+def test_a_line_sent_as_bytes_or_with_its_line_terminator_is_parsed(pipeline):
+    receiver, port = pipeline
+    entries = [(1645367700, {"log": FILTER_LINE.encode()}), (1645367701, {"log": SENDMAIL_LINE + "\r\n"})]
+    assert send_chunk(port, "forward", entries) == {"ack": "chunk-1"}
+    (_, _, as_bytes), (_, _, with_crlf) = receiver.entries
+    assert as_bytes["raw"] == FILTER_LINE and as_bytes["fields"]["cmd"] == "disconnect"
+    assert with_crlf["raw"] == SENDMAIL_LINE and "error" not in with_crlf
+
+
 @pytest.mark.parametrize("mode", ["forward", "packed", "compressed"])
 def test_our_encoder_in_every_batched_mode_is_acked_after_upstream(pipeline, mode):
     receiver, port = pipeline

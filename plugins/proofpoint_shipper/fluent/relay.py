@@ -25,6 +25,7 @@ import msgpack
 
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.gateway.record import agent_line
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.sinks.records import record_time
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
@@ -235,11 +236,9 @@ class ForwardRelay:
         errors: Counter[str] = Counter()
         messages: list[dict] = []
         for time, record in entries:
-            for key in keys:
-                line = record.get(key)
-                if isinstance(line, str):
-                    parsed = parse(line)
-                    break
+            line = agent_line(record, keys)
+            if line is not None:
+                parsed = parse(line)
             else:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}
             record.update(parsed)  # the record is ours: decoded from this frame alone

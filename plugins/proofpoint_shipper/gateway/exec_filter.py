@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gateway.record import agent_line
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.rawio import write_all
 
@@ -68,10 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def _filtered(item: object, keys: list[str], parser: "GatewayParser") -> dict:
     if not isinstance(item, dict):
         return {"error": "input is not a map", "input": repr(item)[:200]}
-    for key in keys:
-        value = item.get(key)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str):
-            return {**item, **parser.parse_with_text(value.rstrip("\r\n"))}
-    return {**item, "error": f"no gateway line under {' or '.join(keys)}"}
+    line = agent_line(item, keys)
+    if line is None:
+        return {**item, "error": f"no gateway line under {' or '.join(keys)}"}
+    return {**item, **parser.parse_with_text(line)}

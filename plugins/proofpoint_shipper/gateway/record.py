@@ -6,6 +6,7 @@
 
 import functools
 import re
+from collections.abc import Sequence
 
 from proofpoint_shipper.gateway.grammar import common_terminal, terminal
 from proofpoint_shipper.streams import BY_NAME, OTHER
@@ -62,6 +63,18 @@ def collect_fields(pairs: list[tuple[str, str]] | dict[str, str]) -> dict[str, s
         else:
             fields[key] = [earlier, value]
     return fields
+
+
+def agent_line(record: dict, keys: Sequence[str]) -> str | None:
+    """The gateway line an agent's record carries under the first of `keys` that holds one: a
+    string, or bytes (msgpack bin) read as UTF-8; without its line terminator."""
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            return value.rstrip("\r\n")
+    return None
 
 
 def render_text(record: dict, body: str | None) -> str:
