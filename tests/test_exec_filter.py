@@ -60,3 +60,20 @@ def test_bytes_that_are_not_msgpack_end_it_with_one_line_after_what_came_before(
     unpacker.feed(result.stdout)
     (first,) = list(unpacker)
     assert first["qid"] == "w3HMWjG3039079"
+
+
+def test_a_line_that_is_not_utf8_comes_back_marked_as_bytes_or_as_a_string():
+    latin1 = "2022-02-20T08:35:00Z mx1 sendmail[1]: w3HMWjG3039079: stat=Envoy\xe9".encode("latin-1")
+    as_str = b"\x81\xa3log\xd9" + bytes([len(latin1)]) + latin1  # a msgpack str that is not UTF-8
+    result = subprocess.run(
+        COMMAND, input=msgpack.packb({"log": latin1}) + as_str, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(result.stdout)
+    outs = list(unpacker)
+    assert len(outs) == 2  # one sent as bytes, one as a string
+    for out in outs:
+        assert (
+            out["fields"]["stat"] == "Envoy\ufffd" and out["error"] == "invalid UTF-8 (replaced with U+FFFD)"
+        )

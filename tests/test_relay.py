@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import msgpack
 import pytest
 from fluent.sender import EventTime, FluentSender
 
@@ -172,6 +173,42 @@ def test_a_garbage_frame_closes_only_its_connection(pipeline):
         unpacker = protocol.unpacker()
         unpacker.feed(good.recv(4096))
         assert next(unpacker) == {"ack": "ok"}
+
+
+def _str8(data: bytes) -> bytes:
+    """A msgpack str holding these bytes as they are, UTF-8 or not (as Fluent Bit sends a tailed
+    Latin-1 line)."""
+    return b"\xd9" + bytes([len(data)]) + data
+
+
+def test_a_line_that_is_not_utf8_is_relayed_marked_not_refused(pipeline):
+    receiver, port = pipeline
+    latin1 = SENDMAIL_LINE.replace("stat=Sent", "stat=Envoy\xe9").encode("latin-1")
+    record = b"\x81" + _str8(b"log") + _str8(latin1)
+    frame = b"\x93" + _str8(b"gateway.raw") + b"\x91\x92\xce" + (1645367700).to_bytes(4, "big") + record
+    frame += msgpack.packb({"chunk": "latin1"})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(frame)
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker) == {"ack": "latin1"}
+    ((tag, _, relayed),) = receiver.entries
+    assert tag == "proofpoint.gateway.sendmail" and relayed["fields"]["stat"] == "Envoy\ufffd"
+    assert relayed["error"] == "invalid UTF-8 (replaced with U+FFFD)"
+
+
+def test_a_frame_that_splits_but_does_not_decode_closes_its_connection_with_one_line():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    frame = msgpack.packb(
+        ["gateway.raw", [[1645367700, {1: "an int key", "log": FILTER_LINE}]], {"chunk": "c"}]
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+        bad.sendall(frame)
+        assert bad.recv(4096) == b""  # closed, not acked
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert "undecodable frame: int is not allowed for map key" in stderr and "Traceback" not in stderr
 
 
 def _wait_for(condition, seconds: float = 30.0) -> None:

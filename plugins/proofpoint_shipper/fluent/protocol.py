@@ -35,13 +35,19 @@ def forward_chunk(tag: str, entries: list[list], chunk_id: str) -> bytes:
 
 
 def unpacker(max_buffer_size: int = MAX_SERVER_MESSAGE_BYTES) -> msgpack.Unpacker:
-    """A streaming reader that decodes EventTime and refuses to buffer more than the bound."""
-    return msgpack.Unpacker(raw=False, max_buffer_size=max_buffer_size, ext_hook=_ext_hook)
+    """A streaming reader that decodes EventTime and refuses to buffer more than the bound.
+
+    A string that is not UTF-8 (an agent tailing a Latin-1 file sends such) is read with U+FFFD
+    in place of the bad bytes: refusing it would refuse the chunk, which the agent resends forever.
+    """
+    return msgpack.Unpacker(
+        raw=False, max_buffer_size=max_buffer_size, ext_hook=_ext_hook, unicode_errors="replace"
+    )
 
 
 def unpack_frame(frame: bytes) -> object:
     """One whole msgpack object, decoded as `unpacker()` would."""
-    return msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook)
+    return msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook, unicode_errors="replace")
 
 
 # EventTime is a msgpack ExtType, a (code, data) tuple: built from the bytes as they came, it

@@ -25,7 +25,7 @@ import msgpack
 
 from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
-from proofpoint_shipper.gateway.record import agent_line
+from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.sinks.records import record_time
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
@@ -187,7 +187,7 @@ class ForwardRelay:
             )
             self.in_flight += size
         try:
-            _, entries, options = codec.decode(protocol.unpack_frame(frame))
+            _, entries, options = codec.decode(_unpacked(frame))
             done = asyncio.get_running_loop().create_future()
             await self._queue.put((self._retag(entries), done))
             await done  # upstream acked these records
@@ -238,7 +238,7 @@ class ForwardRelay:
         for time, record in entries:
             line = agent_line(record, keys)
             if line is not None:
-                parsed = parse(line)
+                parsed = parse(line, problem=decoding_problem(line))
             else:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}
             record.update(parsed)  # the record is ours: decoded from this frame alone
@@ -294,6 +294,13 @@ class ForwardRelay:
             self.upstream.write_entries(tag, unwritten[tag])
             del unwritten[tag]
         self.upstream.flush()
+
+
+def _unpacked(frame: bytes) -> object:
+    try:
+        return protocol.unpack_frame(frame)
+    except ValueError as exc:  # a map key that is not a string, for one; split fine, decodes not
+        raise codec.ProtocolError(f"undecodable frame: {exc}") from exc
 
 
 def _message_entries(messages: list[dict]) -> list[list]:

@@ -21,7 +21,7 @@ from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.follow import FollowedFile
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
-from proofpoint_shipper.gateway.record import FILTER, SENDMAIL, render_text
+from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import write_stdout
@@ -289,7 +289,7 @@ def _decode_lines(lines: list[bytes]) -> tuple[list[str], set[int]]:
 def _problem(undecodable: bool, dropped: int, limit: int) -> str | None:
     problems = []
     if undecodable:
-        problems.append("invalid UTF-8 (replaced with U+FFFD)")
+        problems.append(INVALID_UTF8)
     if dropped:
         problems.append(
             f"line of {limit + dropped} bytes cut to its first {limit} "

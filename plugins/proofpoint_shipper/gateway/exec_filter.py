@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from proofpoint_shipper.errors import InputError
-from proofpoint_shipper.gateway.record import agent_line
+from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.rawio import write_all
 
@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     keys = args.key or ["log", "message"]
     parser = GatewayParser(zone=resolve_zone(args.timezone))
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False)
+    unpacker = msgpack.Unpacker(  # strings that are not UTF-8 read with U+FFFD, as in the relay
+        raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False, unicode_errors="replace"
+    )
     pack = msgpack.Packer(use_bin_type=True).pack
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     while chunk := os.read(stdin, READ_BYTES):
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             for item in unpacker:
                 out.append(pack(_filtered(item, keys, parser)))
-        except ValueError as exc:  # msgpack's FormatError and StackError, bad UTF-8 in a string
+        except ValueError as exc:  # msgpack's FormatError and StackError
             write_all(stdout, b"".join(out))  # what came before the fault goes out
             raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
         write_all(stdout, b"".join(out))
@@ -72,4 +74,4 @@ def _filtered(item: object, keys: list[str], parser: "GatewayParser") -> dict:
     line = agent_line(item, keys)
     if line is None:
         return {**item, "error": f"no gateway line under {' or '.join(keys)}"}
-    return {**item, **parser.parse_with_text(line)}
+    return {**item, **parser.parse_with_text(line, problem=decoding_problem(line))}

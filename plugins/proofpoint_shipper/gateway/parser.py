@@ -76,12 +76,12 @@ class GatewayParser:
                 return common
         return self._any_line(line, problem)
 
-    def parse_with_text(self, line: str) -> dict:
+    def parse_with_text(self, line: str, *, problem: str | None = None) -> dict:
         """The record plus `text`, the line as the gateway text tables hold it (not for `other`).
 
         For agents that write the text tables from the record (an S3 output's `log_key`).
         """
-        record, body = self.parse_with_body(line)
+        record, body = self.parse_with_body(line, problem=problem)
         if record["stream"] != OTHER:
             record["text"] = render_text(record, body)
         return record

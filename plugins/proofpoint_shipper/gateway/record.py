@@ -65,6 +65,10 @@ def collect_fields(pairs: list[tuple[str, str]] | dict[str, str]) -> dict[str, s
     return fields
 
 
+# An input's bytes that were not UTF-8 are read as U+FFFD, and the line's record says so.
+INVALID_UTF8 = "invalid UTF-8 (replaced with U+FFFD)"
+
+
 def agent_line(record: dict, keys: Sequence[str]) -> str | None:
     """The gateway line an agent's record carries under the first of `keys` that holds one: a
     string, or bytes (msgpack bin) read as UTF-8; without its line terminator."""
@@ -75,6 +79,11 @@ def agent_line(record: dict, keys: Sequence[str]) -> str | None:
         if isinstance(value, str):
             return value.rstrip("\r\n")
     return None
+
+
+def decoding_problem(line: str) -> str | None:
+    """INVALID_UTF8 for a line read with U+FFFD in place of bytes that were not UTF-8."""
+    return INVALID_UTF8 if "\ufffd" in line else None
 
 
 def render_text(record: dict, body: str | None) -> str:
