@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import logging
 import re
 
 import pytest
@@ -171,6 +172,20 @@ def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_dupl
         assert _landed_numbers(client, "outage-bucket") == list(range(30))
     finally:
         server.stop()
+
+
+def test_an_unreadable_spool_entry_is_set_aside_and_the_rest_delivered(local_s3, tmp_path, caplog):
+    spool = Spool(tmp_path / "spool")
+    spool.put("proofpoint_tap_clicks_permitted/a.ndjson.gz", gzip.compress(b'{"n": 1}\n'), {})
+    (tmp_path / "spool" / "notes.json").write_text("not a spool entry")
+    spool.put("proofpoint_tap_clicks_permitted/b.ndjson.gz", gzip.compress(b'{"n": 2}\n'), {})
+    client = local_s3.client()
+    client.create_bucket(Bucket="spool-bucket")
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        S3Sink(client, "spool-bucket", host="gw1", spool=spool, retry=FAST).flush()
+    assert _landed_numbers(client, "spool-bucket") == [1, 2]
+    assert len(spool) == 0 and (tmp_path / "spool" / "notes.json.unreadable").exists()
+    assert any("notes.json cannot be read" in message for message in caplog.messages)
 
 
 def test_without_a_spool_an_outage_raises_and_keeps_the_data(tmp_path):

@@ -2,15 +2,19 @@
 
 Each object is two files named by a sequence number: `<seq>.body`, then `<seq>.json` (its key and
 headers) written last, so an object without its `.json` was never completely spooled.
-Both are written to a temporary name, fsynced, then renamed.
+Both are written to a temporary name, fsynced, then renamed. An entry that cannot be read (a
+stray file, a body deleted by hand) is renamed `*.unreadable` and logged, not retried forever.
 """
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError
+
+log = logging.getLogger("proofpoint_shipper")
 
 
 class Spool:
@@ -37,9 +41,21 @@ class Spool:
     def items(self) -> Iterator[tuple[str, str, bytes, dict[str, str]]]:
         """(sequence, key, body, headers) of every complete object, oldest first."""
         for meta_path in sorted(self.directory.glob("*.json")):
-            meta = json.loads(meta_path.read_bytes())
-            body = (self.directory / f"{meta_path.stem}.body").read_bytes()
-            yield meta_path.stem, meta["key"], body, meta["headers"]
+            try:
+                meta = json.loads(meta_path.read_bytes())
+                body = (self.directory / f"{meta_path.stem}.body").read_bytes()
+                key, headers = meta["key"], meta["headers"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._set_aside(meta_path, exc)
+                continue
+            yield meta_path.stem, key, body, headers
+
+    def _set_aside(self, meta_path: Path, exc: Exception) -> None:
+        """Out of the way of the objects behind it, kept for whoever looks into it."""
+        for path in (meta_path, meta_path.with_suffix(".body")):
+            if path.exists():
+                path.replace(path.with_name(path.name + ".unreadable"))
+        log.error("spool entry %s cannot be read (%s); set aside as *.unreadable", meta_path, exc)
 
     def remove(self, sequence: str) -> None:
         (self.directory / f"{sequence}.json").unlink()
