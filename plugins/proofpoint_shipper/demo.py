@@ -23,6 +23,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS
+from proofpoint_shipper.service import positive_int
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.streams import STREAMS
 
@@ -51,10 +52,17 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "collect TAP, both PoD streams and the bundled gateway log into the eight tables; print what "
         "landed. Stops everything it started, also on Ctrl-C.",
     )
-    demo.add_argument("--tap-hours", type=int, default=6, help="hours of TAP events to fetch (default: 6)")
-    demo.add_argument("--pod-events", type=int, default=500, help="events per PoD stream (default: 500)")
     demo.add_argument(
-        "--gateway-lines", type=int, default=2000, help="lines of the bundled gateway log to send (max 2000)"
+        "--tap-hours", type=positive_int, default=6, help="hours of TAP events to fetch (default: 6)"
+    )
+    demo.add_argument(
+        "--pod-events", type=positive_int, default=500, help="events per PoD stream (default: 500)"
+    )
+    demo.add_argument(
+        "--gateway-lines",
+        type=positive_int,
+        default=2000,
+        help="lines of the bundled gateway log to send (max 2000)",
     )
     demo.add_argument("--endpoint-url", help="use this S3 endpoint (and --bucket) instead of a local one")
     demo.add_argument("--bucket", default=DEMO_BUCKET, help="bucket to write (default: %(default)s)")

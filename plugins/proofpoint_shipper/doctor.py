@@ -20,7 +20,7 @@ from proofpoint_shipper.bucket.access import open_client, probe_write, reason
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
-from proofpoint_shipper.service import url_of
+from proofpoint_shipper.service import seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
 
@@ -70,7 +70,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     doctor.add_argument("--region", help="AWS region (default: boto3's chain)")
     doctor.add_argument(
         "--max-clock-skew",
-        type=float,
+        type=seconds,
         default=60.0,
         help="seconds the clock may differ from the servers' (default: %(default)s)",
     )

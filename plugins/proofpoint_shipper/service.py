@@ -107,6 +107,35 @@ def url_of(*schemes: str):
     return check
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for a count or a size: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    """An argparse type for a duration in seconds: a number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type for a timeout or a period: seconds above 0."""
+    try:
+        value = seconds(text)
+    except argparse.ArgumentTypeError:
+        value = 0.0
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def port_number(text: str) -> int:
     """An argparse type for a TCP port: 0 (any free one) to 65535."""
     if not text.isdigit() or int(text) > 65535:

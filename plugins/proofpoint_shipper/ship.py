@@ -10,6 +10,7 @@ import sys
 import orjson
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.service import positive_int
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.sinks.records import stream_for
 
@@ -25,7 +26,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     ship.add_argument("--table", required=True, help="the data-lake table the records belong to")
     ship.add_argument(
         "--flush-records",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="flush after this many records (default: %(default)s)",
     )

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from proofpoint_shipper.bucket import check, setup
 from proofpoint_shipper.bucket.access import bucket_region, error_code, open_client, reason
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.service import positive_int
 from proofpoint_shipper.sinks.records import stream_for
 from proofpoint_shipper.streams import STREAMS
 
@@ -85,10 +86,10 @@ def _register_check(actions: argparse._SubParsersAction) -> None:
     )
     _bucket_arguments(parser)
     parser.add_argument(
-        "--sample", type=int, default=3, help="newest objects read per table (default: %(default)s)"
+        "--sample", type=positive_int, default=3, help="newest objects read per table (default: %(default)s)"
     )
     parser.add_argument(
-        "--max-keys", type=int, default=10_000, help="keys listed per table (default: %(default)s)"
+        "--max-keys", type=positive_int, default=10_000, help="keys listed per table (default: %(default)s)"
     )
     parser.set_defaults(run=run_check)
 

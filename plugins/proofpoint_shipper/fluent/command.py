@@ -20,7 +20,14 @@ from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.options import reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.logs import setup_logging
-from proofpoint_shipper.service import add_operability_arguments, operate, read_secret
+from proofpoint_shipper.service import (
+    add_operability_arguments,
+    operate,
+    positive_int,
+    positive_seconds,
+    read_secret,
+    seconds,
+)
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, open_s3_sink
 
@@ -69,26 +76,26 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     relay.add_argument("--upstream-tls", action="store_true", help="connect upstream with TLS")
     relay.add_argument(
         "--upstream-timeout",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         help="seconds to wait for upstream's ack before trying again (default: %(default)s)",
     )
     relay.add_argument(
         "--max-frame-bytes",
-        type=int,
+        type=positive_int,
         default=16 * 1024 * 1024,
         help="larger frames close their connection (default: %(default)s)",
     )
     relay.add_argument(
         "--max-in-flight-bytes",
-        type=int,
+        type=positive_int,
         default=64 * 1024 * 1024,
         help="memory of the records being delivered upstream at once, over all clients, estimated "
         f"as {MEMORY_PER_WIRE_BYTE} times their size on the wire (default: %(default)s)",
     )
     relay.add_argument(
         "--drain-seconds",
-        type=float,
+        type=seconds,
         default=30.0,
         help="on SIGTERM, how long chunks in delivery may take; unacked ones are "
         "sent again by their clients (default: %(default)s)",
@@ -107,7 +114,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="with --assemble: seconds a message may go without a line before it is sent with "
         "complete=false (default: %(default)s)",
     )
-    relay.add_argument("--workers", type=int, default=1, help="processes sharing the port (default: 1)")
+    relay.add_argument(
+        "--workers", type=positive_int, default=1, help="processes sharing the port (default: 1)"
+    )
     add_s3_arguments(relay.add_argument_group("s3 output"))
     add_operability_arguments(relay)
     relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -116,8 +125,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def _address(text: str, flag: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"{flag} wants HOST:PORT, got {text!r}")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
     return host, int(port)
 
 

@@ -25,7 +25,7 @@ from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, re
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import write_stdout
-from proofpoint_shipper.service import StopOnSignals
+from proofpoint_shipper.service import StopOnSignals, positive_int
 from proofpoint_shipper.streams import OTHER
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parse.add_argument(
         "--max-line-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
         help="longer lines keep this many bytes and carry an error saying how many "
         "were dropped (default: %(default)s)",
@@ -135,12 +135,6 @@ def _streams(text: str) -> frozenset[str]:
             f"unknown stream {', '.join(unknown) or '(none)'}: choose from filter, sendmail, other"
         )
     return frozenset(STREAM_CHOICES[name] for name in names)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:

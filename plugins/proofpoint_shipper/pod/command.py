@@ -17,6 +17,8 @@ from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
     operate,
+    positive_int,
+    positive_seconds,
     read_secret,
     serve_until_stopped,
     stop_on_signals,
@@ -51,8 +53,8 @@ def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubPar
         default=os.environ.get("POD_CLUSTER_ID"),
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
-    stream.add_argument("--max-events", type=int, help="stop after this many new events")
-    stream.add_argument("--duration", type=float, help="stop after this many seconds")
+    stream.add_argument("--max-events", type=positive_int, help="stop after this many new events")
+    stream.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
     stream.add_argument(
         "--since", type=_time, help="archive backfill from this time (rounded down to the hour)"
     )

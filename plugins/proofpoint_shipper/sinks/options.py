@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import read_secret
+from proofpoint_shipper.service import positive_int, positive_seconds, read_secret
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
 from proofpoint_shipper.sinks.spool import Spool
@@ -37,7 +37,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-line-bytes",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
         help="stdout only: longer records are refused and counted (default: %(default)s)",
     )
@@ -68,13 +68,13 @@ def add_s3_arguments(group) -> None:
     group.add_argument("--no-gzip", action="store_true", help="s3 only: write objects uncompressed")
     group.add_argument(
         "--batch-bytes",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_BATCH_BYTES,
         help="s3 only: close a batch at this many uncompressed bytes (default: %(default)s)",
     )
     group.add_argument(
         "--batch-age",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_MAX_BATCH_AGE,
         help="s3 only: close a batch after this many seconds (default: %(default)s)",
     )
