@@ -160,6 +160,22 @@ def test_a_wrong_shared_key_is_refused(tmp_path):
         receiver.stop()
 
 
+def test_a_ping_of_the_wrong_shape_is_refused_with_a_pong_not_a_traceback(tmp_path):
+    receiver = ForwardReceiver().start()
+    (tmp_path / "key").write_text("right-key")
+    relay, port = start_relay(receiver.port, "--shared-key-file", str(tmp_path / "key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker)[0] == "HELO"
+        client.sendall(msgpack.packb(["PING", 42, {"salt": 1}, "digest", "", ""]))
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker)[:3] == ["PONG", False, "shared key mismatch"]
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert "refused a client whose shared key does not match" in stderr and "Traceback" not in stderr
+
+
 def test_a_garbage_frame_closes_only_its_connection(pipeline):
     _, port = pipeline
     with (

@@ -163,10 +163,12 @@ class ForwardRelay:
             isinstance(ping, list)
             and len(ping) == 6
             and ping[0] == "PING"
-            and ping[3] == protocol.shared_key_digest(bytes(ping[2]), ping[1], nonce, key)
+            and isinstance(ping[1], str)  # the client's hostname
+            and isinstance(ping[2], bytes | str)  # its salt
+            and ping[3] == protocol.shared_key_digest(protocol.as_bytes(ping[2]), ping[1], nonce, key)
         )
         hostname = socket.gethostname()
-        digest = protocol.shared_key_digest(bytes(ping[2]), hostname, nonce, key) if ok else ""
+        digest = protocol.shared_key_digest(protocol.as_bytes(ping[2]), hostname, nonce, key) if ok else ""
         writer.write(msgpack.packb(["PONG", ok, "" if ok else "shared key mismatch", hostname, digest]))
         await writer.drain()
         if not ok:
