@@ -73,12 +73,13 @@ def test_per_recipient_events_are_all_kept(tmp_path):
     assert all(kept[guid] == by_guid[guid] for guid in shared)
 
 
-def test_a_429_storm_is_survived_within_the_quota(tmp_path):
+@pytest.mark.parametrize("retry_after", [0, "nan"], ids=["retry-after 0", "retry-after nan"])
+def test_a_429_storm_is_survived_within_the_quota(tmp_path, retry_after):
     events = list(generate(14, END - timedelta(hours=2), END, 60))
     clock = Clock(END + timedelta(hours=1))
     with serve(events, clock, quota=50) as simulator:
         simulator.throttle_next = 4
-        simulator.retry_after = 0
+        simulator.retry_after = retry_after  # "nan" from a broken proxy: the back-off applies
         records, _ = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
         statuses = Counter(status for _, status in simulator.requests)
     assert statuses[429] == 4

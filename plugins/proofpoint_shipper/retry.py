@@ -5,6 +5,7 @@ and re-raises the last error once the bound is spent. A `Retry-After` (seconds) 
 """
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `retry` (1 = the second try)."""
-        if retry_after is not None:
+        if retry_after is not None and not math.isnan(retry_after):  # a server's "nan" is no delay
             return min(max(retry_after, 0.0), self.max_delay)
         delay = min(self.base_delay * 2 ** (retry - 1), self.max_delay)
         return delay * (1 + random.uniform(-self.jitter, self.jitter))

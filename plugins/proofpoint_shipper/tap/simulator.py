@@ -70,7 +70,7 @@ class TapSimulator:
         self.fail_after: int | None = None  # answer 500 to every request after this many
         self.drop_rate = 0.0  # share of connections closed without an answer
         self.slow_seconds = 0.0  # delay before each answer
-        self.retry_after: int | None = None  # sent with 429 when set
+        self.retry_after: int | str | None = None  # sent with 429 when set, as written
         self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
         self.corruptions: deque[str] = deque()  # invalid_json, truncated, not_object, unknown_array
         self._server: ThreadingHTTPServer | None = None
