@@ -21,11 +21,14 @@ class FileCursorStore:
 
     def load(self) -> dict | None:
         try:
-            return json.loads(self.path.read_bytes())
+            document = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cursor file {self.path} cannot be read: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError(f"cursor file {self.path} does not hold a JSON object")
+        return document
 
     def save(self, document: dict) -> None:
         data = json.dumps(document, sort_keys=True).encode()

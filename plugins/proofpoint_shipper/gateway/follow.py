@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.lines import CHUNK_BYTES, Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
@@ -83,7 +84,11 @@ class FollowedFile:
         if not saved:
             return self._open_at(0)
         identity = (saved.get("device"), saved.get("inode"))
-        offset = int(saved.get("offset", 0))
+        offset = saved.get("offset", 0)
+        if not isinstance(offset, int) or offset < 0:
+            raise ConfigError(
+                f"position file {self.positions.path} holds no read position: offset {offset!r}"
+            )
         current = self._open_at(0)
         if current is not None and current.identity == identity:
             if os.fstat(current.fd).st_size >= offset:

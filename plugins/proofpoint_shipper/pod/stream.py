@@ -85,7 +85,7 @@ class PodStream:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> StreamSummary:
-        state = self.store.load() or {}
+        state = _checked_state(self.store.load() or {})
         for key in state.get("recent", []):
             self._remember(key)
         self._last_ts = state.get("last_ts")
@@ -277,3 +277,15 @@ def refusal(exc: InvalidStatus) -> ConfigError:
     if status in (401, 403):
         return ConfigError(f"the PoD log API refused the token ({status}); check POD_TOKEN")
     return ConfigError(f"the PoD log API refused the request ({status}): {text}")
+
+
+def _checked_state(state: dict) -> dict:
+    """The saved resume point, its fields as this stream writes them; else one clear ConfigError."""
+    recent, last_ts = state.get("recent", []), state.get("last_ts")
+    if not (isinstance(recent, list) and all(isinstance(key, str) for key in recent)) or not (
+        last_ts is None or isinstance(last_ts, str)
+    ):
+        raise ConfigError(
+            "the PoD resume file holds what this version does not write; move it aside to start over"
+        )
+    return state

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT
 from proofpoint_shipper.tap import ARRAYS
 from proofpoint_shipper.tap.answer import MalformedAnswer, read_answer
@@ -67,7 +68,7 @@ class TapFetcher:
     def poll(self, since: datetime | None = None, backfill: bool = False) -> PollSummary:
         """Catch up to now minus the lag: first the windows of an interrupted run, else from the
         cursor; `since` starts a first run (no cursor yet), or re-plans with `backfill`."""
-        document = self.store.load() or {}
+        document = _checked(self.store.load() or {})
         windows = [(_time(a), _time(b)) for a, b in document.get("pending") or []]
         if windows:
             log.info("finishing the %d windows of an interrupted run first", len(windows))
@@ -223,6 +224,24 @@ class TapFetcher:
                 file=self.progress,
                 flush=True,
             )
+
+
+def _checked(document: dict) -> dict:
+    """The saved cursor, its fields as this fetcher writes them; else one clear ConfigError."""
+    try:
+        if document.get("cursor"):
+            _time(document["cursor"])
+        for start, end in document.get("pending") or []:
+            _time(start), _time(end)
+        seen = dict(document.get("seen") or {})
+        if not all(isinstance(key, str) and isinstance(stamp, str) for key, stamp in seen.items()):
+            raise ValueError("'seen' is not a map of event keys to times")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"the TAP cursor holds what this version does not write ({exc}); "
+            "move it aside and start again with --since"
+        ) from exc
+    return document
 
 
 def _report_timeless(name: str, timeless: Counter[str]) -> None:

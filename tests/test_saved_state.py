@@ -1,0 +1,36 @@
+"""Saved state this version did not write (hand-edited, cut short, another tool's file) stops a
+command with one line naming the file and what to do, never a traceback on every start."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CURSORS = {
+    "tap": ['{"cursor": 5}', '{"cursor": "yesterday"}', '{"pending": [[1]]}', '{"seen": 5}', "[]"],
+    "pod": ['{"recent": 5}', '{"recent": [1]}', '{"last_ts": {}}', "7"],
+    "follow": ['{"offset": "abc"}', '{"offset": -5}', '["x"]'],
+}
+COMMANDS = {
+    "tap": ["tap", "fetch", "--cursor", "{state}", "--base-url", "http://127.0.0.1:9"],
+    "pod": ["pod", "stream", "--type", "message", "--cursor", "{state}", "--url", "ws://127.0.0.1:9/"],
+    "follow": ["gateway", "parse", "--follow", "{log}", "--position-file", "{state}"],
+}
+CASES = [(kind, content) for kind, contents in CURSORS.items() for content in contents]
+
+
+@pytest.mark.parametrize("kind, content", CASES, ids=[f"{kind} {content}" for kind, content in CASES])
+def test_unreadable_saved_state_is_one_line_and_exit_2(tmp_path, kind, content):
+    state, log = tmp_path / "state.json", tmp_path / "gateway.log"
+    state.write_text(content)
+    log.write_text("x\n")
+    args = [arg.format(state=state, log=log) for arg in COMMANDS[kind]]
+    env = {**os.environ, "TAP_PRINCIPAL": "p", "TAP_SECRET": "s", "POD_TOKEN": "t", "POD_CLUSTER_ID": "c"}
+    result = subprocess.run(
+        [sys.executable, "-m", "proofpoint_shipper", *args], capture_output=True, timeout=60, env=env
+    )
+    assert result.returncode == 2, result.stderr.decode()[-800:]
+    (line,) = [line for line in result.stderr.decode().splitlines() if line.startswith("ppship: error:")]
+    assert "Traceback" not in result.stderr.decode()
+    assert str(state) in line or "move it aside" in line
