@@ -15,6 +15,10 @@ REFUSED = [
     (["relay", "--upstream", "127.0.0.1:99999"], b"--upstream wants HOST:PORT (port 0-65535)"),
     (["relay", "--listen", "127.0.0.1:65536", *UPSTREAM], b"--listen wants HOST:PORT (port 0-65535)"),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--flush-records", "0"], b"--flush-records"),
+    (
+        ["ship", "--table", "proofpoint_tap_clicks_permitted", "--output", "forward", "--forward", "h:99999"],
+        b"--forward wants HOST:PORT (port 0-65535)",
+    ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-age", "0"], b"seconds above 0"),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-bytes", "1e6"], b"--batch-bytes"),
     (["pod", "stream", "--type", "message", "--duration", "-1"], b"--duration: expected a number"),

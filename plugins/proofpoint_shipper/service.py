@@ -136,6 +136,14 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def host_and_port(text: str, flag: str) -> tuple[str, int]:
+    """A flag's HOST:PORT (port 0-65535), or a ConfigError naming the flag."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
+    return host, int(port)
+
+
 def port_number(text: str) -> int:
     """An argparse type for a TCP port: 0 (any free one) to 65535."""
     if not text.isdigit() or int(text) > 65535:

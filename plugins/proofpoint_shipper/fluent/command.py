@@ -22,6 +22,7 @@ from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import (
     add_operability_arguments,
+    host_and_port,
     operate,
     positive_int,
     positive_seconds,
@@ -123,13 +124,6 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     relay.set_defaults(run=run)
 
 
-def _address(text: str, flag: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
-    return host, int(port)
-
-
 def _secret(path: Path | None) -> str | None:
     return None if path is None else read_secret(path, "the shared key file")
 
@@ -145,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace) -> int:
     if args.idle_timeout <= 0:
         raise ConfigError("--idle-timeout must be above 0 seconds")
-    host, port = _address(args.listen, "--listen")
+    host, port = host_and_port(args.listen, "--listen")
     upstream = _upstream(args)
     tls = None
     if args.tls_cert:
@@ -183,7 +177,7 @@ def _upstream(args: argparse.Namespace):
         return TableUpstream(open_s3_sink(args))
     if not args.upstream:
         raise ConfigError("--output forward needs --upstream HOST:PORT")
-    up_host, up_port = _address(args.upstream, "--upstream")
+    up_host, up_port = host_and_port(args.upstream, "--upstream")
     return ForwardSink(
         up_host,
         up_port,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import positive_int, positive_seconds, read_secret
+from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
 from proofpoint_shipper.sinks.spool import Spool
@@ -95,13 +95,11 @@ def open_sink(args: argparse.Namespace):
 
 
 def _forward_sink(args: argparse.Namespace) -> ForwardSink:
-    host, _, port = args.forward.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--forward wants HOST:PORT, got {args.forward!r}")
+    host, port = host_and_port(args.forward, "--forward")
     tls = None
     if args.forward_tls or args.forward_ca:
         tls = ssl.create_default_context(cafile=str(args.forward_ca) if args.forward_ca else None)
-    return ForwardSink(host, int(port), tls=tls, shared_key=_shared_key(args))
+    return ForwardSink(host, port, tls=tls, shared_key=_shared_key(args))
 
 
 def _shared_key(args: argparse.Namespace) -> str | None:
