@@ -36,7 +36,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
 
 def _encode_json(record: dict, body: str | None) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(record) + b"\n"
 
 
 def _encode_text(record: dict, body: str | None) -> bytes:
