@@ -25,6 +25,8 @@ REFUSED = [
     (["pod", "stream", "--type", "message", "--max-events", "0"], b"--max-events: expected a positive"),
     (["s3", "check", "--bucket", "b", "--sample", "0"], b"--sample: expected a positive"),
     (["doctor", "--max-clock-skew", "-1"], b"--max-clock-skew: expected a number of seconds"),
+    (["dev", "s3", "--port", "99999"], b"--port: not a port number (0-65535)"),
+    (["simulate", "tap", "--port", "99999"], b"--port: not a port number (0-65535)"),
 ]
 
 

@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import serve_until_stopped
+from proofpoint_shipper.service import port_number, serve_until_stopped
 
 LOCAL_CREDENTIALS = {
     "aws_access_key_id": "local",
@@ -72,7 +72,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         description="Run a local S3 (moto) on 127.0.0.1 with one bucket, until "
         "Ctrl-C or SIGTERM. Prints the endpoint and the settings to use it.",
     )
-    s3.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    s3.add_argument("--port", type=port_number, default=0, help="port to bind (default: a free one)")
     s3.add_argument("--bucket", default="proofpoint-logs", help="bucket to create (default: %(default)s)")
     s3.set_defaults(run=run_local_s3)
 

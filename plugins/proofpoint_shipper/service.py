@@ -56,7 +56,7 @@ def serve_until_stopped(server, banner: Callable[[object], str]) -> int:
 
 def add_listen_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    parser.add_argument("--port", type=port_number, default=0, help="port (default: a free one, printed)")
     if seed:
         parser.add_argument("--seed", type=int, default=7, help="event seed (default: %(default)s)")
 
