@@ -52,6 +52,15 @@ def test_ship_to_s3_lands_the_records(local_s3, bucket):
     assert [json.loads(line) for line in body.splitlines()] == records
 
 
+def test_text_lines_that_are_not_utf8_are_shipped_and_counted():
+    lines = b"2022-02-20T08:35:00.000000+00:00 mx1 sendmail[1]: Q1: stat=Envoy\xe9\nplain line\n"
+    result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("stat=Envoy\ufffd".encode())
+    assert b"2 records delivered" in result.stderr
+    assert b"1 text lines with invalid UTF-8 (written with U+FFFD)" in result.stderr
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()

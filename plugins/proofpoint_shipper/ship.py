@@ -41,15 +41,16 @@ def run(args: argparse.Namespace) -> int:
     stream = stream_for(args.table)  # an unknown table fails before anything is opened
     sources = _open_inputs(args.files)
     sink = open_sink(args)
-    shipped = bad = unflushed = 0
+    shipped = bad = replaced = unflushed = 0
     group: list[dict] = []
     for source in sources:
         for number, line in enumerate(source, 1):
-            record = _record(stream.format, line)
+            record, not_utf8 = _record(stream.format, line)
             if record is None:
                 bad += 1
                 print(f"ppship ship: {source.name}:{number}: not a JSON object; skipped", file=sys.stderr)
                 continue
+            replaced += not_utf8
             group.append(record)
             if len(group) >= WRITE_GROUP:
                 unflushed += _hand_over(sink, args.table, group)
@@ -59,19 +60,26 @@ def run(args: argparse.Namespace) -> int:
     unflushed += _hand_over(sink, args.table, group)
     sink.close()
     shipped += unflushed
-    print(f"ppship ship: {shipped} records delivered to {args.table}, {bad} not readable", file=sys.stderr)
+    summary = f"ppship ship: {shipped} records delivered to {args.table}, {bad} not readable"
+    if replaced:
+        summary += f", {replaced} text lines with invalid UTF-8 (written with U+FFFD)"
+    print(summary, file=sys.stderr)
     return 0
 
 
-def _record(table_format: str, line: bytes) -> dict | None:
+def _record(table_format: str, line: bytes) -> tuple[dict | None, bool]:
+    """The line's record (None: not a JSON object), and whether it was text that is not UTF-8."""
     text = line.rstrip(b"\r\n")
     if table_format == "text":
-        return {"text": text.decode("utf-8", "replace")}
+        try:
+            return {"text": text.decode("utf-8")}, False
+        except UnicodeDecodeError:
+            return {"text": text.decode("utf-8", "replace")}, True
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
+        return None, False
+    return (record if isinstance(record, dict) else None), False
 
 
 def _hand_over(sink, table: str, group: list[dict]) -> int:
