@@ -111,14 +111,9 @@ def test_the_command_takes_raw_lines_or_parse_records_and_gives_the_same_message
     assert b"ppship gateway assemble: 39 lines: " in raw.stderr and b"4 messages complete" in raw.stderr
 
 
-def test_bad_flags_and_missing_files_are_one_line_and_exit_2(tmp_path):
-    for args, message in (
-        (["--max-open", "0"], b"--max-open at least 1"),
-        (["--idle-timeout", "-1"], b"--idle-timeout must be above 0"),
-        ([str(tmp_path / "missing.log")], b"cannot read"),
-    ):
-        result = run_ppship("gateway", "assemble", *args)
-        assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and message in result.stderr
+def test_a_missing_file_is_one_line_and_exit_2(tmp_path):
+    result = run_ppship("gateway", "assemble", str(tmp_path / "missing.log"))
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"cannot read" in result.stderr
 
 
 def test_repeated_keys_and_odd_ndjson_records_do_not_stop_the_command():

@@ -136,6 +136,43 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def whole_number(text: str) -> int:
+    """An argparse type for a count that may be 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {text!r}")
+    return int(text)
+
+
+def share(text: str) -> float:
+    """An argparse type for a share of something: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse type for a rate or an amount: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def days(text: str) -> float:
+    """An argparse type for a span of history: days above 0, at most ten years."""
+    value = positive_number(text)
+    if value > 3650:
+        raise argparse.ArgumentTypeError(f"expected at most 3650 days, got {text!r}")
+    return value
+
+
 def host_and_port(text: str, flag: str) -> tuple[str, int]:
     """A flag's HOST:PORT (port 0-65535), or a ConfigError naming the flag."""
     host, _, port = text.rpartition(":")

@@ -110,7 +110,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     relay.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         help="with --assemble: seconds a message may go without a line before it is sent with "
         "complete=false (default: %(default)s)",
@@ -137,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace) -> int:
-    if args.idle_timeout <= 0:
-        raise ConfigError("--idle-timeout must be above 0 seconds")
     host, port = host_and_port(args.listen, "--listen")
     upstream = _upstream(args)
     tls = None

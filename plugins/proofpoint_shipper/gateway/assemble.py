@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import write_stdout
-from proofpoint_shipper.service import StopOnSignals
+from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
@@ -42,14 +41,14 @@ def register(actions: argparse._SubParsersAction) -> None:
     assemble.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
     assemble.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         help="seconds (of log time) a message may go without a line before it is written with "
         "complete=false (default: %(default)s)",
     )
     assemble.add_argument(
         "--max-open",
-        type=int,
+        type=positive_int,
         default=AssemblySettings.max_open,
         help="sessions held open at once; beyond it the least recently active is written with "
         "complete=false (default: %(default)s)",
@@ -70,8 +69,6 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    if args.idle_timeout <= 0 or args.max_open < 1:
-        raise ConfigError("--idle-timeout must be above 0 and --max-open at least 1")
     sources = open_inputs(args.files)
     job = AssembleJob(
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),

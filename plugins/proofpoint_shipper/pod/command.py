@@ -16,11 +16,14 @@ from proofpoint_shipper.pod import DEFAULT_URL
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
+    days,
     operate,
     positive_int,
+    positive_number,
     positive_seconds,
     read_secret,
     serve_until_stopped,
+    share,
     stop_on_signals,
     url_of,
 )
@@ -144,13 +147,15 @@ def _register_simulator(simulate: argparse._SubParsersAction) -> None:
     )
     add_listen_arguments(pod)
     pod.add_argument(
-        "--rate", type=float, default=5.0, help="events per second and type (default: %(default)s)"
+        "--rate", type=positive_number, default=5.0, help="events per second and type (default: %(default)s)"
     )
     pod.add_argument(
-        "--days", type=float, default=2.0, help="days of history for the archive (default: %(default)s)"
+        "--days", type=days, default=2.0, help="days of history for the archive (default: %(default)s)"
     )
-    pod.add_argument("--resend-rate", type=float, default=0.01, help="share of events sent twice")
-    pod.add_argument("--drop-every", type=int, help="close each session abruptly after this many events")
+    pod.add_argument("--resend-rate", type=share, default=0.01, help="share of events sent twice")
+    pod.add_argument(
+        "--drop-every", type=positive_int, help="close each session abruptly after this many events"
+    )
     pod.set_defaults(run=run_simulator)
 
 

@@ -18,11 +18,16 @@ from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
+    days,
     operate,
+    positive_int,
     read_secret,
+    seconds,
     serve_until_stopped,
+    share,
     stop_on_signals,
     url_of,
+    whole_number,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap import DEFAULT_BASE_URL
@@ -209,19 +214,17 @@ def _register_simulator(subcommands: argparse._SubParsersAction) -> argparse._Su
         "$TAP_PRINCIPAL and $TAP_SECRET (the same the fetcher uses).",
     )
     add_listen_arguments(tap)
+    tap.add_argument("--days", type=days, default=2.0, help="days of events up to now (default: %(default)s)")
     tap.add_argument(
-        "--days", type=float, default=2.0, help="days of events up to now (default: %(default)s)"
-    )
-    tap.add_argument(
-        "--rate", type=int, default=60, help="messages and clicks per hour (default: %(default)s)"
+        "--rate", type=positive_int, default=60, help="messages and clicks per hour (default: %(default)s)"
     )
     tap.add_argument("--replay", type=Path, help="serve the events of this NDJSON file instead")
     tap.add_argument(
-        "--quota", type=int, default=1800, help="requests per 24 h and pool (default: %(default)s)"
+        "--quota", type=whole_number, default=1800, help="requests per 24 h and pool (default: %(default)s)"
     )
-    tap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 500")
-    tap.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped")
-    tap.add_argument("--slow", type=float, default=0.0, help="seconds of delay before each answer")
+    tap.add_argument("--fail-rate", type=share, default=0.0, help="share of requests answered 500")
+    tap.add_argument("--drop-rate", type=share, default=0.0, help="share of connections dropped")
+    tap.add_argument("--slow", type=seconds, default=0.0, help="seconds of delay before each answer")
     tap.set_defaults(run=run_simulator)
     return actions
 
