@@ -28,6 +28,10 @@ REFUSED = [
     (["pod", "stream", "--type", "message", "--duration", "-1"], b"--duration: expected a number"),
     (["pod", "stream", "--type", "message", "--max-events", "0"], b"--max-events: expected a positive"),
     (["s3", "check", "--bucket", "b", "--sample", "0"], b"--sample: expected a positive"),
+    (["s3", "check", "--bucket", "b", "--endpoint-url", "localhost:9000"], b"--endpoint-url: not a https://"),
+    (["ship", "--table", "proofpoint_tap_clicks_permitted", "--endpoint-url", "s3"], b"--endpoint-url: not a"),
+    # botocore's message spans lines: it still comes out as one
+    (["s3", "check", "--bucket", "Bad_Bucket!", "--endpoint-url", "http://127.0.0.1:9"], b"Invalid bucket name"),
     (["doctor", "--max-clock-skew", "-1"], b"--max-clock-skew: expected a number of seconds"),
     (["dev", "s3", "--port", "99999"], b"--port: not a port number (0-65535)"),
     (["simulate", "tap", "--port", "99999"], b"--port: not a port number (0-65535)"),

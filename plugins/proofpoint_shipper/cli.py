@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ShipperError as exc:
-        print(f"ppship: error: {exc}", file=sys.stderr)
+        one_line = " ".join(str(exc).splitlines())  # a library's message may span lines
+        print(f"ppship: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -23,7 +23,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS
-from proofpoint_shipper.service import positive_int
+from proofpoint_shipper.service import positive_int, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.streams import STREAMS
 
@@ -64,7 +64,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         default=2000,
         help="lines of the bundled gateway log to send (max 2000)",
     )
-    demo.add_argument("--endpoint-url", help="use this S3 endpoint (and --bucket) instead of a local one")
+    demo.add_argument(
+        "--endpoint-url",
+        type=url_of("https", "http"),
+        help="use this S3 endpoint (and --bucket) instead of a local one",
+    )
     demo.add_argument("--bucket", default=DEMO_BUCKET, help="bucket to write (default: %(default)s)")
     demo.add_argument(
         "--keep-s3", action="store_true", help="keep the local S3 running afterwards, until Ctrl-C"

@@ -66,7 +66,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     doctor.add_argument("--bucket", help="the data-lake bucket to probe (default: S3 not checked)")
     doctor.add_argument("--prefix", default="", help="key prefix before the table names")
-    doctor.add_argument("--endpoint-url", help="an S3-compatible endpoint (default: AWS)")
+    doctor.add_argument(
+        "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
+    )
     doctor.add_argument("--region", help="AWS region (default: boto3's chain)")
     doctor.add_argument(
         "--max-clock-skew",

@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from proofpoint_shipper.bucket import check, setup
 from proofpoint_shipper.bucket.access import bucket_region, error_code, open_client, reason
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import positive_int
+from proofpoint_shipper.service import positive_int, url_of
 from proofpoint_shipper.sinks.records import stream_for
 from proofpoint_shipper.streams import STREAMS
 
@@ -36,7 +36,9 @@ def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--region", help="the bucket's region; a bucket elsewhere is an error (default: boto3's)"
     )
-    parser.add_argument("--endpoint-url", help="an S3-compatible endpoint (default: AWS)")
+    parser.add_argument(
+        "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
+    )
     parser.add_argument(
         "--tables",
         help=f"comma list of tables (default: all eight: {', '.join(s.table for s in STREAMS)})",

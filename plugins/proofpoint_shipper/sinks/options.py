@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret
+from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
 from proofpoint_shipper.sinks.spool import Spool
@@ -61,7 +61,11 @@ def add_s3_arguments(group) -> None:
     """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
     group.add_argument("--bucket", help="s3 only: the data-lake bucket")
     group.add_argument("--prefix", default="", help="s3 only: key prefix before the table name")
-    group.add_argument("--endpoint-url", help="s3 only: an S3-compatible endpoint (default: AWS)")
+    group.add_argument(
+        "--endpoint-url",
+        type=url_of("https", "http"),
+        help="s3 only: an S3-compatible endpoint (default: AWS)",
+    )
     group.add_argument("--region", help="s3 only: AWS region (default: boto3's chain)")
     group.add_argument("--sse", choices=["AES256", "aws:kms"], help="s3 only: server-side encryption")
     group.add_argument("--kms-key-id", help="s3 only: KMS key for --sse aws:kms")
