@@ -1,6 +1,8 @@
 """Flags with impossible values stop every command at start-up with exit code 2: one error line
 (argparse's usage may stand above it), never a traceback, never a start that fails later."""
 
+import socket
+
 import pytest
 
 from tests.conftest import run_ppship
@@ -25,13 +27,28 @@ REFUSED = [
     (["gateway", "assemble", "--max-open", "0"], b"--max-open: expected a positive whole number"),
     (["gateway", "assemble", "--idle-timeout", "-1"], b"--idle-timeout: expected a number of seconds"),
     (["gateway", "assemble", "--idle-timeout", "inf"], b"--idle-timeout: expected a number of seconds"),
+    (["tap", "fetch", "--lag", "1e400"], b"--lag: not a duration of 0 or more"),
+    (["tap", "fetch", "--lookback=-5m"], b"--lookback: not a duration of 0 or more"),
+    (["tap", "fetch", "--follow", "--interval", "0"], b"--interval: a polling period must be above 0"),
+    (["pod", "stream", "--type", "message", "--since", "2999-01-01"], b"is in the future"),
+    (
+        ["pod", "stream", "--type", "message", "--since", "2022-01-02", "--until", "2022-01-01"],
+        b"--until must be later than --since",
+    ),
+    (["relay", "--tls-key", "key.pem", *UPSTREAM], b"--tls-key needs --tls-cert"),
     (["pod", "stream", "--type", "message", "--duration", "-1"], b"--duration: expected a number"),
     (["pod", "stream", "--type", "message", "--max-events", "0"], b"--max-events: expected a positive"),
     (["s3", "check", "--bucket", "b", "--sample", "0"], b"--sample: expected a positive"),
     (["s3", "check", "--bucket", "b", "--endpoint-url", "localhost:9000"], b"--endpoint-url: not a https://"),
-    (["ship", "--table", "proofpoint_tap_clicks_permitted", "--endpoint-url", "s3"], b"--endpoint-url: not a"),
+    (
+        ["ship", "--table", "proofpoint_tap_clicks_permitted", "--endpoint-url", "s3"],
+        b"--endpoint-url: not a",
+    ),
     # botocore's message spans lines: it still comes out as one
-    (["s3", "check", "--bucket", "Bad_Bucket!", "--endpoint-url", "http://127.0.0.1:9"], b"Invalid bucket name"),
+    (
+        ["s3", "check", "--bucket", "Bad_Bucket!", "--endpoint-url", "http://127.0.0.1:9"],
+        b"Invalid bucket name",
+    ),
     (["doctor", "--max-clock-skew", "-1"], b"--max-clock-skew: expected a number of seconds"),
     (["dev", "s3", "--port", "99999"], b"--port: not a port number (0-65535)"),
     (["simulate", "tap", "--port", "99999"], b"--port: not a port number (0-65535)"),
@@ -56,3 +73,32 @@ def test_an_impossible_value_is_one_line_and_exit_2(args, message):
     *_, last = result.stderr.splitlines()
     assert message in last and last.startswith(b"ppship"), result.stderr.decode()
     assert b"Traceback" not in result.stderr
+
+
+def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAP_PRINCIPAL", "principal")
+    monkeypatch.setenv("TAP_SECRET", "secret")
+    monkeypatch.setenv("POD_TOKEN", "token")
+    monkeypatch.setenv("POD_CLUSTER_ID", "cluster")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a certificate\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        for args, message in (
+            (["relay", "--tls-cert", str(a_file), *UPSTREAM], b"not a PEM certificate with its private key"),
+            (["relay", "--tls-cert", str(tmp_path / "gone.pem"), *UPSTREAM], b"No such file or directory"),
+            (["relay", "--listen", busy, *UPSTREAM], f"cannot listen on {busy}: ".encode()),
+            (
+                ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],
+                b"cannot create the dead-letter folder",
+            ),
+            (
+                ["pod", "stream", "--type", "maillog", "--dead-letter-dir", str(a_file / "below")],
+                b"cannot create the dead-letter folder",
+            ),
+        ):
+            result = run_ppship(*args, timeout=30)
+            assert result.returncode == 2, (args, result.stderr.decode())
+            assert result.stderr.count(b"\n") == 1 and message in result.stderr, result.stderr.decode()

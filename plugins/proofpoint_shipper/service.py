@@ -8,6 +8,7 @@ runs a context-managed server, prints one line about it, and returns 0 once a si
 
 import argparse
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -186,6 +187,18 @@ def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
     return int(text)
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """`path`, created if need be; a ConfigError now when it cannot be written to, rather than
+    when the first write comes, in the middle of a run."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {what} {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to {what} {path}: permission denied")
+    return path
 
 
 def read_secret(path: Path, what: str) -> str:

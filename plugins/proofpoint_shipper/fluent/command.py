@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import subprocess
@@ -139,10 +140,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace) -> int:
     host, port = host_and_port(args.listen, "--listen")
     upstream = _upstream(args)
-    tls = None
-    if args.tls_cert:
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    tls = _server_tls(args.tls_cert, args.tls_key)
     settings = RelaySettings(
         host=host,
         port=port,
@@ -170,6 +168,24 @@ def _run_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None:
+        if key is not None:
+            raise ConfigError("--tls-key needs --tls-cert")
+        return None
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        tls.load_cert_chain(cert, key)
+    except ssl.SSLError:
+        files = f"{cert} and {key}" if key else str(cert)
+        raise ConfigError(f"{files}: not a PEM certificate with its private key") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the TLS certificate or key: {exc.filename or cert}: {exc.strerror}"
+        ) from None
+    return tls
+
+
 def _upstream(args: argparse.Namespace):
     if args.output == "s3":
         return TableUpstream(open_s3_sink(args))
@@ -185,7 +201,12 @@ def _upstream(args: argparse.Namespace):
 
 
 async def _serve(relay: ForwardRelay) -> None:
-    host, port = await relay.start()
+    try:
+        host, port = await relay.start()
+    except OSError as exc:
+        where = f"{relay.settings.host}:{relay.settings.port}"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
+        raise ConfigError(f"cannot listen on {where}: {reason}") from None
     print(f"relay listening on {host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

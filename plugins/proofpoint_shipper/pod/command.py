@@ -26,6 +26,7 @@ from proofpoint_shipper.service import (
     share,
     stop_on_signals,
     url_of,
+    writable_dir,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 
@@ -106,6 +107,10 @@ def run_stream(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     if args.until is not None and args.since is None:
         raise ConfigError("--until needs --since (an archive backfill)")
+    if args.since is not None and args.since >= datetime.now(UTC):
+        raise ConfigError(f"--since {args.since.isoformat()} is in the future: nothing to backfill yet")
+    if args.until is not None and args.until <= args.since:
+        raise ConfigError("--until must be later than --since")
     secret = token(args.token_file, args.cluster_id)
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.load()  # an unreadable resume file fails now
@@ -120,7 +125,7 @@ def _stream(args: argparse.Namespace) -> int:
         args.type,
         sink,
         store,
-        StreamSettings(dead_letter_dir=args.dead_letter_dir),
+        StreamSettings(dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder")),
         stop=stop,
     )
     summary = stream.run(

@@ -28,6 +28,7 @@ from proofpoint_shipper.service import (
     stop_on_signals,
     url_of,
     whole_number,
+    writable_dir,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap import DEFAULT_BASE_URL
@@ -69,7 +70,7 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
     mode.add_argument("--follow", action="store_true", help="keep polling every --interval")
     fetch.add_argument(
         "--interval",
-        type=_seconds,
+        type=_period,
         default=timedelta(minutes=5),
         help="polling period with --follow, e.g. 300, 5m (default: 5m)",
     )
@@ -114,12 +115,24 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
 
 
 def _seconds(text: str) -> timedelta:
+    """A duration of 0 or more, in seconds or with a unit: 300, 5m, 2h, 1d."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
     try:
-        return timedelta(seconds=float(number) * units[unit])
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 300, 5m, 2h)") from exc
+        duration = timedelta(seconds=float(number) * units[unit])
+    except (ValueError, OverflowError):  # not a number; NaN; beyond what a timedelta holds
+        duration = None
+    if duration is None or duration < timedelta(0):
+        raise argparse.ArgumentTypeError(f"not a duration of 0 or more: {text!r} (e.g. 300, 5m, 2h)")
+    return duration
+
+
+def _period(text: str) -> timedelta:
+    """A polling period: a duration above 0."""
+    duration = _seconds(text)
+    if not duration:
+        raise argparse.ArgumentTypeError(f"a polling period must be above 0, got {text!r}")
+    return duration
 
 
 def _since(text: str) -> datetime:
@@ -169,7 +182,9 @@ def _fetch(args: argparse.Namespace) -> int:
     store = _cursor_store(args)
     store.load()  # an unreadable cursor fails now, before any request
     beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent
-    dead_letters = args.dead_letter_dir or beside_cursor / "dead-letter"
+    dead_letters = writable_dir(
+        args.dead_letter_dir or beside_cursor / "dead-letter", "the dead-letter folder"
+    )
     from proofpoint_shipper.tap.client import TapClient  # httpx: only when run
     from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 
