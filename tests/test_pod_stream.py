@@ -126,6 +126,11 @@ def test_resent_events_are_removed(simulator, tmp_path):
     assert len({r["guid"] for r in records}) == len(records) == 400
 
 
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "x", ""])
+def test_a_ts_that_is_no_time_in_utc_is_none_not_an_error(ts):
+    assert event_time({"ts": ts}) is None
+
+
 def test_both_ts_spellings_parse_to_the_same_time():
     moment = datetime(2022, 2, 20, 8, 35, 0, 157994, tzinfo=UTC).astimezone()
     assert event_time({"ts": spell_ts(moment, colon=True)}) == event_time(

@@ -1,5 +1,8 @@
 """ForwardSink against a real msgpack forward receiver on 127.0.0.1: acks, restarts, shared keys."""
 
+import struct
+import time
+
 import pytest
 from fluent.sender import EventTime
 
@@ -52,6 +55,23 @@ def test_times_are_event_times_that_fluent_logger_decodes():
         sink.close()
     finally:
         receiver.stop()
+
+
+def test_a_time_outside_what_event_time_holds_is_sent_as_of_now(receiver):
+    odd = [
+        "0001-01-01T00:00:00+14:00",
+        "1969-12-31T23:59:59Z",
+        "2106-02-08T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ]
+    sink = ForwardSink("127.0.0.1", receiver.port, retry=FAST)
+    before = time.time()
+    sink.write(TABLE, [{"clickTime": when, "id": n} for n, when in enumerate(odd)])
+    sink.flush()
+    sink.close()
+    assert [record["clickTime"] for _, _, record in receiver.entries] == odd  # kept as written
+    for _, sent, _ in receiver.entries:
+        assert before - 1 <= struct.unpack(">I", sent.data[:4])[0] <= time.time() + 1
 
 
 def test_no_ack_means_delivery_error_and_nothing_is_dropped():

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.sinks.records import EARLIEST, LATEST, record_time
 from proofpoint_shipper.tap import ARRAYS
 from proofpoint_shipper.tap.events import creation_time, generate
 from proofpoint_shipper.tap.shape import event_key, to_record
@@ -189,7 +190,14 @@ JSON_VALUES = st.recursive(
     max_leaves=8,
 )
 TIMES = st.sampled_from(
-    ["2022-02-20T08:35:00.000Z", "2022-02-20T08:35:00", "2022-13-01T00:00:00Z", "http://[x"]
+    [
+        "2022-02-20T08:35:00.000Z",
+        "2022-02-20T08:35:00",
+        "2022-13-01T00:00:00Z",
+        "http://[x",
+        "0001-01-01T00:00:00+14:00",  # valid, but out of range once moved to UTC
+        "9999-12-31T23:59:59-14:00",
+    ]
 )
 EVENT_KEYS = st.sampled_from(
     ["messageTime", "clickTime", "threatTime", "threatsInfoMap", "url", "messageParts"]
@@ -200,6 +208,8 @@ EVENT_KEYS = st.sampled_from(
 @given(st.sampled_from(sorted(ARRAYS)), st.dictionaries(EVENT_KEYS, JSON_VALUES | TIMES, max_size=6))
 def test_reading_any_event_never_raises(array, event):
     created = creation_time(array, event)
-    assert created is None or created.tzinfo is not None
+    assert created is None or created.utcoffset() == timedelta(0)
     assert isinstance(event_key(array, event), str)
-    assert to_record(array, event)["eventType"] == array
+    record = to_record(array, event)
+    assert record["eventType"] == array
+    assert EARLIEST <= record_time(record) <= LATEST  # a time every sink can file and send

@@ -46,7 +46,7 @@ def event_time(event: dict) -> datetime | None:
     """`ts` in either offset spelling (-0600 or -06:00), as UTC."""
     try:
         return datetime.fromisoformat(str(event.get("ts", ""))).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
         return None
 
 

@@ -13,6 +13,10 @@ from proofpoint_shipper.streams import BY_TABLE, Stream
 
 # Where each source keeps the event's own time, in the order they are tried.
 TIME_KEYS = ("time", "eventTime", "clickTime", "click_time", "messageTime", "ts")
+# The times a record can be filed and sent under: Fluent's EventTime holds unsigned 32-bit
+# seconds. A time outside (year 1, year 9999: a bad clock or a forged line) is no event time.
+EARLIEST = datetime.fromtimestamp(0, UTC)
+LATEST = datetime.fromtimestamp(2**32 - 1, UTC)
 
 
 def stream_for(table: str) -> Stream:
@@ -24,15 +28,17 @@ def stream_for(table: str) -> Stream:
 
 
 def record_time(record: dict, default: datetime | None = None) -> datetime:
-    """The event's own time (aware, UTC), else `default`, else now."""
+    """The event's own time (aware, UTC) when it is one we can carry, else `default`, else now."""
     for key in TIME_KEYS:
         value = record.get(key)
         if isinstance(value, str):
             try:
                 moment = datetime.fromisoformat(value)
-            except ValueError:
+                moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+            except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
                 continue
-            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+            if EARLIEST <= moment <= LATEST:
+                return moment
     return default or datetime.now(UTC)
 
 

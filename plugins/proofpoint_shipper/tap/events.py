@@ -50,9 +50,9 @@ def _readable_time(value: object) -> datetime | None:
         return None
     try:
         moment = parse_wire_time(value)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def generate(seed: int, start: datetime, end: datetime, rate_per_hour: int = 60) -> Iterator[TapEvent]:

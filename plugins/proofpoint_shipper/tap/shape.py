@@ -68,10 +68,10 @@ def _click_time(value: object) -> object:
     if not isinstance(value, str):
         return value
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
         return value
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+    return moment.isoformat(timespec="seconds")
 
 
 def domain_of(url: object) -> object:
