@@ -24,6 +24,7 @@ REFUSED = [
     ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-age", "0"], b"seconds above 0"),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-bytes", "1e6"], b"--batch-bytes"),
+    (["gateway", "parse", "--reference-time", "0001-01-01T00:00:00+14:00"], b"between the years 1900 and"),
     (["gateway", "assemble", "--max-open", "0"], b"--max-open: expected a positive whole number"),
     (["gateway", "assemble", "--idle-timeout", "-1"], b"--idle-timeout: expected a number of seconds"),
     (["gateway", "assemble", "--idle-timeout", "inf"], b"--idle-timeout: expected a number of seconds"),

@@ -15,6 +15,8 @@ def reference_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give the zone too, e.g. {text}+00:00")
+    if not 1900 <= moment.year <= 9998:  # a BSD line's year is inferred a year either side of it
+        raise argparse.ArgumentTypeError(f"expected a time between the years 1900 and 9998, got {text!r}")
     return moment
 
 
