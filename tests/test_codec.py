@@ -1,7 +1,9 @@
 """The forward-protocol codec: every mode round-trips; anything else is a ProtocolError, never a crash."""
 
 import contextlib
+import gzip
 
+import msgpack
 import pytest
 from fluent.sender import EventTime
 from hypothesis import given, settings
@@ -66,6 +68,23 @@ def test_garbage_packed_entries_and_gzip_are_refused():
         codec.decode(["t", b"not gzip", {"compressed": "gzip"}])
     with pytest.raises(codec.ProtocolError, match="option field"):
         codec.decode(["t", [[1, {}]], "options"])
+
+
+def test_a_cut_off_last_packed_entry_is_refused_not_dropped():
+    packed = codec.encode("packed", "t", [(1, {"log": "a"}), (2, {"log": "b"}), (3, {"log": "c"})])
+    body = msgpack.unpackb(packed)[1]
+    for cut in (1, 3, len(body) // 2):
+        with pytest.raises(codec.ProtocolError, match="end in the middle of one"):
+            codec.decode(["t", body[:-cut], {}])
+        with pytest.raises(codec.ProtocolError, match="end in the middle of one"):
+            codec.decode(["t", gzip.compress(body[:-cut]), {"compressed": "gzip"}])
+
+
+def test_corrupt_deflate_data_is_bad_gzip():
+    body = gzip.compress(b"".join(msgpack.packb([n, {"log": "x" * 40}]) for n in range(50)))
+    corrupt = body[:20] + bytes(byte ^ 0x55 for byte in body[20:40]) + body[40:]
+    with pytest.raises(codec.ProtocolError, match="bad gzip"):
+        codec.decode(["t", corrupt, {"compressed": "gzip"}])
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bound
 
 import gzip
 import io
+import zlib
 from operator import itemgetter
 
 import msgpack
@@ -35,7 +36,7 @@ def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
     if isinstance(body, bytes):  # PackedForward, gzip-compressed or not
         if options.get("compressed") == "gzip":
             body = _gunzip(body)
-        return tag, _entries(list(_unpack_stream(body))), options
+        return tag, _entries(_unpack_stream(body)), options
     raise ProtocolError(f"unknown mode for tag {tag!r}")
 
 
@@ -77,20 +78,26 @@ def _gunzip(data: bytes) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
             out = stream.read(MAX_DECOMPRESSED_BYTES + 1)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise ProtocolError(f"bad gzip in CompressedPackedForward: {exc}") from exc
     if len(out) > MAX_DECOMPRESSED_BYTES:
         raise ProtocolError("CompressedPackedForward expands past the size limit")
     return out
 
 
-def _unpack_stream(data: bytes):
+def _unpack_stream(data: bytes) -> list:
     unpacker = protocol.unpacker(max_buffer_size=len(data) + 1)
     unpacker.feed(data)
+    entries, end = [], 0
     try:
-        yield from unpacker
+        for entry in unpacker:
+            entries.append(entry)
+            end = unpacker.tell()
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise ProtocolError(f"bad PackedForward entries: {exc}") from exc
+    if end != len(data):  # the iteration stops quietly before a cut-off last entry
+        raise ProtocolError(f"PackedForward entries end in the middle of one, after byte {end}")
+    return entries
 
 
 def encode(mode: str, tag: str, entries: list[tuple[object, dict]], chunk: str | None = None) -> bytes:
