@@ -62,6 +62,19 @@ def test_bytes_that_are_not_msgpack_end_it_with_one_line_after_what_came_before(
     assert first["qid"] == "w3HMWjG3039079"
 
 
+def test_an_object_cut_off_by_eof_is_one_error_line_not_dropped_quietly():
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    whole = msgpack.packb({"log": line})
+    result = subprocess.run(COMMAND, input=whole + whole[:-7], capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    cut = len(whole) - 7
+    expected = f"ppship: error: stdin ended in the middle of a msgpack object ({cut} bytes not read)\n"
+    assert result.stderr == expected.encode()
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(result.stdout)
+    assert [record["qid"] for record in unpacker] == ["w3HMWjG3039079"]
+
+
 def test_a_line_that_is_not_utf8_comes_back_marked_as_bytes_or_as_a_string():
     latin1 = "2022-02-20T08:35:00Z mx1 sendmail[1]: w3HMWjG3039079: stat=Envoy\xe9".encode("latin-1")
     as_str = b"\x81\xa3log\xd9" + bytes([len(latin1)]) + latin1  # a msgpack str that is not UTF-8

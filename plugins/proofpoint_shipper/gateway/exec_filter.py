@@ -3,8 +3,8 @@
 Reads a stream of msgpack maps on stdin and writes one map per input, in order, on stdout: the
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
 `message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
-every read; EOF on stdin ends the run with exit code 0, bytes that are not msgpack with one error
-line and exit code 2 (what came before them is written first).
+every read; EOF on stdin ends the run with exit code 0. Bytes that are not msgpack, or an object
+cut off by EOF, give one error line and exit code 2 (what came before is written first).
 """
 
 import argparse
@@ -52,19 +52,24 @@ def run(args: argparse.Namespace) -> int:
     )
     pack = msgpack.Packer(use_bin_type=True).pack
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    fed = taken = 0  # bytes read from stdin; bytes of the whole objects among them
     while chunk := os.read(stdin, READ_BYTES):
         try:
             unpacker.feed(chunk)
         except msgpack.BufferFull as exc:
             raise InputError(f"a msgpack object on stdin is over {MAX_OBJECT_BYTES} bytes") from exc
+        fed += len(chunk)
         out: list[bytes] = []
         try:
             for item in unpacker:
                 out.append(pack(_filtered(item, keys, parser)))
+                taken = unpacker.tell()
         except ValueError as exc:  # msgpack's FormatError and StackError
             write_all(stdout, b"".join(out))  # what came before the fault goes out
             raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
         write_all(stdout, b"".join(out))
+    if taken != fed:  # the iteration stops quietly before an object that is not whole
+        raise InputError(f"stdin ended in the middle of a msgpack object ({fed - taken} bytes not read)")
     return 0
 
 
