@@ -69,3 +69,20 @@ def test_a_delivery_retried_after_upstream_was_down_is_sent_once():
     assert sorted(record["log"] for _, _, record in receiver.entries) == sorted([FILTER_LINE, SENDMAIL_LINE])
     times = sorted(time for _, time, _ in receiver.entries)
     assert times == [EventTime(1645367700, 5), EventTime(1645367701, 6)]
+
+
+def test_a_handshake_of_garbage_too_much_or_nothing_closes_with_a_logged_reason(caplog):
+    unused = ForwardSink("127.0.0.1", 9, retry=RetryPolicy(attempts=1))  # no chunk gets this far
+    with RelayInThread(unused, shared_key="key", handshake_seconds=0.5) as port:
+        for sent, reason in (
+            (b"\xc1\xc1", "not a PING: FormatError"),
+            (b"\xdb\x00\x10\x00\x00" + b"x" * 70_000, "not a PING: BufferFull"),  # a 1 MiB str
+            (b"\x96\xa4PING", "no PING within 0.5 s of our HELO"),  # and then silence
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                unpacker = protocol.unpacker()
+                unpacker.feed(client.recv(4096))
+                assert next(unpacker)[0] == "HELO"
+                client.sendall(sent)
+                assert client.recv(4096) == b""  # closed by the relay
+            assert any(reason in message for message in caplog.messages), (reason, caplog.messages)

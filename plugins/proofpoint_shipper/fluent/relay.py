@@ -57,6 +57,7 @@ class RelaySettings:
     reuse_port: bool = False
     retry_seconds: float = 1.0  # between upstream attempts while it is down
     drain_seconds: float = 30.0  # on SIGTERM: how long chunks in delivery may take to finish
+    handshake_seconds: float = 30.0  # a client that never answers our HELO does not hold on
 
 
 class ForwardRelay:
@@ -150,12 +151,19 @@ class ForwardRelay:
         writer.write(msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]))
         await writer.drain()
         unpacker = protocol.unpacker()
-        while True:
-            unpacker.feed(await reader.read(4096) or b"")
-            for ping in unpacker:
-                return await self._answer_ping(ping, nonce, writer)
-            if reader.at_eof():
-                return False
+        try:
+            async with asyncio.timeout(self.settings.handshake_seconds):
+                while data := await reader.read(4096):
+                    unpacker.feed(data)
+                    for ping in unpacker:
+                        return await self._answer_ping(ping, nonce, writer)
+        except TimeoutError:
+            raise codec.ProtocolError(
+                f"no PING within {self.settings.handshake_seconds:g} s of our HELO"
+            ) from None
+        except (msgpack.BufferFull, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            raise codec.ProtocolError(f"not a PING: {str(exc) or type(exc).__name__}") from None
+        return False  # gone before its PING
 
     async def _answer_ping(self, ping, nonce: bytes, writer) -> bool:
         key = self.settings.shared_key
