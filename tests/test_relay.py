@@ -191,6 +191,16 @@ def test_a_garbage_frame_closes_only_its_connection(pipeline):
         assert next(unpacker) == {"ack": "ok"}
 
 
+def test_a_binary_chunk_id_is_acked_as_it_came(pipeline):
+    _, port = pipeline
+    entries = [[EventTime(1645367700, 1), {"log": FILTER_LINE}]]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(msgpack.packb(["gateway.raw", entries, {"chunk": b"\x01id"}], use_bin_type=True))
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker) == {"ack": b"\x01id"}
+
+
 def _str8(data: bytes) -> bytes:
     """A msgpack str holding these bytes as they are, UTF-8 or not (as Fluent Bit sends a tailed
     Latin-1 line)."""

@@ -142,8 +142,8 @@ class ForwardRelay:
         while not self._closing and (data := await reader.read(65536)):
             for frame in frames.feed(data):
                 options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE)
-                if isinstance(options.get("chunk"), str):
-                    writer.write(msgpack.packb({"ack": options["chunk"]}))
+                if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward does
+                    writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
                     await writer.drain()
 
     async def _handshake(self, reader, writer) -> bool:
