@@ -7,11 +7,13 @@ is what is under test, and the command's five-attempt default would make the tes
 import asyncio
 import socket
 import threading
+import time
 from zoneinfo import ZoneInfo
 
 from fluent.sender import EventTime
 
 from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.retry import RetryPolicy
@@ -86,3 +88,48 @@ def test_a_handshake_of_garbage_too_much_or_nothing_closes_with_a_logged_reason(
                 client.sendall(sent)
                 assert client.recv(4096) == b""  # closed by the relay
             assert any(reason in message for message in caplog.messages), (reason, caplog.messages)
+
+
+class FaultyUpstream:
+    """Fault injection, not a stand-in for a peer: an upstream that fails in a way no real one
+    should (a bug), to check that the relay does not go on accepting data it can never ack."""
+
+    def write_entries(self, tag, entries):
+        raise RuntimeError("a bug in delivery")
+
+    def flush(self):
+        pass
+
+    def abandon(self):
+        pass
+
+
+def test_delivery_stopped_by_a_fault_is_logged_and_marks_the_relay_broken(caplog):
+    relay = RelayInThread(FaultyUpstream(), drain_seconds=0.5)
+    entries = [(EventTime(1645367700, 5), {"log": FILTER_LINE})]
+    with relay as port, socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="lost?"))
+        future = asyncio.run_coroutine_threadsafe(relay.relay.broken.wait(), relay.loop)
+        future.result(10)  # raises TimeoutError if delivery died silently
+    assert any(
+        "delivery stopped on an unexpected error" in m and "a bug in delivery" in m for m in caplog.messages
+    )
+
+
+def test_the_relay_command_stops_with_exit_code_1_when_delivery_broke(caplog):
+    parser = GatewayParser(zone=ZoneInfo("UTC"))
+    relay = ForwardRelay(parser, FaultyUpstream(), RelaySettings(port=0, drain_seconds=0.5))
+
+    def send_a_chunk():
+        while relay._server is None:
+            time.sleep(0.01)
+        port = relay._server.sockets[0].getsockname()[1]
+        entries = [(EventTime(1645367700, 5), {"log": FILTER_LINE})]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="c"))
+            client.recv(4096)  # closed at the relay's stop, unacked
+
+    sender = threading.Thread(target=send_a_chunk)
+    sender.start()
+    assert asyncio.run(asyncio.wait_for(relay_command._serve(relay), 30)) == 1
+    sender.join(10)

@@ -162,10 +162,10 @@ def _run_one(args: argparse.Namespace) -> int:
         settings,
         assembler,
     )
-    asyncio.run(_serve(relay))
+    code = asyncio.run(_serve(relay))
     with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
         upstream.close()
-    return 0
+    return code
 
 
 def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -200,7 +200,7 @@ def _upstream(args: argparse.Namespace):
     )
 
 
-async def _serve(relay: ForwardRelay) -> None:
+async def _serve(relay: ForwardRelay) -> int:
     try:
         host, port = await relay.start()
     except OSError as exc:
@@ -212,9 +212,13 @@ async def _serve(relay: ForwardRelay) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    waits = [asyncio.create_task(event.wait()) for event in (stop, relay.broken)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     await relay.stop()
     log.info("relay stopped: %d records relayed", relay.relayed)
+    return 1 if relay.broken.is_set() else 0
 
 
 def _run_workers(args: argparse.Namespace) -> int:

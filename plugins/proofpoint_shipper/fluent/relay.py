@@ -83,10 +83,13 @@ class ForwardRelay:
         self._closing = False
         self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
         self._delivery_task: asyncio.Task | None = None
+        self.broken: asyncio.Event | None = None  # set when delivery stopped on an unexpected error
 
     async def start(self) -> tuple[str, int]:
         self._queue = asyncio.Queue()
+        self.broken = asyncio.Event()
         self._delivery_task = asyncio.create_task(self._deliver_batches())
+        self._delivery_task.add_done_callback(self._delivery_ended)
         if self.assembler is not None:
             self._expiry_task = asyncio.create_task(self._expire_idle_messages())
         self._server = await asyncio.start_server(
@@ -239,6 +242,15 @@ class ForwardRelay:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+    def _delivery_ended(self, task: asyncio.Task) -> None:
+        """Delivery ends only at shutdown. Ended by a fault, nothing would be acked again while
+        clients kept sending: say so, and let the command stop (a supervisor restarts it)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("relay: delivery stopped on an unexpected error: %r", exc, exc_info=exc)
+        self.broken.set()
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
         by_tag: dict[str, list[list]] = {tag: [] for tag in TAGS.values()}
