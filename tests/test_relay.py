@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -293,6 +294,25 @@ def test_workers_share_one_port_and_stop_on_sigterm():
         relay.send_signal(signal.SIGTERM)
         relay.communicate(timeout=60)
         assert relay.returncode == 0
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        receiver.stop()
+
+
+def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart():
+    receiver = ForwardReceiver().start()
+    command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
+    command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert b"listening" in relay.stdout.readline() and b"listening" in relay.stdout.readline()
+        children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGKILL)
+        _, stderr = relay.communicate(timeout=60)
+        assert relay.returncode == 1
+        assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
+        assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
     finally:
         if relay.poll() is None:
             relay.kill()

@@ -232,10 +232,41 @@ def _run_workers(args: argparse.Namespace) -> int:
         "--reuse-port",
     ]
     children = [subprocess.Popen(command + _metrics_port(args, index)) for index in range(args.workers)]
+    stopping = []
+
+    def pass_on(signum, _frame) -> None:
+        stopping.append(signum)
+        _signal_all(children, signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda s, _: [child.send_signal(s) for child in children])
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+        signal.signal(signum, pass_on)
+    return _supervise(children, stopping)
+
+
+def _supervise(children: list[subprocess.Popen], stopping: list) -> int:
+    """Wait for the workers. One that ends on its own (a crash, a fault) takes the others down
+    with it: a relay short of a worker looks alive, and its supervisor would not restart it."""
+    code = 0
+    running = {child.pid: child for child in children}
+    while running:
+        pid, status = os.wait()
+        if running.pop(pid, None) is None:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        code = max(code, exit_code if exit_code >= 0 else 1)  # killed by a signal: a failure
+        if not stopping:
+            stopping.append(signal.SIGTERM)
+            log.error("relay: worker %d ended (exit code %d); stopping the others", pid, exit_code)
+            _signal_all(running.values(), signal.SIGTERM)
+    for child in children:
+        child.returncode = 0  # reaped above: Popen need not wait for them again
+    return code
+
+
+def _signal_all(children, signum: int) -> None:
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
 
 
 def _metrics_port(args: argparse.Namespace, index: int) -> list[str]:
