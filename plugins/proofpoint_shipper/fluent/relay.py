@@ -89,9 +89,10 @@ class ForwardRelay:
         self._queue = asyncio.Queue()
         self.broken = asyncio.Event()
         self._delivery_task = asyncio.create_task(self._deliver_batches())
-        self._delivery_task.add_done_callback(self._delivery_ended)
+        self._delivery_task.add_done_callback(self._task_ended)
         if self.assembler is not None:
             self._expiry_task = asyncio.create_task(self._expire_idle_messages())
+            self._expiry_task.add_done_callback(self._task_ended)
         self._server = await asyncio.start_server(
             self._connection,
             self.settings.host,
@@ -243,13 +244,15 @@ class ForwardRelay:
                 if not done.done():
                     done.set_result(None)
 
-    def _delivery_ended(self, task: asyncio.Task) -> None:
-        """Delivery ends only at shutdown. Ended by a fault, nothing would be acked again while
-        clients kept sending: say so, and let the command stop (a supervisor restarts it)."""
+    def _task_ended(self, task: asyncio.Task) -> None:
+        """Delivery and message expiry end only at shutdown. Ended by a fault, nothing would be
+        acked (or expired) again while clients kept sending: say so, and let the command stop
+        (a supervisor restarts it)."""
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
-        log.error("relay: delivery stopped on an unexpected error: %r", exc, exc_info=exc)
+        what = "delivery" if task is self._delivery_task else "message expiry"
+        log.error("relay: %s stopped on an unexpected error: %r", what, exc, exc_info=exc)
         self.broken.set()
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
