@@ -134,3 +134,23 @@ def test_follow_takes_exactly_one_file(tmp_path):
     result = run_ppship("gateway", "parse", "--follow", str(tmp_path / "a"), str(tmp_path / "b"))
     assert result.returncode == 2
     assert result.stderr.decode().strip() == "ppship: error: --follow takes exactly one FILE (not stdin)"
+
+
+def test_a_fifo_or_an_unwritable_position_folder_is_refused_at_start(tmp_path):
+    from tests.conftest import run_ppship
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # its open would wait for a writer, and SIGTERM could not stop that wait
+    result = run_ppship(
+        "gateway", "parse", "--follow", str(fifo), "--position-file", str(tmp_path / "p.json")
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        f"ppship: error: cannot follow {fifo}: not a regular file (pipe it to `ppship gateway parse`)\n"
+    )
+    log, blocked = tmp_path / "maillog", tmp_path / "a-file"
+    append(log, [1])
+    blocked.write_text("")
+    result = run_ppship("gateway", "parse", "--follow", str(log), "--position-file", str(blocked / "p.json"))
+    assert result.returncode == 2 and result.stdout == b""  # before any line, not at the first save
+    assert result.stderr.decode().startswith("ppship: error: cannot create the folder of the position file")

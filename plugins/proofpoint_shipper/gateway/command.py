@@ -25,7 +25,7 @@ from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, re
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import write_stdout
-from proofpoint_shipper.service import StopOnSignals, positive_int
+from proofpoint_shipper.service import StopOnSignals, positive_int, writable_dir
 from proofpoint_shipper.streams import OTHER
 
 if TYPE_CHECKING:
@@ -166,7 +166,9 @@ def _run_follow(args: argparse.Namespace) -> int:
     path = Path(args.files[0])
     if path.is_dir():
         raise InputError(f"cannot follow {path}: is a directory")
-    positions = FileCursorStore(args.position_file or Path("ppship-state") / f"follow-{path.name}.json")
+    position_file = args.position_file or Path("ppship-state") / f"follow-{path.name}.json"
+    writable_dir(position_file.parent, "the folder of the position file")  # not at the first save
+    positions = FileCursorStore(position_file)
     logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     job = _job(args)
     with job.signals_handled():

@@ -11,6 +11,7 @@ read first.
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,8 +27,11 @@ class _OpenFile:
     """One open generation of the followed path: its identity, reader and consumed offset."""
 
     def __init__(self, path: Path, offset: int, max_line_bytes: int):
-        self.fd = os.open(path, os.O_RDONLY)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open would wait for a writer
         status = os.fstat(self.fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(self.fd)
+            raise ConfigError(f"cannot follow {path}: not a regular file (pipe it to `ppship gateway parse`)")
         self.identity = (status.st_dev, status.st_ino)
         self.lines = LineReader(self.fd, max_line_bytes)
         self.seek(offset if offset <= status.st_size else 0)
