@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
@@ -100,8 +101,12 @@ def url_of(*schemes: str):
     """An argparse type for a URL with one of `schemes`, e.g. url_of("https", "http")."""
 
     def check(text: str) -> str:
-        scheme, separator, rest = text.partition("://")
-        if not separator or scheme.lower() not in schemes or not rest.strip("/"):
+        try:
+            parts = urlsplit(text)
+            readable = parts.scheme.lower() in schemes and parts.hostname and (parts.port or True)
+        except ValueError:  # a bad port, an unclosed [IPv6 bracket
+            readable = False
+        if not readable:
             raise argparse.ArgumentTypeError(f"not a {' or '.join(s + '://' for s in schemes)} URL: {text!r}")
         return text
 
