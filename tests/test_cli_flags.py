@@ -5,6 +5,7 @@ import socket
 
 import pytest
 
+from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
 UPSTREAM = ["--upstream", "127.0.0.1:24225"]
@@ -106,3 +107,15 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             result = run_ppship(*args, timeout=30)
             assert result.returncode == 2, (args, result.stderr.decode())
             assert result.stderr.count(b"\n") == 1 and message in result.stderr, result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("127.0.0.1:24224", ("127.0.0.1", 24224)),
+        ("[::1]:0", ("::1", 0)),
+        ("fluent.example:1", ("fluent.example", 1)),
+    ],
+)
+def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
+    assert host_and_port(text, "--forward") == address

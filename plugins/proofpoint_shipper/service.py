@@ -182,6 +182,8 @@ def days(text: str) -> float:
 def host_and_port(text: str, flag: str) -> tuple[str, int]:
     """A flag's HOST:PORT (port 0-65535), or a ConfigError naming the flag."""
     host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # [::1]:24224, an IPv6 address as URLs write it
     if not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
     return host, int(port)
