@@ -122,21 +122,12 @@ def positive_int(text: str) -> int:
 
 def seconds(text: str) -> float:
     """An argparse type for a duration in seconds: a number, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):  # NaN fails the first test
-        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), got {text!r}")
-    return value
+    return _number_in(text, 0, float("inf"), "a number of seconds (0 or more)")
 
 
 def positive_seconds(text: str) -> float:
     """An argparse type for a timeout or a period: seconds above 0."""
-    try:
-        value = seconds(text)
-    except argparse.ArgumentTypeError:
-        value = 0.0
+    value = _number_in(text, 0, float("inf"), "a number of seconds above 0")
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
     return value
@@ -151,23 +142,25 @@ def whole_number(text: str) -> int:
 
 def share(text: str) -> float:
     """An argparse type for a share of something: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}")
-    return value
+    return _number_in(text, 0, 1, "a share from 0 to 1", top_included=True)
 
 
 def positive_number(text: str) -> float:
     """An argparse type for a rate or an amount: a finite number above 0."""
+    value = _number_in(text, 0, float("inf"), "a number above 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _number_in(text: str, low: float, high: float, what: str, top_included: bool = False) -> float:
+    """`text` as a number from `low` up to `high` (excluded unless `top_included`); NaN never is."""
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+        value = float("nan")
+    if not (low <= value <= high if top_included else low <= value < high):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
 
