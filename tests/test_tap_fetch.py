@@ -100,6 +100,16 @@ def test_a_week_old_cursor_is_clamped_with_a_loud_warning(tmp_path, caplog):
     assert {record_id(r) for r in records} == {e.wire["id"] for e in events}
 
 
+def test_a_cursor_ahead_of_the_clock_is_a_loud_warning_not_a_silent_stall(tmp_path, caplog):
+    clock = Clock(END)
+    (tmp_path / "cursor.json").write_text(json.dumps({"cursor": (END + timedelta(hours=3)).isoformat()}))
+    with serve([], clock) as simulator, caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        _, summary = fetch(simulator, clock, tmp_path)
+    assert summary.windows == 0
+    warning = next(m for m in caplog.messages if "ahead of this host's clock" in m)
+    assert "2022-02-20T18:00:00.000Z" in warning and "2022-02-20T15:00:00.000Z" in warning
+
+
 @pytest.mark.parametrize("corruption", ["invalid_json", "truncated", "not_object", "unknown_array"])
 def test_a_malformed_answer_is_dead_lettered_and_the_window_retried(tmp_path, corruption):
     events = list(generate(16, END - timedelta(hours=2), END, 60))

@@ -146,6 +146,8 @@ def _since(text: str) -> datetime:
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if moment < datetime.now(UTC) - timedelta(days=7):
         raise argparse.ArgumentTypeError("--since reaches further back than the API's 7 days")
+    if moment > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"--since {text} is in the future: nothing to fetch yet")
     return moment
 
 

@@ -108,7 +108,15 @@ class TapFetcher:
             start = since or now - timedelta(hours=1)
             result = plan(start, now, timedelta(0), self.settings.lag)
         else:
-            result = plan(_time(document["cursor"]), now, self.settings.lookback, self.settings.lag)
+            cursor = _time(document["cursor"])
+            if cursor > now:
+                log.warning(
+                    "!!! the saved TAP cursor %s is ahead of this host's clock (%s): nothing is "
+                    "fetched until the clock passes it. Check the clock (ppship doctor) or the cursor.",
+                    wire_time(cursor),
+                    wire_time(now),
+                )
+            result = plan(cursor, now, self.settings.lookback, self.settings.lag)
         if result.lost:
             log.warning(
                 "!!! TAP events from %s to %s can no longer be fetched: the API serves only "
