@@ -5,6 +5,7 @@ Agents stop their exec children with SIGTERM while the pipe to the agent may be 
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,3 +59,41 @@ def test_gateway_parse_under_sigterm_into_a_slow_pipe(tmp_path):
     assert all(record["raw"] == line for record in records)
     reported = int(stderr.split("ppship gateway parse: ")[1].split()[0])
     assert len(records) == reported  # every parsed line was written, none lost
+
+
+def _run_with_closed(fd: int, *args: str, input_path=None) -> subprocess.CompletedProcess:
+    """The real command started with one standard stream closed, as a careless supervisor may."""
+    return subprocess.run(
+        [sys.executable, "-m", "proofpoint_shipper", *args],
+        stdin=subprocess.DEVNULL if fd != 0 else None,
+        stdout=subprocess.PIPE if fd != 1 else None,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(fd),  # in the child, before Python starts
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_command_started_with_stdout_closed_says_so(tmp_path):
+    log = tmp_path / "gateway.log"
+    log.write_text(read_lines(GOLDEN / "gateway_sendmail" / "bad.log")[0] + "\n")
+    for args in (
+        ["gateway", "parse", str(log)],
+        ["gateway", "assemble", str(log)],
+        ["gateway", "exec-filter"],
+        ["ship", "--table", "proofpoint_tap_clicks_blocked"],
+    ):
+        result = _run_with_closed(1, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr == b"ppship: error: stdout is closed: there is nowhere to write the records\n"
+
+
+def test_a_command_started_with_stdin_closed_reads_nothing():
+    for args in (
+        ["gateway", "parse"],
+        ["gateway", "assemble"],
+        ["ship", "--table", "proofpoint_tap_clicks_blocked"],
+    ):
+        result = _run_with_closed(0, *args)
+        assert result.returncode == 0 and result.stdout == b"", (args, result.stderr)
+        assert b" 0 lines" in result.stderr or b"0 records delivered" in result.stderr

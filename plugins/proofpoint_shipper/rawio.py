@@ -11,6 +11,10 @@ import os
 import sys
 from typing import BinaryIO
 
+from proofpoint_shipper.errors import ConfigError
+
+STDIN = 0  # read by number: sys.stdin is None when the command was started with it closed
+
 
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
@@ -21,14 +25,35 @@ def write_all(fd: int, data: bytes) -> None:
 def write_stdout(data: bytes) -> bool:
     """Write all of `data` to stdout; False once the reader went away (EPIPE). Stdout then points
     at /dev/null, so the interpreter's final flush has nothing to complain about."""
+    fd = stdout_fd()
     try:
-        write_all(sys.stdout.fileno(), data)
+        write_all(fd, data)
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
         os.close(devnull)
         return False
     return True
+
+
+def stdout_fd() -> int:
+    """Stdout's descriptor; a ConfigError when the command was started with stdout closed."""
+    if sys.stdout is None:
+        raise ConfigError("stdout is closed: there is nowhere to write the records")
+    return sys.stdout.fileno()
+
+
+def occupy_closed_standard_streams() -> None:
+    """Put /dev/null where stdin, stdout or stderr was closed at start: otherwise the next file
+    opened takes that number, and what is meant for stdout could land in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
 
 
 def descriptor(stream: BinaryIO) -> int | None:

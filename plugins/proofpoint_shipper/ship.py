@@ -10,6 +10,7 @@ import sys
 import orjson
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import positive_int
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.sinks.records import stream_for
@@ -92,8 +93,13 @@ def _hand_over(sink, table: str, group: list[dict]) -> int:
 
 def _open_inputs(files: list[str]):
     if not files or files == ["-"]:
-        return [sys.stdin.buffer]
+        return [_stdin()]
     try:
-        return [sys.stdin.buffer if path == "-" else open(path, "rb") for path in files]
+        return [_stdin() if path == "-" else open(path, "rb") for path in files]
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+
+def _stdin():
+    """stdin's bytes; started with stdin closed, an empty stream (it was put on /dev/null)."""
+    return sys.stdin.buffer if sys.stdin is not None else open(STDIN, "rb", closefd=False)

@@ -18,7 +18,7 @@ from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
-from proofpoint_shipper.rawio import write_stdout
+from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
+    stdout_fd()  # started with stdout closed: say so now, not at the first message
     sources = open_inputs(args.files)
     job = AssembleJob(
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     with StopOnSignals(job):
         for fd in sources:
             job.consume(fd)
-            if fd != sys.stdin.fileno():
+            if fd != STDIN:
                 os.close(fd)
         job.write(job.assembler.finish())
     job.report()

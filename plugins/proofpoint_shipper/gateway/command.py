@@ -24,7 +24,7 @@ from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
-from proofpoint_shipper.rawio import write_stdout
+from proofpoint_shipper.rawio import STDIN, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, writable_dir
 from proofpoint_shipper.streams import OTHER
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     with job.signals_handled():
         for fd in sources:
             job.consume(fd)
-            if fd != sys.stdin.fileno():
+            if fd != STDIN:
                 os.close(fd)
     job.report()
     return 0

@@ -9,7 +9,6 @@ cut off by EOF, give one error line and exit code 2 (what came before is written
 
 import argparse
 import os
-import sys
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -17,7 +16,7 @@ import msgpack
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.rawio import write_all
+from proofpoint_shipper.rawio import STDIN, stdout_fd, write_all
 
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False, unicode_errors="replace"
     )
     pack = msgpack.Packer(use_bin_type=True).pack
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    stdin, stdout = STDIN, stdout_fd()
     fed = taken = 0  # bytes read from stdin; bytes of the whole objects among them
     while chunk := os.read(stdin, READ_BYTES):
         try:

@@ -2,10 +2,10 @@
 
 import argparse
 import os
-import sys
 from datetime import datetime
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.rawio import STDIN
 
 
 def reference_time(text: str) -> datetime:
@@ -23,11 +23,11 @@ def reference_time(text: str) -> datetime:
 def open_inputs(files: list[str]) -> list[int]:
     """Open every input before reading any, so a typo fails at once with exit code 2."""
     if not files or files == ["-"]:
-        return [sys.stdin.fileno()]
+        return [STDIN]
     fds = []
     for path in files:
         if path == "-":
-            fds.append(sys.stdin.fileno())
+            fds.append(STDIN)
             continue
         if os.path.isdir(path):
             raise InputError(f"cannot read {path}: is a directory")

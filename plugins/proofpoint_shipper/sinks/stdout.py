@@ -12,7 +12,7 @@ import msgpack
 import orjson
 
 from proofpoint_shipper.errors import DeliveryError
-from proofpoint_shipper.rawio import descriptor, write_all
+from proofpoint_shipper.rawio import descriptor, stdout_fd, write_all
 from proofpoint_shipper.sinks.records import stream_for, table_line
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
@@ -30,7 +30,10 @@ class StdoutSink:
     ):
         if format not in ("json", "text", "msgpack"):
             raise ValueError(f"unknown format {format!r}")
-        self.output = output or sys.stdout.buffer
+        if output is None:
+            stdout_fd()  # a ConfigError when stdout was closed at start
+            output = sys.stdout.buffer
+        self.output = output
         self.format = format
         self.max_line_bytes = max_line_bytes
         self.errors = errors or sys.stderr
