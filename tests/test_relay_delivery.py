@@ -94,11 +94,11 @@ class FaultyUpstream:
     """Fault injection, not a stand-in for a peer: an upstream that fails in a way no real one
     should (a bug), to check that the relay does not go on accepting data it can never ack."""
 
-    def write_entries(self, tag, entries):
-        raise RuntimeError("a bug in delivery")
+    def stage(self, tag, entries):
+        pass
 
     def flush(self):
-        pass
+        raise RuntimeError("a bug in delivery")
 
     def abandon(self):
         pass

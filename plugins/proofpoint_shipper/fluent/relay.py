@@ -72,7 +72,10 @@ class ForwardRelay:
         self.assembler = assembler  # with --assemble: message records beside the line records
         self._last_line = monotonic()
         self._expiry_task: asyncio.Task | None = None
-        self.upstream = upstream  # a ForwardSink: write_entries(tag, entries), flush()
+        # stage(tag, entries) on this event loop (CPU work: packing), then flush() in the delivery
+        # thread (I/O, back once confirmed): a ForwardSink or a TableUpstream. Packing in the
+        # thread that waits on sockets made the two threads fight over the GIL: 15 % slower.
+        self.upstream = upstream
         self.settings = settings
         self.in_flight = 0
         self.relayed = 0
@@ -223,9 +226,11 @@ class ForwardRelay:
             for retagged, _ in batch:
                 for tag, entries in retagged.items():
                     unwritten.setdefault(tag, []).extend(entries)
+            for tag, entries in unwritten.items():
+                self.upstream.stage(tag, entries)  # once: the upstream keeps them until confirmed
             while True:
                 try:
-                    await loop.run_in_executor(self._deliveries, self._deliver, unwritten)
+                    await loop.run_in_executor(self._deliveries, self.upstream.flush)  # a retry: again
                     break
                 except DeliveryAbandoned:
                     return  # shutting down: these chunks stay unacked, their clients send them again
@@ -307,18 +312,6 @@ class ForwardRelay:
             await asyncio.wait({done}, timeout=self.settings.drain_seconds)
             if not done.done():
                 log.warning("relay: upstream did not take the still open message records in time")
-
-    def _deliver(self, unwritten: dict[str, list[list]]) -> None:
-        """Hand each tag's entries to the upstream once, then flush until it confirms.
-
-        The upstream keeps what it was handed until confirmed, so a retry only flushes again:
-        handing the entries over a second time would send them twice.
-        """
-        while unwritten:
-            tag = next(iter(unwritten))
-            self.upstream.write_entries(tag, unwritten[tag])
-            del unwritten[tag]
-        self.upstream.flush()
 
 
 def _unpacked(frame: bytes) -> object:

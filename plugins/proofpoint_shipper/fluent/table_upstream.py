@@ -16,18 +16,26 @@ TABLE_OF_TAG = {stream.tag: stream.table for stream in STREAMS + EXTRAS}
 class TableUpstream:
     def __init__(self, sink):
         self.sink = sink  # write(table, records), flush() once confirmed, close()
+        self._staged: list[tuple[str, list[dict]]] = []  # (table, records) not yet taken by the sink
         self._abandoned = False
 
-    def write_entries(self, tag: str, entries: list[list]) -> None:
+    def stage(self, tag: str, entries: list[list]) -> None:
+        """Keep the entries for `flush`: the sink's write may upload, which is no work for the
+        relay's event loop."""
         table = TABLE_OF_TAG.get(tag)
         if table is None:
             log.info("relay: %d records tagged %s belong to no table; not written", len(entries), tag)
             return
-        self.sink.write(table, [record for _, record in entries])
+        self._staged.append((table, [record for _, record in entries]))
 
     def flush(self) -> None:
+        """Hand the staged records to the sink, each group once (the sink takes a group whole or
+        not at all), then flush it; a retry hands over only what the sink did not take."""
         if self._abandoned:
             raise DeliveryAbandoned("relay stopping: the delivery was given up")
+        while self._staged:
+            self.sink.write(*self._staged[0])
+            del self._staged[0]
         self.sink.flush()
 
     def abandon(self) -> None:

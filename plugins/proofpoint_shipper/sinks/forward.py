@@ -55,6 +55,12 @@ class ForwardSink:
         """Entries [time, record] under any tag, their times kept as given (a relay's case)."""
         self._entries[tag].extend(entries)
 
+    def stage(self, tag: str, entries: list[list]) -> None:
+        """`write_entries` and pack them into chunks now, in the caller's thread (the relay's
+        event loop), so that `flush` in another thread only sends and waits."""
+        self.write_entries(tag, entries)
+        self._cut_chunks()
+
     def flush(self) -> None:
         self._cut_chunks()
         if not self._unacked:
