@@ -149,6 +149,25 @@ def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
     assert child.returncode == 0
 
 
+def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_path):
+    import signal
+
+    simulator.fail_rate = 1.0  # every request answered 500: the client waits to retry
+    command = fetch_command(simulator, tmp_path)
+    with subprocess.Popen(
+        command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as child:
+        line = child.stderr.readline()
+        assert b"retry 1 of" in line, line
+        child.send_signal(signal.SIGTERM)
+        _, rest = child.communicate(timeout=60)
+    assert child.returncode == 0, rest.decode()
+    assert b"retry 2 of" not in rest  # no retry after the stop
+    assert b"stopped while waiting to retry; its window is fetched on the next run" in rest
+    state = json.loads((tmp_path / "cursor.json").read_text())
+    assert state["pending"], "the unfinished window stays to be fetched"
+
+
 def test_secret_from_a_file(simulator, tmp_path):
     secret_file = tmp_path / "tap-secret"
     secret_file.write_text(SECRET + "\n")

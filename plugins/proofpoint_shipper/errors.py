@@ -9,6 +9,7 @@
      ├── DeliveryAbandoned  a delivery given up on purpose (a bounded shutdown); never retried
      ├── CursorConflict     another collector advanced the same cursor
      ├── StageFailed        a step of `ppship demo` (one of its child processes) failed
+     ├── Stopped            SIGTERM came during a retry wait; the unfinished work is redone next run
      └── ParseError         part of a line does not follow its grammar (the hot path turns
                             it into a record's `error` field; it never leaves the parser)
 
@@ -50,6 +51,11 @@ class CursorConflict(ShipperError):
 
 class StageFailed(ShipperError):
     """A step of `ppship demo` failed: a child process did not start, finish or succeed."""
+
+
+class Stopped(ShipperError):
+    """A stop (SIGTERM) was asked for while waiting to retry; the command ends cleanly, and what
+    it had not finished is done again on its next run."""
 
 
 class ParseError(ShipperError):

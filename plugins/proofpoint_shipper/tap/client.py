@@ -6,6 +6,7 @@ counted per quota pool. The secret is only ever handed to httpx's auth, never lo
 """
 
 import logging
+import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from proofpoint_shipper import __version__
-from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.metrics import TAP_QUOTA_USED, RequestLog
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.tap.events import wire_time
@@ -37,6 +38,7 @@ class TapClient:
         *,
         timeout: float = 120.0,
         retry: RetryPolicy = API_RETRY,
+        stop: threading.Event | None = None,
     ):
         self.http = httpx.Client(
             base_url=base_url,
@@ -45,6 +47,7 @@ class TapClient:
             headers={"User-Agent": f"proofpoint-shipper/{__version__}"},
         )
         self.retry = retry
+        self.stop = stop or threading.Event()  # set by SIGTERM: no more retries
         self.requests = Counter()  # per quota pool, this run
         self._last_day = RequestLog()  # request times of the last 24 h, for the quota metric
 
@@ -56,9 +59,21 @@ class TapClient:
         params = {"interval": f"{wire_time(start)}/{wire_time(end)}", "format": "json"}
         what = f"TAP window {params['interval']}"
         try:
-            self.retry.run(lambda: self._get(params, target), what, (Retryable,), operation="tap_request")
+            self.retry.run(
+                lambda: self._get(params, target),
+                what,
+                (Retryable,),
+                sleep=self._pause,
+                operation="tap_request",
+            )
         except Retryable as exc:
             raise FetchError(f"{what}: {exc} (gave up after {self.retry.attempts} tries)") from exc
+
+    def _pause(self, seconds: float) -> None:
+        """The wait before a retry, cut short by a stop: a collector told to stop does not
+        spend minutes retrying first."""
+        if self.stop.wait(seconds):
+            raise Stopped("stopped while waiting to retry")
 
     def _get(self, params: dict, target: Path) -> None:
         self.requests["main"] += 1

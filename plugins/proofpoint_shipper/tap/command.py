@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, Stopped
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
@@ -191,10 +191,11 @@ def _fetch(args: argparse.Namespace) -> int:
     from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 
     sink = open_sink(args)
-    client = TapClient(args.base_url, principal, secret)
+    stop = stop_on_signals()
+    client = TapClient(args.base_url, principal, secret, stop=stop)
     settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
     fetcher = TapFetcher(client, sink, store, settings, progress=sys.stderr if sys.stderr.isatty() else None)
-    skipped = _poll_loop(fetcher, args, stop_on_signals())
+    skipped = _poll_loop(fetcher, args, stop)
     sink.close()
     client.close()
     return 1 if skipped else 0
@@ -203,7 +204,11 @@ def _fetch(args: argparse.Namespace) -> int:
 def _poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.Event) -> int:
     since, skipped = args.since, 0
     while True:
-        summary = fetcher.poll(since=since, backfill=args.backfill)
+        try:
+            summary = fetcher.poll(since=since, backfill=args.backfill)
+        except Stopped:
+            log.info("TAP fetch stopped while waiting to retry; its window is fetched on the next run")
+            return skipped
         since = None
         skipped += len(summary.skipped)
         log.info(
