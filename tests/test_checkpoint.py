@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, CursorConflict
 
@@ -93,3 +94,14 @@ def test_two_s3_writers_one_wins_the_other_stops(local_s3, bucket):
     second.save({"queryEndTime": "C"})  # after a fresh read, writing is allowed again
     with pytest.raises(CursorConflict):
         first.save({"queryEndTime": "A3"})
+
+
+def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_error(local_s3, bucket):
+    client = local_s3.client()
+    for body, reason in ((b"{torn", "cannot be read"), (b"[1, 2]", "does not hold a JSON object")):
+        client.put_object(Bucket=bucket, Key="cursors/odd.json", Body=body)
+        with pytest.raises(ConfigError, match=reason):
+            S3CursorStore(client, bucket, "cursors/odd.json").load()
+    unreachable = open_client("http://127.0.0.1:9")  # nothing listens: a BotoCoreError, not a ClientError
+    with pytest.raises(ConfigError, match="cannot be read"):
+        S3CursorStore(unreachable, bucket, "cursors/odd.json").load()

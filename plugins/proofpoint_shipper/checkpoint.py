@@ -61,15 +61,25 @@ class S3CursorStore:
         self._etag: str | None = None  # what we read: our write must replace exactly that
 
     def load(self) -> dict | None:
+        where = f"cursor s3://{self.bucket}/{self.key}"
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            body = response["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 self._etag = None
                 return None
-            raise ConfigError(f"cursor s3://{self.bucket}/{self.key} cannot be read: {exc}") from exc
+            raise ConfigError(f"{where} cannot be read: {exc}") from exc
+        except BotoCoreError as exc:  # no credentials, an endpoint that does not answer
+            raise ConfigError(f"{where} cannot be read: {exc}") from exc
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise ConfigError(f"{where} cannot be read: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError(f"{where} does not hold a JSON object")
         self._etag = response["ETag"]
-        return json.loads(response["Body"].read())
+        return document
 
     def save(self, document: dict) -> None:
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
