@@ -286,7 +286,7 @@ def test_workers_share_one_port_and_stop_on_sigterm():
     ]
     relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert b"listening" in relay.stdout.readline() and b"listening" in relay.stdout.readline()
+        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
         entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
         replies = [send_chunk(port, "forward", entries, chunk=f"w{n}") for n in range(8)]
         assert replies == [{"ack": f"w{n}"} for n in range(8)]
@@ -297,6 +297,7 @@ def test_workers_share_one_port_and_stop_on_sigterm():
     finally:
         if relay.poll() is None:
             relay.kill()
+        relay.communicate()  # closes the pipes, also when an assertion failed
         receiver.stop()
 
 
@@ -306,7 +307,7 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
     command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
     relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert b"listening" in relay.stdout.readline() and b"listening" in relay.stdout.readline()
+        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
         children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
         os.kill(int(children[0]), signal.SIGKILL)
         _, stderr = relay.communicate(timeout=60)
@@ -316,6 +317,7 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
     finally:
         if relay.poll() is None:
             relay.kill()
+        relay.communicate()  # closes the pipes, also when an assertion failed
         receiver.stop()
 
 

@@ -207,7 +207,9 @@ async def _serve(relay: ForwardRelay) -> int:
         where = f"{relay.settings.host}:{relay.settings.port}"
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
         raise ConfigError(f"cannot listen on {where}: {reason}") from None
-    print(f"relay listening on {host}:{port}", flush=True)
+    # One write with its newline: --workers print into one pipe, and unbuffered (PYTHONUNBUFFERED)
+    # print() writes the newline apart, so two banners could run together on one line.
+    print(f"relay listening on {host}:{port}\n", end="", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
