@@ -81,12 +81,13 @@ header = st.one_of(
     st.builds(lambda p, t: f"{p}{t} ", pri, onbox),
     st.builds(lambda p, g: f"{p}{g} ", pri, tag),
     st.builds(
-        lambda p, t, h, a, i: f"<{p}>1 {t} {h} {a} {i} - - ",
+        lambda p, t, h, a, i, b: f"<{p}>1 {t} {h} {a} {i} - - {b}",
         st.integers(0, 191),
         st.one_of(rfc3339, st.just("-")),
         host,
         st.sampled_from(["sendmail", "filter_instance1"]),
         st.sampled_from(["-", "123"]),
+        st.sampled_from(["", "\ufeff"]),  # RFC 5424: MSG may open with a byte order mark
     ),
     st.just(""),
 )
@@ -122,7 +123,7 @@ def mutated_line(draw) -> str:
     for _ in range(draw(st.integers(1, 4))):
         where = draw(st.integers(0, len(line)))
         action = draw(st.sampled_from(["insert", "delete", "replace", "cut"]))
-        char = draw(st.sampled_from([*' "=,:[]<>\\\x00\t\u00e9\ufffd', "a", "1"]))
+        char = draw(st.sampled_from([*' "=,:[]<>\\\x00\t\u00e9\ufffd\ufeff', "a", "1"]))
         if action == "insert":
             line = line[:where] + char + line[where:]
         elif action == "delete":

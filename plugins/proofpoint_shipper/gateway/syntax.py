@@ -83,8 +83,9 @@ def lark_header(line: str) -> Header:
 
 
 def _has_separator(line: str, tree: Tree) -> bool:
-    """Whether a header with no body still ends in the space that would open one."""
-    return bool(tree.children) and line.endswith(" ")
+    """Whether a header with no body still ends in the space that would open one (and, in RFC
+    5424, the byte order mark that may follow it)."""
+    return bool(tree.children) and line.endswith((" ", " \ufeff"))
 
 
 def _header_parts(header: Tree) -> dict[str, str | None]:
