@@ -80,6 +80,14 @@ def test_a_cut_off_last_packed_entry_is_refused_not_dropped():
             codec.decode(["t", gzip.compress(body[:-cut]), {"compressed": "gzip"}])
 
 
+def test_gzip_of_one_member_per_entry_as_fluentd_sends_it():
+    """Fluentd's out_forward compresses record by record: the body is many gzip members."""
+    entries = [(n, {"log": f"line {n}"}) for n in range(5)]
+    body = b"".join(gzip.compress(msgpack.packb(list(entry))) for entry in entries)
+    _, decoded, _ = codec.decode(["t", body, {"compressed": "gzip"}])
+    assert decoded == entries
+
+
 def test_corrupt_deflate_data_is_bad_gzip():
     body = gzip.compress(b"".join(msgpack.packb([n, {"log": "x" * 40}]) for n in range(50)))
     corrupt = body[:20] + bytes(byte ^ 0x55 for byte in body[20:40]) + body[40:]
