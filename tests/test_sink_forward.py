@@ -3,12 +3,13 @@
 import struct
 import time
 
+import msgpack
 import pytest
 from fluent.sender import EventTime
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError, SharedKeyRefused
 from proofpoint_shipper.retry import RetryPolicy
-from proofpoint_shipper.sinks.forward import ForwardSink
+from proofpoint_shipper.sinks.forward import DEFAULT_CHUNK_BYTES, ForwardSink
 from tests.forward_receiver import ForwardReceiver
 
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
@@ -72,6 +73,23 @@ def test_a_time_outside_what_event_time_holds_is_sent_as_of_now(receiver):
     assert [record["clickTime"] for _, _, record in receiver.entries] == odd  # kept as written
     for _, sent, _ in receiver.entries:
         assert before - 1 <= struct.unpack(">I", sent.data[:4])[0] <= time.time() + 1
+
+
+def test_chunks_stay_under_the_byte_bound_fluent_bit_accepts(receiver, caplog):
+    """Fluent Bit's forward input drops a connection whose message is over 6,144,000 bytes."""
+    big = [{"clickTime": "2021-11-29T19:46:00Z", "id": n, "pad": "x" * 100_000} for n in range(100)]
+    sink = ForwardSink("127.0.0.1", receiver.port, retry=FAST)
+    sink.write(TABLE, big)
+    sink.flush()
+    assert [record["id"] for _, _, record in receiver.entries] == list(range(100))  # all, in order
+    sizes = [len(msgpack.packb([tag, entries, options])) for tag, entries, options in receiver.chunks]
+    assert len(sizes) > 2 and max(sizes) <= DEFAULT_CHUNK_BYTES
+    lone = ForwardSink("127.0.0.1", receiver.port, retry=FAST, chunk_bytes=50_000)
+    lone.write(TABLE, big[:1])  # one record over the bound: sent alone, and said so
+    lone.flush()
+    assert len(receiver.entries) == 101 and "chunk size; sent alone" in caplog.text
+    sink.close()
+    lone.close()
 
 
 def test_no_ack_means_delivery_error_and_nothing_is_dropped():

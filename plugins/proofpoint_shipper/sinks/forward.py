@@ -19,6 +19,9 @@ from proofpoint_shipper.sinks.records import record_time, stream_for
 
 log = logging.getLogger("proofpoint_shipper")
 DEFAULT_CHUNK_RECORDS = 1000
+# Fluent Bit's forward input closes the connection on a message over its Buffer_Max_Size (6,144,000
+# bytes by default), and the chunk would be sent again for ever: stay well below it.
+DEFAULT_CHUNK_BYTES = 4_000_000
 
 
 class ForwardSink:
@@ -33,6 +36,7 @@ class ForwardSink:
         timeout: float = 30.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         chunk_records: int = DEFAULT_CHUNK_RECORDS,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ):
         self.address = (host, port)
         self.tls = tls
@@ -41,6 +45,7 @@ class ForwardSink:
         self.timeout = timeout
         self.retry = retry
         self.chunk_records = chunk_records
+        self.chunk_bytes = chunk_bytes
         self._entries: dict[str, list[list]] = defaultdict(list)
         self._unacked: dict[str, bytes] = {}  # chunk id → packed chunk, in sending order
         self._socket: socket.socket | None = None
@@ -87,10 +92,26 @@ class ForwardSink:
     def _cut_chunks(self) -> None:
         for tag, entries in self._entries.items():
             for start in range(0, len(entries), self.chunk_records):
-                chunk_id = protocol.new_chunk_id()
-                batch = entries[start : start + self.chunk_records]
-                self._unacked[chunk_id] = protocol.forward_chunk(tag, batch, chunk_id)
+                self._pack(tag, entries[start : start + self.chunk_records])
         self._entries.clear()
+
+    def _pack(self, tag: str, batch: list[list]) -> None:
+        """One chunk of `batch`, or, when it packs larger than `chunk_bytes`, chunks of its halves
+        (large records are rare: packing first and splitting then is the cheap way)."""
+        chunk_id = protocol.new_chunk_id()
+        chunk = protocol.forward_chunk(tag, batch, chunk_id)
+        if len(chunk) > self.chunk_bytes and len(batch) > 1:
+            middle = len(batch) // 2
+            self._pack(tag, batch[:middle])
+            self._pack(tag, batch[middle:])
+            return
+        if len(chunk) > self.chunk_bytes:
+            log.warning(
+                "forward: one record of %d bytes is over the %d-byte chunk size; sent alone",
+                len(chunk),
+                self.chunk_bytes,
+            )
+        self._unacked[chunk_id] = chunk
 
     def _send_and_confirm(self) -> None:
         if self._abandoned:
