@@ -5,6 +5,7 @@ is what is under test, and the command's five-attempt default would make the tes
 """
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from fluent.sender import EventTime
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
+from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
@@ -133,3 +135,12 @@ def test_the_relay_command_stops_with_exit_code_1_when_delivery_broke(caplog):
     sender.start()
     assert asyncio.run(asyncio.wait_for(relay_command._serve(relay), 30)) == 1
     sender.join(10)
+
+
+def test_records_of_no_table_are_logged_once_a_minute_not_per_delivery(caplog):
+    upstream = TableUpstream(sink=None)  # records of no table never reach the sink
+    with caplog.at_level(logging.INFO, "proofpoint_shipper"):
+        for _ in range(50):  # a busy gateway: some lines of other programs in every delivery
+            upstream.stage("proofpoint.gateway.other", [[EventTime(1, 0), {"log": "x"}]] * 3)
+    lines = [m for m in caplog.messages if "belong to no table" in m]
+    assert lines == ["relay: 3 records tagged proofpoint.gateway.other belong to no table; not written"]
