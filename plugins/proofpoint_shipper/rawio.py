@@ -4,6 +4,8 @@ Writing through `sys.stdout.buffer` lost and interleaved records when SIGTERM (w
 its exec child) arrived while a write to a full pipe was blocked; tests/test_rawio.py checks ours.
 `write_all` loops `os.write` over the data instead, which delivers every byte once, in order.
 `write_stdout` is that for stdout, for commands whose reader (an agent) may go away.
+`occupy_closed_standard_streams` and `stdout_fd` cover a command started with stdin, stdout or
+stderr closed.
 """
 
 import io
