@@ -150,9 +150,9 @@ def test_maillog_data_parsed_matches_the_gateway_parser(simulator, tmp_path):
 
 
 def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, tmp_path):
-    simulator.bad_frames.extend(["not_json", "binary", "no_id", "oversized:5000000"])
+    simulator.bad_frames.extend(["not_json", "binary", "no_id", "oversized:5000000", "too_deep"])
     records, summary = stream(simulator, tmp_path, max_events=20)
-    assert summary.bad == 4 and len(records) == 20
+    assert summary.bad == 5 and len(records) == 20
     entries = [
         json.loads(line)
         for line in (tmp_path / "dead-letter" / "pod-maillog.ndjson").read_text().splitlines()
@@ -161,6 +161,7 @@ def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, 
     assert reasons[0].startswith("not JSON") and reasons[1] == "binary frame"
     assert reasons[2] == "maillog event without id" and "over the 4194304-byte limit" in reasons[3]
     assert entries[1]["frame_base64"] and entries[3]["bytes"] > 5_000_000
+    assert reasons[4].startswith("an event that cannot be written as JSON")
 
 
 def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):

@@ -110,7 +110,9 @@ def test_a_cursor_ahead_of_the_clock_is_a_loud_warning_not_a_silent_stall(tmp_pa
     assert "2022-02-20T18:00:00.000Z" in warning and "2022-02-20T15:00:00.000Z" in warning
 
 
-@pytest.mark.parametrize("corruption", ["invalid_json", "truncated", "not_object", "unknown_array"])
+@pytest.mark.parametrize(
+    "corruption", ["invalid_json", "truncated", "not_object", "unknown_array", "too_deep"]
+)
 def test_a_malformed_answer_is_dead_lettered_and_the_window_retried(tmp_path, corruption):
     events = list(generate(16, END - timedelta(hours=2), END, 60))
     clock = Clock(END + timedelta(hours=1))

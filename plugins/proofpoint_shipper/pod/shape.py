@@ -39,7 +39,13 @@ def check_frame(kind: str, frame: str | bytes, max_bytes: int) -> dict:
 
 
 def event_key(event: dict) -> str:
-    return hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    """The de-duplication key; BadFrame for an event that nests too deep to be written again
+    (orjson reads 1024 levels but writes 254)."""
+    try:
+        canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise BadFrame(f"an event that cannot be written as JSON: {exc}") from exc
+    return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def event_time(event: dict) -> datetime | None:

@@ -187,12 +187,12 @@ class PodStream:
         RECORDS_IN.inc(label=self.table)
         try:
             event = check_frame(self.kind, frame, self.settings.max_frame_bytes)
+            key = event_key(event)
         except BadFrame as exc:
             self.summary.bad += 1
             PARSE_ERRORS.inc(label=self.table)
             self._dead_letter(frame, str(exc))
             return
-        key = event_key(event)
         if key in self._recent_set:
             self.summary.duplicates += 1
             return

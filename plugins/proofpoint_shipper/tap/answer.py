@@ -1,7 +1,8 @@
 """Reads a SIEM API answer event by event (ijson), so memory does not grow with the window.
 
 `read_answer(path)` yields (array name, event) pairs and raises MalformedAnswer, naming what is
-wrong, for invalid or truncated JSON, an event that is not an object, or an unknown array.
+wrong, for invalid or truncated JSON, an event that is not an object or nests too deep, or an
+unknown array.
 """
 
 from collections.abc import Iterator
@@ -12,6 +13,9 @@ import ijson
 from proofpoint_shipper.tap import ARRAYS
 
 _CONTAINERS = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+# How deep an event may nest: real ones go five levels down. orjson, which writes the records,
+# refuses 255 levels, and an event it cannot write would stop the fetch on every run.
+MAX_DEPTH = 200
 
 
 class MalformedAnswer(Exception):
@@ -53,4 +57,6 @@ def _build(parser, event: str, value) -> dict:
         depth += _CONTAINERS.get(event, 0)
         if depth == 0:
             return builder.value
+        if depth > MAX_DEPTH:
+            raise MalformedAnswer(f"an event nests deeper than {MAX_DEPTH} levels")
     raise MalformedAnswer("the answer ends inside an event")

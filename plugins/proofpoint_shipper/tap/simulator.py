@@ -72,7 +72,7 @@ class TapSimulator:
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | str | None = None  # sent with 429 when set, as written
         self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
-        self.corruptions: deque[str] = deque()  # invalid_json, truncated, not_object, unknown_array
+        self.corruptions: deque[str] = deque()  # invalid_json, truncated, not_object, unknown_array, too_deep
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -201,12 +201,21 @@ class TapSimulator:
             next(iter(arrays.values())).insert(0, "not an object")
         if corruption == "unknown_array":
             arrays = {**arrays, "messagesQuarantined": [{"id": "x"}]}
+        if corruption == "too_deep":  # JSON, but nested deeper than a record can be written
+            next(iter(arrays.values())).insert(0, DEEP_MARK)
         body = orjson.dumps({"queryEndTime": query_end, **arrays})
+        if corruption == "too_deep":
+            body = body.replace(
+                orjson.dumps(DEEP_MARK), b'{"GUID":"deep","x":' + b"[" * 300 + b"]" * 300 + b"}"
+            )
         if corruption == "invalid_json":
             return body.replace(b"{", b"{,", 1)
         if corruption == "truncated":
             return body[: max(1, len(body) // 2)]
         return body
+
+
+DEEP_MARK = "deeply nested event goes here"
 
 
 def _handler(simulator: TapSimulator):
