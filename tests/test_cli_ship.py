@@ -61,6 +61,17 @@ def test_text_lines_that_are_not_utf8_are_shipped_and_counted():
     assert b"1 text lines with invalid UTF-8 (written with U+FFFD)" in result.stderr
 
 
+def test_records_that_cannot_be_written_are_skipped_by_line_and_counted():
+    deep = '{"a": ' + "[" * 300 + "]" * 300 + "}"  # orjson reads it, but writes only 254 levels
+    lines = "\n".join(['{"id": 1}', deep, "[1, 2]", "not json", '{"id": 2}']).encode()
+    result = ship("--table", "proofpoint_tap_clicks_blocked", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1, 2]
+    assert b"<stdin>:2: a JSON object nested too deep to be written; skipped" in result.stderr
+    assert b"<stdin>:3: not a JSON object; skipped" in result.stderr
+    assert b"2 records delivered to proofpoint_tap_clicks_blocked, 3 not readable" in result.stderr
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()

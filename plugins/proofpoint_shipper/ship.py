@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     group: list[dict] = []
     for source in sources:
         for number, line in enumerate(source, 1):
-            record, not_utf8 = _record(stream.format, line)
+            record, note = _record(stream.format, line)
             if record is None:
                 bad += 1
-                print(f"ppship ship: {source.name}:{number}: not a JSON object; skipped", file=sys.stderr)
+                print(f"ppship ship: {source.name}:{number}: {note}; skipped", file=sys.stderr)
                 continue
-            replaced += not_utf8
+            replaced += note is not None
             group.append(record)
             if len(group) >= WRITE_GROUP:
                 unflushed += _hand_over(sink, args.table, group)
@@ -68,19 +68,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(table_format: str, line: bytes) -> tuple[dict | None, bool]:
-    """The line's record (None: not a JSON object), and whether it was text that is not UTF-8."""
+def _record(table_format: str, line: bytes) -> tuple[dict | None, str | None]:
+    """The line's record and a note: no record, and why not; or a text line that is not UTF-8."""
     text = line.rstrip(b"\r\n")
     if table_format == "text":
         try:
-            return {"text": text.decode("utf-8")}, False
+            return {"text": text.decode("utf-8")}, None
         except UnicodeDecodeError:
-            return {"text": text.decode("utf-8", "replace")}, True
+            return {"text": text.decode("utf-8", "replace")}, "not UTF-8"
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return None, False
-    return (record if isinstance(record, dict) else None), False
+        return None, "not a JSON object"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    try:
+        orjson.dumps(record)  # orjson reads 1024 levels deep but writes 254: find it here, not in a sink
+    except orjson.JSONEncodeError:
+        return None, "a JSON object nested too deep to be written"
+    return record, None
 
 
 def _hand_over(sink, table: str, group: list[dict]) -> int:
