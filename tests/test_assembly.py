@@ -116,6 +116,14 @@ def test_a_missing_file_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"cannot read" in result.stderr
 
 
+def test_an_ndjson_record_nested_too_deep_to_write_is_read_as_a_line():
+    deep = "[" * 300 + "]" * 300  # orjson reads it, but writes only 254 levels
+    record = '{"stream": "gateway_filter", "host": "h", "fields": {"s": "a", "mod": "spf", "result": %s}}'
+    result = run_ppship("gateway", "assemble", "--timezone", "UTC", input=(record % deep).encode())
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"1 JSON lines that are not gateway records (parsed as lines)" in result.stderr
+
+
 def test_repeated_keys_and_odd_ndjson_records_do_not_stop_the_command():
     lines = [
         "2022-02-20T08:35:00Z mx1 filter_instance1[1]: rprt s=abc x=abc-1 x=abc-2 mod=spam mod=av",

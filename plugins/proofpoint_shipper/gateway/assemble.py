@@ -20,6 +20,7 @@ from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
+from proofpoint_shipper.sinks.records import json_record
 
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
@@ -115,12 +116,9 @@ class AssembleJob:
     def record(self, line: str) -> dict:
         """A parsed record: the NDJSON record as given, or the raw line parsed now."""
         if line[:1] == "{":
-            try:
-                record = orjson.loads(line)
-                if isinstance(record, dict) and "stream" in record:
-                    return record
-            except orjson.JSONDecodeError:
-                pass
+            record, _ = json_record(line)
+            if record is not None and "stream" in record:
+                return record
             self.bad_records += 1  # not one of our records: parse it as a line, it may be one
         return self.parser.parse(line)
 

@@ -1,7 +1,8 @@
 """What every sink needs to know about a record: its stream, its time, its line in a table.
 
 `stream_for(table)` refuses unknown tables; `record_time` finds an event's own time;
-`table_line` is the bytes that land in S3 for one record (NDJSON or the text line).
+`json_record` reads an NDJSON line into a record a sink can write; `table_line` is the bytes
+that land in S3 for one record (NDJSON or the text line).
 """
 
 from datetime import UTC, datetime
@@ -40,6 +41,25 @@ def record_time(record: dict, default: datetime | None = None) -> datetime:
             if EARLIEST <= moment <= LATEST:
                 return moment
     return default or datetime.now(UTC)
+
+
+def json_record(text: bytes | str) -> tuple[dict | None, str | None]:
+    """One NDJSON line as a record that can be written again, else None and why not.
+
+    orjson reads 1024 levels deep but writes only 254: such a record is refused here, where its
+    line is known, rather than in a sink, where it would stop the run.
+    """
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None, "not a JSON object"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    try:
+        orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return None, "a JSON object nested too deep to be written"
+    return record, None
 
 
 def table_line(stream: Stream, record: dict) -> bytes:
