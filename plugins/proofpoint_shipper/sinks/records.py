@@ -1,8 +1,8 @@
 """What every sink needs to know about a record: its stream, its time, its line in a table.
 
-`stream_for(table)` refuses unknown tables; `record_time` finds an event's own time;
-`json_record` reads an NDJSON line into a record a sink can write; `table_line` is the bytes
-that land in S3 for one record (NDJSON or the text line).
+`stream_for(table)` refuses unknown tables; `record_time` finds an event's own time (`utc_time`
+reads one); `json_record` reads an NDJSON line into a record a sink can write; `table_line` is
+the bytes that land in S3 for one record (NDJSON or the text line).
 """
 
 from datetime import UTC, datetime
@@ -31,16 +31,21 @@ def stream_for(table: str) -> Stream:
 def record_time(record: dict, default: datetime | None = None) -> datetime:
     """The event's own time (aware, UTC) when it is one we can carry, else `default`, else now."""
     for key in TIME_KEYS:
-        value = record.get(key)
-        if isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value)
-                moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-            except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
-                continue
-            if EARLIEST <= moment <= LATEST:
-                return moment
+        moment = utc_time(record.get(key))
+        if moment is not None and EARLIEST <= moment <= LATEST:
+            return moment
     return default or datetime.now(UTC)
+
+
+def utc_time(value: object) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone) moved to UTC; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
+        return None
 
 
 def json_record(text: bytes | str) -> tuple[dict | None, str | None]:

@@ -9,10 +9,12 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+
+from proofpoint_shipper.sinks.records import utc_time
 
 MAX_INDEXING_DELAY = timedelta(minutes=25)
 
@@ -42,17 +44,7 @@ def creation_time(array: str, wire: dict) -> datetime | None:
         threats = wire.get("threatsInfoMap")
         threats = threats if isinstance(threats, list) else []
         times = [wire.get("messageTime")] + [t.get("threatTime") for t in threats if isinstance(t, dict)]
-    return max(filter(None, map(_readable_time, times)), default=None)
-
-
-def _readable_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = parse_wire_time(value)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
-        return None
+    return max(filter(None, map(utc_time, times)), default=None)
 
 
 def generate(seed: int, start: datetime, end: datetime, rate_per_hour: int = 60) -> Iterator[TapEvent]:
