@@ -120,17 +120,17 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+INF = float("inf")
+
+
 def seconds(text: str) -> float:
     """An argparse type for a duration in seconds: a number, 0 or more."""
-    return _number_in(text, 0, float("inf"), "a number of seconds (0 or more)")
+    return _number_in(text, "a number of seconds (0 or more)", 0, INF)
 
 
 def positive_seconds(text: str) -> float:
     """An argparse type for a timeout or a period: seconds above 0."""
-    value = _number_in(text, 0, float("inf"), "a number of seconds above 0")
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
-    return value
+    return _number_in(text, "a number of seconds above 0", 0, INF, low_allowed=False)
 
 
 def whole_number(text: str) -> int:
@@ -142,24 +142,25 @@ def whole_number(text: str) -> int:
 
 def share(text: str) -> float:
     """An argparse type for a share of something: a number from 0 to 1."""
-    return _number_in(text, 0, 1, "a share from 0 to 1", top_included=True)
+    return _number_in(text, "a share from 0 to 1", 0, 1, high_allowed=True)
 
 
 def positive_number(text: str) -> float:
     """An argparse type for a rate or an amount: a finite number above 0."""
-    value = _number_in(text, 0, float("inf"), "a number above 0")
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-    return value
+    return _number_in(text, "a number above 0", 0, INF, low_allowed=False)
 
 
-def _number_in(text: str, low: float, high: float, what: str, top_included: bool = False) -> float:
-    """`text` as a number from `low` up to `high` (excluded unless `top_included`); NaN never is."""
+def _number_in(
+    text: str, what: str, low: float, high: float, low_allowed: bool = True, high_allowed: bool = False
+) -> float:
+    """`text` as a number between `low` and `high`, each bound itself allowed or not; never NaN."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not (low <= value <= high if top_included else low <= value < high):
+    above = low <= value if low_allowed else low < value  # NaN fails every comparison
+    below = value <= high if high_allowed else value < high
+    if not (above and below):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
