@@ -72,6 +72,34 @@ def test_records_that_cannot_be_written_are_skipped_by_line_and_counted():
     assert b"2 records delivered to proofpoint_tap_clicks_blocked, 3 not readable" in result.stderr
 
 
+def test_text_lines_not_in_the_text_form_are_shipped_told_and_counted():
+    good = b"2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: Q1: stat=Sent"
+    raw = b"Feb 20 08:35:00 mx1 sendmail[1]: Q1: stat=Sent"  # not yet through gateway parse
+    lines = [good, b"", raw, b"   ", b'{"text": "json"}'] + [raw] * 12
+    result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=b"\n".join(lines))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [good, raw, b'{"text": "json"}'] + [raw] * 12
+    told = [line for line in result.stderr.splitlines() if b"shipped as it is" in line]
+    assert len(told) == 10  # the first ten lines of the kind, not all fourteen
+    assert told[0].startswith(b"ppship ship: <stdin>:3: 'Feb 20 08:35:00 mx1 sendmail[1]:' does not start")
+    assert told[1] == b"ppship ship: <stdin>:5: JSON where text is expected; shipped as it is"
+    summary = result.stderr.splitlines()[-1].decode()
+    assert summary.startswith("ppship ship: 15 records delivered to proofpoint_gateway_sendmail_logs")
+    assert "0 not readable, 2 empty lines skipped, 14 text lines not in the text tables' form" in summary
+    assert summary.endswith("only the first 10 lines of each kind were told")
+
+
+def test_empty_lines_are_skipped_and_counted_apart_from_unreadable_ones():
+    result = ship("--table", "proofpoint_tap_clicks_blocked", input=b'{"id": 1}\n\n\r\n{"id": 2}\nnot json\n')
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1, 2]
+    assert result.stderr.decode().splitlines() == [
+        "ppship ship: <stdin>:5: not a JSON object; skipped",
+        "ppship ship: 2 records delivered to proofpoint_tap_clicks_blocked, 1 not readable, "
+        "2 empty lines skipped",
+    ]
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()

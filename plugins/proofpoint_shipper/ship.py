@@ -6,12 +6,13 @@ gateway text tables. Flushes every --flush-records and at the end; counts (of fl
 
 import argparse
 import sys
+from collections import Counter
 
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import positive_int
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
-from proofpoint_shipper.sinks.records import json_record, stream_for
+from proofpoint_shipper.sinks.records import json_record, stream_for, text_line_problem
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -34,22 +35,53 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 WRITE_GROUP = 1000  # records handed to the sink at a time: it keeps them encoded, not as dicts
+NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines must not flood stderr
+
+# Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
+SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
+_SUMMARY = {
+    EMPTY: "{} empty lines skipped",
+    NOT_UTF8: "{} text lines with invalid UTF-8 (written with U+FFFD)",
+    NOT_TEXT_FORM: "{} text lines not in the text tables' form, shipped as they are "
+    "(`ppship gateway parse --format text` writes gateway lines in that form)",
+}
+
+
+class _Notes:
+    """Faults of the lines read, counted by kind; the first few of each kind told by line."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, where: str, detail: str | None) -> None:
+        self.counts[kind] += 1
+        if detail is not None and self.counts[kind] <= NOTES_SHOWN:
+            shipped = "skipped" if kind == SKIPPED else "shipped as it is"
+            print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
+
+    def summary(self, shipped: int, table: str) -> str:
+        parts = [f"{shipped} records delivered to {table}", f"{self.counts[SKIPPED]} not readable"]
+        parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
+        told = sum(min(count, NOTES_SHOWN) for kind, count in self.counts.items() if kind != EMPTY)
+        if sum(self.counts.values()) - self.counts[EMPTY] > told:
+            parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
+        return "ppship ship: " + ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     stream = stream_for(args.table)  # an unknown table fails before anything is opened
     sources = _open_inputs(args.files)
     sink = open_sink(args)
-    shipped = bad = replaced = unflushed = 0
+    notes = _Notes()
+    shipped = unflushed = 0
     group: list[dict] = []
     for source in sources:
         for number, line in enumerate(source, 1):
-            record, note = _record(stream.format, line)
+            record, faults = _record(stream.format, line)
+            for kind, detail in faults:
+                notes.add(kind, f"{source.name}:{number}", detail)
             if record is None:
-                bad += 1
-                print(f"ppship ship: {source.name}:{number}: {note}; skipped", file=sys.stderr)
                 continue
-            replaced += note is not None
             group.append(record)
             if len(group) >= WRITE_GROUP:
                 unflushed += _hand_over(sink, args.table, group)
@@ -58,23 +90,26 @@ def run(args: argparse.Namespace) -> int:
                 shipped, unflushed = shipped + unflushed, 0
     unflushed += _hand_over(sink, args.table, group)
     sink.close()
-    shipped += unflushed
-    summary = f"ppship ship: {shipped} records delivered to {args.table}, {bad} not readable"
-    if replaced:
-        summary += f", {replaced} text lines with invalid UTF-8 (written with U+FFFD)"
-    print(summary, file=sys.stderr)
+    print(notes.summary(shipped + unflushed, args.table), file=sys.stderr)
     return 0
 
 
-def _record(table_format: str, line: bytes) -> tuple[dict | None, str | None]:
-    """The line's record and a note: no record, and why not; or a text line that is not UTF-8."""
+def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
+    """The line's record (None: skipped) and its faults, each (kind, a word on it or None)."""
     text = line.rstrip(b"\r\n")
-    if table_format == "text":
-        try:
-            return {"text": text.decode("utf-8")}, None
-        except UnicodeDecodeError:
-            return {"text": text.decode("utf-8", "replace")}, "not UTF-8"
-    return json_record(text)
+    if not text.strip():
+        return None, ((EMPTY, None),)
+    if table_format == "ndjson":
+        record, why_not = json_record(text)
+        return record, () if record is not None else ((SKIPPED, why_not),)
+    try:
+        decoded, faults = text.decode("utf-8"), ()
+    except UnicodeDecodeError:
+        decoded, faults = text.decode("utf-8", "replace"), ((NOT_UTF8, None),)
+    problem = text_line_problem(decoded)
+    if problem is not None:
+        faults += ((NOT_TEXT_FORM, problem),)
+    return {"text": decoded}, faults
 
 
 def _hand_over(sink, table: str, group: list[dict]) -> int:

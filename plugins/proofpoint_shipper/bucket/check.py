@@ -12,7 +12,6 @@ folders leading to its newest day, and that day's keys (up to `max_keys`); and i
 """
 
 import gzip
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,10 +30,9 @@ from proofpoint_shipper.bucket.setup import (
     read_settings,
     rule_prefix,
 )
+from proofpoint_shipper.sinks.records import GATEWAY_TIME, text_line_problem
 from proofpoint_shipper.streams import BY_TABLE, STREAMS, Stream
 
-GATEWAY_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
-_TIME_AT_START = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:?\d\d) ")
 LINES_READ = 10_000  # per sampled object
 MISPLACED_SHOWN = 10  # per table; the rest are counted
 
@@ -249,14 +247,4 @@ def _json_problem(line: bytes) -> str | None:
 
 
 def _text_problem(line: bytes) -> str | None:
-    if line[:1] == b"{":
-        return "JSON where text is expected"
-    text = line.decode("utf-8", "replace")
-    found = _TIME_AT_START.match(text)
-    if found is None:
-        return f"{text[:32]!r} does not start with a {GATEWAY_TIME} time"
-    try:
-        datetime.strptime(found[1], GATEWAY_TIME)
-    except ValueError:
-        return f"{found[1]!r} is not a real time"
-    return None
+    return text_line_problem(line.decode("utf-8", "replace"))

@@ -2,9 +2,11 @@
 
 `stream_for(table)` refuses unknown tables; `record_time` finds an event's own time (`utc_time`
 reads one); `json_record` reads an NDJSON line into a record a sink can write; `table_line` is
-the bytes that land in S3 for one record (NDJSON or the text line).
+the bytes that land in S3 for one record (NDJSON or the text line); `text_line_problem` says
+why a line is not in the gateway text tables' form.
 """
 
+import re
 from datetime import UTC, datetime
 
 import orjson
@@ -18,6 +20,9 @@ TIME_KEYS = ("time", "eventTime", "clickTime", "click_time", "messageTime", "ts"
 # seconds. A time outside (year 1, year 9999: a bad clock or a forged line) is no event time.
 EARLIEST = datetime.fromtimestamp(0, UTC)
 LATEST = datetime.fromtimestamp(2**32 - 1, UTC)
+# A gateway text-table line opens with its time in this form, then a space.
+GATEWAY_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
+_TIME_AT_START = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:?\d\d) ")
 
 
 def stream_for(table: str) -> Stream:
@@ -75,3 +80,18 @@ def table_line(stream: Stream, record: dict) -> bytes:
             raise ValueError("a text-table record needs a 'text' (or 'raw') string")
         return text.encode() + b"\n"
     return orjson.dumps(record) + b"\n"
+
+
+def text_line_problem(line: str) -> str | None:
+    """Why `line` is not in the gateway text tables' form (time as GATEWAY_TIME, a space, the
+    rest), or None when it is."""
+    if line.startswith("{"):
+        return "JSON where text is expected"
+    found = _TIME_AT_START.match(line)
+    if found is None:
+        return f"{line[:32]!r} does not start with a {GATEWAY_TIME} time"
+    try:
+        datetime.strptime(found[1], GATEWAY_TIME)
+    except ValueError:
+        return f"{found[1]!r} is not a real time"
+    return None
