@@ -105,3 +105,59 @@ def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_err
     unreachable = open_client("http://127.0.0.1:9")  # nothing listens: a BotoCoreError, not a ClientError
     with pytest.raises(ConfigError, match="cannot be read"):
         S3CursorStore(unreachable, bucket, "cursors/odd.json").load()
+
+
+LOCK_HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from proofpoint_shipper.checkpoint import FileCursorStore
+
+    FileCursorStore(Path(sys.argv[1])).claim()
+    print("claimed", flush=True)
+    sys.stdin.readline()  # holds the cursor until the parent kills us
+""")
+
+
+def test_a_cursor_file_is_claimed_by_one_process_until_it_ends(tmp_path):
+    path = tmp_path / "state" / "tap.json"
+    with subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
+        try:
+            assert holder.stdout.readline() == b"claimed\n"
+            with pytest.raises(
+                CursorConflict, match=rf"tap.json is in use by another process \(pid {holder.pid}\)"
+            ):
+                FileCursorStore(path).claim()
+        finally:
+            holder.send_signal(signal.SIGKILL)  # a crash: the lock goes with the process
+            holder.wait()
+    store = FileCursorStore(path)
+    store.claim()
+    store.claim()  # the holder may claim again
+    with pytest.raises(CursorConflict):
+        FileCursorStore(path).claim()  # one claim per open store, even in one process
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tap", "fetch", "--base-url", "http://127.0.0.1:9", "--cursor"],
+        ["pod", "stream", "--url", "ws://127.0.0.1:9", "--type", "message", "--cursor"],
+    ],
+)
+def test_a_second_collector_on_one_cursor_file_stops_before_any_request(tmp_path, command, monkeypatch):
+    from tests.conftest import run_ppship
+
+    monkeypatch.setenv("TAP_PRINCIPAL", "p")
+    monkeypatch.setenv("TAP_SECRET", "s")
+    monkeypatch.setenv("POD_TOKEN", "t")
+    monkeypatch.setenv("POD_CLUSTER_ID", "c")
+    cursor = tmp_path / "cursor.json"
+    FileCursorStore(cursor).claim()  # the first collector: this test's process
+    result = run_ppship(*command, str(cursor), timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        f"ppship: error: cursor file {cursor} is in use by another process (pid {os.getpid()}); "
+        "only one collector may run on one cursor\n"
+    )

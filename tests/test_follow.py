@@ -28,10 +28,11 @@ def append(path: Path, numbers) -> None:
 class Follower:
     """The real command following one file; its stdout lines arrive on a queue."""
 
-    def __init__(self, path: Path, position: Path):
+    def __init__(self, path: Path, position: Path | None, *extra: str, cwd: Path | None = None):
         command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", "--follow", str(path)]
-        command += ["--position-file", str(position), "--format", "text", "--timezone", "UTC"]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        command += ["--position-file", str(position)] if position else []
+        command += ["--format", "text", "--timezone", "UTC", *extra]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -154,3 +155,43 @@ def test_a_fifo_or_an_unwritable_position_folder_is_refused_at_start(tmp_path):
     result = run_ppship("gateway", "parse", "--follow", str(log), "--position-file", str(blocked / "p.json"))
     assert result.returncode == 2 and result.stdout == b""  # before any line, not at the first save
     assert result.stderr.decode().startswith("ppship: error: cannot create the folder of the position file")
+
+
+def test_a_second_follower_on_one_position_file_is_refused(files):
+    path, position = files
+    append(path, [1])
+    first = Follower(path, position)
+    try:
+        first.expect([1])
+        command = ["gateway", "parse", "--follow", str(path), "--position-file", str(position)]
+        second = subprocess.run(
+            [sys.executable, "-m", "proofpoint_shipper", *command], capture_output=True, timeout=TIMEOUT
+        )
+        assert second.returncode == 2 and second.stdout == b""  # it would write every line again
+        assert second.stderr.decode() == (
+            f"ppship: error: cursor file {position} is in use by another process (pid {first.process.pid}); "
+            "only one collector may run on one cursor\n"
+        )
+        append(path, [2])
+        first.expect([2])
+    finally:
+        first.stop()
+
+
+def test_followers_of_one_file_for_different_streams_keep_their_own_position(tmp_path):
+    path = tmp_path / "maillog"
+    append(path, [1])
+    followers = [Follower(path, None, "--streams", name, cwd=tmp_path) for name in ("filter", "sendmail")]
+    try:
+        followers[0].expect([1])  # the sendmail follower writes nothing: the line is a filter line
+        followers[0].stop()
+        followers[1].stop()
+    finally:
+        for follower in followers:
+            follower.process.kill()
+            follower.process.communicate()
+    state = tmp_path / "ppship-state"
+    assert sorted(p.name for p in state.glob("*.json")) == [
+        "follow-maillog-filter.json",
+        "follow-maillog-sendmail.json",
+    ]

@@ -4,8 +4,13 @@
 leaves the old cursor or the new one, never a torn file. `S3CursorStore` writes with If-Match on
 the ETag it read (If-None-Match on first write): two collectors can never both advance one
 cursor; the one that loses gets CursorConflict and must stop.
+
+Two collectors on one cursor file (a cron run that overlaps the one before it, a second service)
+would fetch the same data twice and overwrite each other's progress: `claim()` takes the file's
+lock for the life of the process, and the second one gets CursorConflict before it reads anything.
 """
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -18,6 +23,30 @@ from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
 class FileCursorStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock: int | None = None  # held until the process ends
+
+    def claim(self) -> None:
+        """Take the cursor for this process (a lock file beside it), or CursorConflict."""
+        if self._lock is not None:
+            return
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cursor file {self.path} cannot be locked: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise CursorConflict(
+                f"cursor file {self.path} is in use by another process (pid {holder}); "
+                "only one collector may run on one cursor"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        self._lock = handle
 
     def load(self) -> dict | None:
         try:
@@ -59,6 +88,9 @@ class S3CursorStore:
         self.bucket = bucket
         self.key = key
         self._etag: str | None = None  # what we read: our write must replace exactly that
+
+    def claim(self) -> None:
+        """Nothing to take: the conditional writes of `save` let only one collector advance."""
 
     def load(self) -> dict | None:
         where = f"cursor s3://{self.bucket}/{self.key}"

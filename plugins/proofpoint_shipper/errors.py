@@ -7,7 +7,7 @@
      ├── FetchError         a source did not answer usefully within its retry bound
      ├── DeliveryError      an output did not confirm data within its retry bound
      ├── DeliveryAbandoned  a delivery given up on purpose (a bounded shutdown); never retried
-     ├── CursorConflict     another collector advanced the same cursor
+     ├── CursorConflict     another collector holds or advanced the same cursor
      ├── StageFailed        a step of `ppship demo` (one of its child processes) failed
      ├── Stopped            SIGTERM came during a retry wait; the unfinished work is redone next run
      └── ParseError         part of a line does not follow its grammar (the hot path turns
@@ -46,7 +46,7 @@ class DeliveryAbandoned(ShipperError):
 
 
 class CursorConflict(ShipperError):
-    """Another collector advanced the same cursor since we read it; this one must stop."""
+    """Another collector holds the same cursor, or advanced it since we read it; this one must stop."""
 
 
 class StageFailed(ShipperError):

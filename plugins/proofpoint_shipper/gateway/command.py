@@ -120,7 +120,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parse.add_argument(
         "--position-file",
         type=Path,
-        help="with --follow: where the read position is kept (default: ppship-state/follow-<FILE name>.json)",
+        help="with --follow: where the read position is kept; one follower at a time may use it "
+        "(default: ppship-state/follow-<FILE name>.json, with -<streams> before .json when "
+        "--streams names not all three)",
     )
     parse.set_defaults(run=run)
     exec_filter.register(actions)
@@ -166,15 +168,24 @@ def _run_follow(args: argparse.Namespace) -> int:
     path = Path(args.files[0])
     if path.is_dir():
         raise InputError(f"cannot follow {path}: is a directory")
-    position_file = args.position_file or Path("ppship-state") / f"follow-{path.name}.json"
+    position_file = args.position_file or _default_position_file(path, args.streams)
     writable_dir(position_file.parent, "the folder of the position file")  # not at the first save
     positions = FileCursorStore(position_file)
+    positions.claim()  # a second follower on this position would write every line again
     logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     job = _job(args)
     with job.signals_handled():
         job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going))
     job.report()
     return 0
+
+
+def _default_position_file(path: Path, streams: frozenset[str]) -> Path:
+    """ppship-state/follow-<FILE name>.json, with the streams when not all: a filter follower and
+    a sendmail follower of one file each keep their own position."""
+    chosen = [name for name, stream in STREAM_CHOICES.items() if stream in streams]
+    suffix = "" if len(chosen) == len(STREAM_CHOICES) else "-" + "-".join(chosen)
+    return Path("ppship-state") / f"follow-{path.name}{suffix}.json"
 
 
 class ParseJob:

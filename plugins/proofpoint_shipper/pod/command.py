@@ -113,6 +113,7 @@ def _stream(args: argparse.Namespace) -> int:
         raise ConfigError("--until must be later than --since")
     secret = token(args.token_file, args.cluster_id)
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
+    store.claim()  # a second collector on this resume file stops here
     store.load()  # an unreadable resume file fails now
     from proofpoint_shipper.pod.stream import PodStream, StreamSettings  # websockets: only when run
 

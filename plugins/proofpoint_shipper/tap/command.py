@@ -182,6 +182,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     principal, secret = credentials(args.secret_file)
     store = _cursor_store(args)
+    store.claim()  # a second collector on this cursor stops here
     store.load()  # an unreadable cursor fails now, before any request
     beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent
     dead_letters = writable_dir(
