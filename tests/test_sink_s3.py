@@ -4,6 +4,10 @@ import gzip
 import json
 import logging
 import re
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 
@@ -186,6 +190,63 @@ def test_an_unreadable_spool_entry_is_set_aside_and_the_rest_delivered(local_s3,
     assert _landed_numbers(client, "spool-bucket") == [1, 2]
     assert len(spool) == 0 and (tmp_path / "spool" / "notes.json.unreadable").exists()
     assert any("notes.json cannot be read" in message for message in caplog.messages)
+
+
+SPOOLING_PROCESS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from proofpoint_shipper.sinks.spool import Spool
+
+    spool, name = Spool(Path(sys.argv[1])), sys.argv[2]
+    sys.stdin.readline()  # both processes start spooling together
+    for n in range(150):
+        spool.put(f"t/{name}-{n}", f"{name}-{n}".encode(), {})
+""")
+
+
+def test_processes_sharing_a_spool_folder_keep_every_object(tmp_path):
+    """The relay's --workers, or collectors given one --spool-dir: each object is kept apart."""
+    folder = tmp_path / "spool"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", SPOOLING_PROCESS, str(folder), name], stdin=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        writer.stdin.write(b"go\n")
+        writer.stdin.close()
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    entries = list(Spool(folder).items())
+    assert sorted(key for _, key, _, _ in entries) == sorted(f"t/{a}-{n}" for a in "ab" for n in range(150))
+    assert all(body.decode() == key[2:] for _, key, body, _ in entries)  # each body under its own key
+
+
+def test_two_sinks_draining_one_spool_deliver_each_object_and_stop_cleanly(local_s3, tmp_path, caplog):
+    spool = Spool(tmp_path / "spool")
+    for n in range(40):
+        spool.put(f"proofpoint_tap_clicks_permitted/{n}.ndjson.gz", gzip.compress(b'{"n": %d}\n' % n), {})
+    client = local_s3.client()
+    client.create_bucket(Bucket="shared-spool-bucket")
+    failures: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            sink = S3Sink(
+                local_s3.client(), "shared-spool-bucket", host="gw1", spool=Spool(tmp_path / "spool")
+            )
+            sink.flush()
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=drain) for _ in range(2)]
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert failures == []
+    assert _landed_numbers(client, "shared-spool-bucket") == list(range(40))
+    assert len(spool) == 0 and not list((tmp_path / "spool").glob("*.unreadable"))
+    assert caplog.messages == []  # an entry the other sink took is no fault
 
 
 def test_without_a_spool_an_outage_raises_and_keeps_the_data(tmp_path):

@@ -168,12 +168,12 @@ class S3Sink:
     def _drain_spool(self) -> None:
         if self.spool is None:
             return
-        for sequence, key, body, headers in self.spool.items():
+        for name, key, body, headers in self.spool.items():
             try:
                 self._upload(key, body, headers)
             except DeliveryError:
                 return  # still down: everything stays spooled, in order
-            self.spool.remove(sequence)
+            self.spool.remove(name)
 
     def _upload(self, key: str, body: bytes, headers: dict[str, str]) -> None:
         extra = dict(headers)

@@ -1,14 +1,22 @@
 """A local spool of S3 objects that could not be uploaded: kept in order, safe across restarts.
 
-Each object is two files named by a sequence number: `<seq>.body`, then `<seq>.json` (its key and
-headers) written last, so an object without its `.json` was never completely spooled.
-Both are written to a temporary name, fsynced, then renamed. An entry that cannot be read (a
-stray file, a body deleted by hand) is renamed `*.unreadable` and logged, not retried forever.
+Each object is two files named by the time it was spooled and the process that spooled it:
+`<name>.body`, then `<name>.json` (its key and headers) written last, so an object without its
+`.json` was never completely spooled. Both are written to a temporary name, fsynced, then
+renamed. An entry that cannot be read (a stray file, a body deleted by hand) is renamed
+`*.unreadable` and logged, not retried forever.
+
+Several processes may share one folder (the relay's --workers, collectors given one --spool-dir):
+names never collide, and an entry another process delivered and removed meanwhile is passed over.
+Two may deliver one entry; it goes to its own key, so S3 holds it once.
 """
 
+import contextlib
+import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,18 +41,22 @@ class Spool:
 
     def put(self, key: str, body: bytes, headers: dict[str, str]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        sequence = f"{self._next_sequence():012d}"
-        _write_durably(self.directory / f"{sequence}.body", body)
+        name = _new_name()
+        _write_durably(self.directory / f"{name}.body", body)
         meta = json.dumps({"key": key, "headers": headers}).encode()
-        _write_durably(self.directory / f"{sequence}.json", meta)
+        _write_durably(self.directory / f"{name}.json", meta)
 
     def items(self) -> Iterator[tuple[str, str, bytes, dict[str, str]]]:
-        """(sequence, key, body, headers) of every complete object, oldest first."""
+        """(name, key, body, headers) of every complete object, oldest first."""
         for meta_path in sorted(self.directory.glob("*.json")):
             try:
                 meta = json.loads(meta_path.read_bytes())
                 body = (self.directory / f"{meta_path.stem}.body").read_bytes()
                 key, headers = meta["key"], meta["headers"]
+            except FileNotFoundError as exc:
+                if meta_path.exists():  # a body deleted by hand
+                    self._set_aside(meta_path, exc)
+                continue  # else another process delivered it and removed it meanwhile
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self._set_aside(meta_path, exc)
                 continue
@@ -53,20 +65,25 @@ class Spool:
     def _set_aside(self, meta_path: Path, exc: Exception) -> None:
         """Out of the way of the objects behind it, kept for whoever looks into it."""
         for path in (meta_path, meta_path.with_suffix(".body")):
-            if path.exists():
+            with contextlib.suppress(FileNotFoundError):  # never written, or set aside by another process
                 path.replace(path.with_name(path.name + ".unreadable"))
         log.error("spool entry %s cannot be read (%s); set aside as *.unreadable", meta_path, exc)
 
-    def remove(self, sequence: str) -> None:
-        (self.directory / f"{sequence}.json").unlink()
-        (self.directory / f"{sequence}.body").unlink(missing_ok=True)
+    def remove(self, name: str) -> None:
+        """Delivered: gone, whether or not another process sharing the folder removed it first."""
+        (self.directory / f"{name}.json").unlink(missing_ok=True)
+        (self.directory / f"{name}.body").unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return len(list(self.directory.glob("*.json")))
 
-    def _next_sequence(self) -> int:
-        numbers = [int(path.stem) for path in self.directory.glob("*.body") if path.stem.isdigit()]
-        return max(numbers, default=0) + 1
+
+_SPOOLED_IN_THIS_PROCESS = itertools.count()
+
+
+def _new_name() -> str:
+    """Sorts by spooling time; unique across the processes and threads sharing a folder."""
+    return f"{time.time_ns():020d}-{os.getpid()}-{next(_SPOOLED_IN_THIS_PROCESS):06d}"
 
 
 def _write_durably(path: Path, data: bytes) -> None:
