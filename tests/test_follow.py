@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,12 @@ def append(path: Path, numbers) -> None:
 class Follower:
     """The real command following one file; its stdout lines arrive on a queue."""
 
-    def __init__(self, path: Path, position: Path | None, *extra: str, cwd: Path | None = None):
+    def __init__(
+        self, path: Path, position: Path | None, *extra: str, cwd: Path | None = None, rotate_wait: float = 1
+    ):
         command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", "--follow", str(path)]
         command += ["--position-file", str(position)] if position else []
-        command += ["--format", "text", "--timezone", "UTC", *extra]
+        command += ["--format", "text", "--timezone", "UTC", "--rotate-wait", str(rotate_wait), *extra]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -68,6 +71,21 @@ def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(files
     append(path.with_name("maillog.1"), [3])  # the writer still had the old file open
     append(path, [4, 5])
     follower.expect([3, 4, 5])
+    assert "was rotated" in follower.stop()
+
+
+def test_lines_written_to_the_old_file_after_the_new_one_appeared_are_read_first(files):
+    """logrotate renames the file and creates the new one; syslog writes on to the old one until
+    postrotate makes it reopen the path. Those lines come out, before the new file's."""
+    path, position = files
+    append(path, [1])
+    follower = Follower(path, position, rotate_wait=3)
+    follower.expect([1])
+    path.rename(path.with_name("maillog.1"))
+    append(path, [3])  # the new file, as logrotate's `create` makes it, and its first line
+    time.sleep(1)  # the follower sees the new file (it polls every 0.25 s) ...
+    append(path.with_name("maillog.1"), [2])  # ... and syslog has not reopened the path yet
+    follower.expect([2, 3])
     assert "was rotated" in follower.stop()
 
 

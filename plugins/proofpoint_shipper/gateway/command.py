@@ -19,13 +19,13 @@ import orjson
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
-from proofpoint_shipper.gateway.follow import FollowedFile
+from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, FollowedFile
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import STDIN, write_stdout
-from proofpoint_shipper.service import StopOnSignals, positive_int, writable_dir
+from proofpoint_shipper.service import StopOnSignals, positive_int, seconds, writable_dir
 from proofpoint_shipper.streams import OTHER
 
 if TYPE_CHECKING:
@@ -118,6 +118,14 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "and resumed on the next start",
     )
     parse.add_argument(
+        "--rotate-wait",
+        type=seconds,
+        default=DEFAULT_ROTATE_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="with --follow: after a rotation by rename, read the old file on until it stayed "
+        "quiet this long, as syslog writes to it until it reopens the path (default: %(default)s)",
+    )
+    parse.add_argument(
         "--position-file",
         type=Path,
         help="with --follow: where the read position is kept; one follower at a time may use it "
@@ -175,7 +183,7 @@ def _run_follow(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     job = _job(args)
     with job.signals_handled():
-        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going))
+        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going, args.rotate_wait))
     job.report()
     return 0
 

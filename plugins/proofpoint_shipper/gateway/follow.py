@@ -2,11 +2,14 @@
 
 `FollowedFile(path, positions, max_line_bytes, keep_going).batches()` yields (batch, position):
 whole lines, and the position to save once they were written. Rotation by rename (a new file
-appears under the path: the old one is read to its end first) and by truncation (the file
-shrinks: read again from its start) are followed; a missing file is waited for. After a restart
-the saved position is used if the file is the same one (device and inode) and not shorter; if it
-was rotated meanwhile, the rotated file is found by its inode in the same folder and its rest is
-read first.
+appears under the path) and by truncation (the file shrinks: read again from its start) are
+followed; a missing file is waited for. After a restart the saved position is used if the file
+is the same one (device and inode) and not shorter; if it was rotated meanwhile, the rotated file
+is found by its inode in the same folder and its rest is read first.
+
+A file renamed away is read on until it stayed quiet for `rotate_wait` seconds: syslog writes to
+it until logrotate's postrotate signal makes it reopen the path, and on a busy gateway those are
+hundreds of lines. Only then does the new file's first line come out.
 """
 
 import logging
@@ -21,6 +24,7 @@ from proofpoint_shipper.lines import CHUNK_BYTES, Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 POLL_SECONDS = 0.25
+DEFAULT_ROTATE_WAIT_SECONDS = 5.0  # as Fluent Bit's tail input waits (Rotate_Wait)
 
 
 class _OpenFile:
@@ -62,11 +66,19 @@ class _OpenFile:
 
 
 class FollowedFile:
-    def __init__(self, path: Path, positions, max_line_bytes: int, keep_going: Callable[[], bool]):
+    def __init__(
+        self,
+        path: Path,
+        positions,
+        max_line_bytes: int,
+        keep_going: Callable[[], bool],
+        rotate_wait: float = DEFAULT_ROTATE_WAIT_SECONDS,
+    ):
         self.path = Path(path)
         self.positions = positions  # load() -> dict | None, save(dict)
         self.max_line_bytes = max_line_bytes
         self.keep_going = keep_going
+        self.rotate_wait = rotate_wait
 
     def batches(self) -> Iterator[tuple[Batch, dict]]:
         current = yield from self._resume()
@@ -155,17 +167,24 @@ class FollowedFile:
         return current
 
     def _drain(self, old: _OpenFile) -> Iterator[tuple[Batch, dict]]:
-        """What is left in a file that was rotated away, its last unterminated line included.
-
-        Its position is not saved: once the new file's first batch is saved, this one is done.
+        """What is written to a file rotated away until it stays quiet, its last unterminated
+        line included. Stopped sooner, the rest is read after the restart (found by its inode).
         """
         try:
-            while (batch := old.read()) is not None:
-                if batch.lines:
-                    yield batch, self._position(old)
-            rest = old.rest()
-            if rest.lines:
-                yield rest, self._position(old)
+            quiet_since = time.monotonic()
+            while self.keep_going():
+                batch = old.read()
+                if batch is not None:
+                    quiet_since = time.monotonic()
+                    if batch.lines:
+                        yield batch, self._position(old)
+                elif time.monotonic() - quiet_since >= self.rotate_wait:
+                    rest = old.rest()
+                    if rest.lines:
+                        yield rest, self._position(old)
+                    return
+                else:
+                    time.sleep(POLL_SECONDS)
         finally:
             old.close()
 
