@@ -4,7 +4,9 @@ import gzip
 import json
 import os
 import re
+import select
 import subprocess
+import sys
 
 import pytest
 
@@ -98,6 +100,36 @@ def test_empty_lines_are_skipped_and_counted_apart_from_unreadable_ones():
         "ppship ship: 2 records delivered to proofpoint_tap_clicks_blocked, 1 not readable, "
         "2 empty lines skipped",
     ]
+
+
+def test_a_record_from_a_pipe_that_stays_open_is_delivered_within_flush_seconds():
+    """A live pipe bringing a line now and then: its records must not wait for 10,000 more."""
+    command = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
+    with subprocess.Popen(
+        [*command, "--flush-seconds", "0.5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        try:
+            child.stdin.write(b'{"id": 1}\n')
+            child.stdin.flush()
+            ready, _, _ = select.select([child.stdout], [], [], 30)
+            assert ready, "the record did not come out while the input stayed open"
+            assert json.loads(child.stdout.readline())["id"] == 1
+            child.stdin.close()
+            assert child.wait(timeout=30) == 0
+            assert b"1 records delivered" in child.stderr.read()
+        finally:
+            child.kill()
+
+
+def test_a_line_over_the_record_bound_is_skipped_and_the_next_one_shipped():
+    huge = b'{"id": 0, "pad": "' + b"x" * (64 * 1024 * 1024) + b'"}'
+    result = ship("--table", "proofpoint_tap_clicks_blocked", input=huge + b'\n{"id": 1}\n')
+    assert result.returncode == 0, result.stderr[-300:]
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1]
+    assert b"<stdin>:1: longer than 67108864 bytes; skipped" in result.stderr
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -26,7 +26,7 @@ class LineReader:
         self.fd = fd
         self.limit = max_line_bytes
         self.keep_going = keep_going
-        self._head = b""  # the start of a line whose end has not arrived yet
+        self._head = bytearray()  # the start of a line whose end has not arrived yet (grown in place)
         self._head_dropped = 0
 
     def batches(self) -> Iterator[Batch]:
@@ -92,6 +92,6 @@ class LineReader:
 
     def _take_head(self, part: bytes) -> tuple[bytes, int]:
         self._extend_head(part)
-        line, dropped = self._head, self._head_dropped
-        self._head, self._head_dropped = b"", 0
+        line, dropped = bytes(self._head), self._head_dropped
+        self._head, self._head_dropped = bytearray(), 0
         return line, dropped

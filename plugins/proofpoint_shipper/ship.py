@@ -1,16 +1,20 @@
 """`ppship ship`: deliver records for one table from files or stdin through any output.
 
 For backfills and re-sends: NDJSON records for the JSON tables, one text line per record for the
-gateway text tables. Flushes every --flush-records and at the end; counts (of flushed records) go to stderr.
+gateway text tables. Flushes every --flush-records, --flush-seconds after the oldest record not yet
+flushed was read (a pipe that brings a line now and then), and at the end; counts (of flushed
+records) go to stderr.
 """
 
 import argparse
 import sys
+import time
 from collections import Counter
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN
-from proofpoint_shipper.service import positive_int
+from proofpoint_shipper.service import positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.sinks.records import json_record, stream_for, text_line_problem
 
@@ -30,15 +34,25 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         default=10_000,
         help="flush after this many records (default: %(default)s)",
     )
+    ship.add_argument(
+        "--flush-seconds",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="flush at the latest this long after a record was read, also while the input is "
+        "idle (default: %(default)s)",
+    )
     add_output_arguments(ship)
     ship.set_defaults(run=run)
 
 
 WRITE_GROUP = 1000  # records handed to the sink at a time: it keeps them encoded, not as dicts
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer line is skipped: memory stays bounded
 NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines must not flood stderr
 
 # Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
 SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
+_TOO_LONG = ((SKIPPED, f"longer than {MAX_RECORD_BYTES} bytes"),)
 _SUMMARY = {
     EMPTY: "{} empty lines skipped",
     NOT_UTF8: "{} text lines with invalid UTF-8 (written with U+FFFD)",
@@ -68,29 +82,66 @@ class _Notes:
         return "ppship ship: " + ", ".join(parts)
 
 
+class _Shipment:
+    """Records on their way to the sink: handed over in groups, flushed by count or by age."""
+
+    def __init__(self, sink, table: str, flush_records: int, flush_seconds: float):
+        self.sink, self.table = sink, table
+        self.flush_records, self.flush_seconds = flush_records, flush_seconds
+        self.group: list[dict] = []
+        self.unflushed = self.shipped = 0
+        self.oldest: float | None = None  # when the oldest record not yet flushed was read
+
+    def add(self, record: dict) -> None:
+        self.group.append(record)
+        if self.oldest is None:
+            self.oldest = time.monotonic()
+        if len(self.group) >= WRITE_GROUP:
+            self._hand_over()
+        if self.unflushed >= self.flush_records:
+            self.flush()
+
+    def flush_if_due(self) -> bool:
+        """Flush when the oldest record waits too long; asked after each read and while idle."""
+        if self.oldest is not None and time.monotonic() - self.oldest >= self.flush_seconds:
+            self.flush()
+        return True  # the input is read to its end
+
+    def flush(self) -> None:
+        self._hand_over()
+        self.sink.flush()
+        self.shipped, self.unflushed, self.oldest = self.shipped + self.unflushed, 0, None
+
+    def close(self) -> None:
+        self._hand_over()
+        self.sink.close()
+        self.shipped, self.unflushed = self.shipped + self.unflushed, 0
+
+    def _hand_over(self) -> None:
+        if self.group:
+            self.sink.write(self.table, self.group)
+            self.unflushed += len(self.group)
+            self.group = []
+
+
 def run(args: argparse.Namespace) -> int:
     stream = stream_for(args.table)  # an unknown table fails before anything is opened
     sources = _open_inputs(args.files)
-    sink = open_sink(args)
+    shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
     notes = _Notes()
-    shipped = unflushed = 0
-    group: list[dict] = []
     for source in sources:
-        for number, line in enumerate(source, 1):
-            record, faults = _record(stream.format, line)
-            for kind, detail in faults:
-                notes.add(kind, f"{source.name}:{number}", detail)
-            if record is None:
-                continue
-            group.append(record)
-            if len(group) >= WRITE_GROUP:
-                unflushed += _hand_over(sink, args.table, group)
-            if unflushed >= args.flush_records:
-                sink.flush()
-                shipped, unflushed = shipped + unflushed, 0
-    unflushed += _hand_over(sink, args.table, group)
-    sink.close()
-    print(notes.summary(shipped + unflushed, args.table), file=sys.stderr)
+        number = 0
+        for batch in LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due).batches():
+            for index, line in enumerate(batch.lines):
+                number += 1
+                record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(stream.format, line)
+                for kind, detail in faults:
+                    notes.add(kind, f"{source.name}:{number}", detail)
+                if record is not None:
+                    shipment.add(record)
+            shipment.flush_if_due()
+    shipment.close()
+    print(notes.summary(shipment.shipped, args.table), file=sys.stderr)
     return 0
 
 
@@ -110,14 +161,6 @@ def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[st
     if problem is not None:
         faults += ((NOT_TEXT_FORM, problem),)
     return {"text": decoded}, faults
-
-
-def _hand_over(sink, table: str, group: list[dict]) -> int:
-    count = len(group)
-    if group:
-        sink.write(table, group)
-        group.clear()
-    return count
 
 
 def _open_inputs(files: list[str]):
