@@ -24,6 +24,14 @@ REFUSED = [
         b"--forward wants HOST:PORT (port 0-65535)",
     ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-age", "0"], b"seconds above 0"),
+    (
+        ["ship", "--table", "proofpoint_tap_clicks_permitted", "--flush-seconds", "nan"],
+        b"--flush-seconds: expected",
+    ),
+    (
+        ["gateway", "parse", "--follow", "x", "--rotate-wait", "-1"],
+        b"--rotate-wait: expected a number of seconds",
+    ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-bytes", "1e6"], b"--batch-bytes"),
     (["gateway", "parse", "--reference-time", "0001-01-01T00:00:00+14:00"], b"between the years 1900 and"),
     (["gateway", "assemble", "--max-open", "0"], b"--max-open: expected a positive whole number"),
