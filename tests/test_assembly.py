@@ -124,6 +124,15 @@ def test_an_ndjson_record_nested_too_deep_to_write_is_read_as_a_line():
     assert b"1 JSON lines that are not gateway records (parsed as lines)" in result.stderr
 
 
+def test_a_line_over_the_bound_is_read_cut_and_counted():
+    line = "2022-02-20T08:35:00Z mx1 filter_instance1[1]: rprt s=abc mod=spam cmd=run score=" + "9" * 2**20
+    result = run_ppship("gateway", "assemble", "--timezone", "UTC", input=line.encode() + b"\n")
+    assert result.returncode == 0, result.stderr.decode()
+    (message,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert message["connection"]["sid"] == "abc"  # what came before the cut is kept
+    assert b"1 lines over 1048576 bytes, read with their first bytes only" in result.stderr
+
+
 def test_repeated_keys_and_odd_ndjson_records_do_not_stop_the_command():
     lines = [
         "2022-02-20T08:35:00Z mx1 filter_instance1[1]: rprt s=abc x=abc-1 x=abc-2 mod=spam mod=av",

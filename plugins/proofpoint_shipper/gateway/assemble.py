@@ -93,6 +93,7 @@ class AssembleJob:
         self.stopping = False
         self.output_closed = False
         self.bad_records = 0
+        self.cut_lines = 0  # over MAX_LINE_BYTES: read with their first bytes only
         self._last_input = time.monotonic()
 
     def keep_going(self) -> bool:
@@ -105,6 +106,7 @@ class AssembleJob:
     def consume(self, fd: int) -> None:
         for batch in LineReader(fd, MAX_LINE_BYTES, self.keep_going).batches():
             self._last_input = time.monotonic()
+            self.cut_lines += len(batch.dropped)
             out: list[dict] = []
             feed, record = self.assembler.feed, self.record
             for line in b"\n".join(batch.lines).decode("utf-8", "replace").split("\n"):
@@ -131,6 +133,10 @@ class AssembleJob:
     def report(self) -> None:
         counts = self.assembler.counts
         parts = [f"{counts[name]} {name}" for name in sorted(counts)]
+        if self.cut_lines:
+            parts.append(
+                f"{self.cut_lines} lines over {MAX_LINE_BYTES} bytes, read with their first bytes only"
+            )
         if self.bad_records:
             parts.append(f"{self.bad_records} JSON lines that are not gateway records (parsed as lines)")
         ending = " (stopped early)" if self.stopping or self.output_closed else ""
