@@ -118,6 +118,7 @@ def test_half_set_credentials_and_unreachable_servers_are_named(local_s3, bucket
     assert found["tap credentials"] == "FAIL" and "TAP credentials missing" in "\n".join(lines)
     assert found["pod credentials"] == "FAIL" and "cluster id missing" in "\n".join(lines)
     assert found["aws credentials"] == "FAIL"  # none in the environment, no metadata service
+    assert not any(line.startswith("nothing could be checked") for line in lines)  # failures were found
 
 
 def test_nothing_configured_is_not_a_pass():

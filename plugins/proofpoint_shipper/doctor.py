@@ -85,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
     for finding in doctor.findings():
         print(finding.line(), flush=True)
         findings.append(finding)
+    if any(finding.status == "FAIL" for finding in findings):
+        return 1
     if not any(finding.status == "ok" for finding in findings):
         print("nothing could be checked: configure a source or give --bucket (see the skip lines)")
         return 1
-    return 1 if any(finding.status == "FAIL" for finding in findings) else 0
+    return 0
 
 
 class Doctor:
