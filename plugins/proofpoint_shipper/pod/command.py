@@ -126,7 +126,10 @@ def _stream(args: argparse.Namespace) -> int:
         args.type,
         sink,
         store,
-        StreamSettings(dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder")),
+        StreamSettings(
+            dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder"),
+            flush_seconds=args.batch_age if args.output == "s3" else StreamSettings.flush_seconds,
+        ),
         stop=stop,
     )
     summary = stream.run(
