@@ -1,6 +1,5 @@
 """`ppship pod stream` as a real process: SIGTERM closes, flushes, saves and exits 0."""
 
-import gzip
 import json
 import os
 import signal
@@ -92,30 +91,3 @@ def test_409_from_the_command_is_one_line_and_exit_2(simulator, tmp_path):
     errors = [line for line in result.stderr.decode().splitlines() if "ppship: error" in line]
     assert result.returncode == 2 and len(errors) == 1 and "holds the token's live session" in errors[0]
     assert TOKEN not in result.stderr.decode()
-
-
-def test_with_s3_objects_are_cut_by_the_batch_settings_not_every_thousand_events(
-    simulator, tmp_path, local_s3, bucket
-):
-    """A new live session starts with the last hour (7200 events here): one object per hour
-    partition, as --batch-age and --batch-bytes allow, and the resume point saved once stored."""
-    env = {
-        **os.environ,
-        **{"POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER, "AWS_ACCESS_KEY_ID": "local"},
-        **{"AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"},
-    }
-    s3 = ["--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url]
-    limits = ["--batch-bytes", str(2**30), "--max-events", "7000"]
-    result = subprocess.run(
-        command(simulator, tmp_path, *s3, *limits), env=env, capture_output=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr.decode()[-1000:]
-    client = local_s3.client()
-    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]]
-    bodies = [gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read()) for key in keys]
-    records = [json.loads(line) for body in bodies for line in body.splitlines()]
-    assert len(records) == 7000
-    hours = {"/".join(key.split("/")[1:5]) for key in keys}
-    assert len(keys) == len(hours)  # one object per hour partition the events fall in
-    newest = max(records, key=lambda record: datetime.fromisoformat(record["ts"]))
-    assert json.loads((tmp_path / "pod.json").read_text())["last_ts"] == newest["ts"]

@@ -126,10 +126,7 @@ def _stream(args: argparse.Namespace) -> int:
         args.type,
         sink,
         store,
-        StreamSettings(
-            dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder"),
-            flush_seconds=args.batch_age if args.output == "s3" else StreamSettings.flush_seconds,
-        ),
+        StreamSettings(dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder")),
         stop=stop,
     )
     summary = stream.run(

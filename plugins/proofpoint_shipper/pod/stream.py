@@ -1,12 +1,10 @@
 """PodStream: the PoD log stream into the data lake, every event once, across drops and restarts.
 
 Frames are checked (bad ones go to a dead-letter file with the reason, counted, and the stream
-goes on), de-duplicated by a hash of the whole event over a bounded recent window, and handed
-to the sink every `flush_every` events; every `flush_seconds` the sink is flushed and only then
-the resume point (last `ts`, recent hashes) saved. With S3 the command sets `flush_seconds` to
-the output's --batch-age, so objects are as large as the user asked, not five seconds' worth.
-Drops reconnect under the retry policy; an outage longer than the API's one-hour live resume is
-reported as a gap to backfill from the archive.
+goes on), de-duplicated by a hash of the whole event over a bounded recent window, and written
+to the sink; every `flush_every` events or `flush_seconds` the sink is flushed and only then the
+resume point (last `ts`, recent hashes) saved. Drops reconnect under the retry policy; an outage
+longer than the API's one-hour live resume is reported as a gap to backfill from the archive.
 """
 
 import base64
@@ -37,8 +35,8 @@ LIVE_RESUME = timedelta(hours=1)
 class StreamSettings:
     dead_letter_dir: Path = Path("ppship-state/dead-letter")
     max_frame_bytes: int = 4 * 1024 * 1024
-    flush_every: int = 1000  # events handed to the sink at once
-    flush_seconds: float = 5.0  # between flushes of the sink (each an object, with S3)
+    flush_every: int = 1000  # events
+    flush_seconds: float = 5.0
     dedupe_window: int = 10_000  # recent event hashes kept (and saved) for de-duplication
     ping_interval: float = 120.0  # seconds: the API drops idle sessions
     retry: RetryPolicy = field(
@@ -75,7 +73,6 @@ class PodStream:
         self.progress = progress  # a stream for progress lines during an archive backfill, or None
         self.summary = StreamSummary()
         self._pending: list[dict] = []
-        self._unflushed = 0  # events handed to the sink since its last flush
         self._recent: deque[str] = deque(maxlen=settings.dedupe_window)
         self._recent_set: set[str] = set()
         self._last_ts: str | None = None
@@ -230,24 +227,17 @@ class PodStream:
     # -- delivery -----------------------------------------------------------------------------
 
     def _flush_if_due(self) -> None:
-        if len(self._pending) >= self.settings.flush_every:
-            self._hand_over()
         due = time.monotonic() - self._flushed_at >= self.settings.flush_seconds
-        if due and (self._pending or self._unflushed):
+        if len(self._pending) >= self.settings.flush_every or (due and self._pending):
             self._flush()
 
-    def _hand_over(self) -> None:
-        """To the sink, which keeps them encoded (or uploads a full S3 batch), not yet confirmed."""
+    def _flush(self) -> None:
+        written = len(self._pending)
         if self._pending:
             self.sink.write(self.table, self._pending)
-            self._unflushed += len(self._pending)
             self._pending = []
-
-    def _flush(self) -> None:
-        self._hand_over()
         self.sink.flush()
-        RECORDS_OUT.inc(self._unflushed, self.table)
-        self._unflushed = 0
+        RECORDS_OUT.inc(written, self.table)
         self.store.save({"last_ts": self._last_ts, "recent": list(self._recent)})  # only after flush
         self._flushed_at = time.monotonic()
         if (resumes_at := event_time({"ts": self._last_ts})) is not None:
