@@ -104,12 +104,19 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["relay", "--tls-cert", str(a_file), *UPSTREAM], b"not a PEM certificate with its private key"),
             (["relay", "--tls-cert", str(tmp_path / "gone.pem"), *UPSTREAM], b"No such file or directory"),
             (["relay", "--listen", busy, *UPSTREAM], f"cannot listen on {busy}: ".encode()),
+            # the stand-ins bind in threads of their own: a traceback there, or (moto) a start that waits
+            (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
+            (["simulate", "pod", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
+            (["dev", "s3", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (
                 ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],
                 b"cannot create the dead-letter folder",
             ),
             (
-                ["pod", "stream", "--type", "maillog", "--dead-letter-dir", str(a_file / "below")],
+                [
+                    *("pod", "stream", "--type", "maillog", "--cursor", str(tmp_path / "p.json")),
+                    *("--dead-letter-dir", str(a_file / "below")),
+                ],
                 b"cannot create the dead-letter folder",
             ),
         ):

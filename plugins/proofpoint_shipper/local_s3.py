@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import port_number, serve_until_stopped
+from proofpoint_shipper.service import check_can_listen, port_number, serve_until_stopped
 
 LOCAL_CREDENTIALS = {
     "aws_access_key_id": "local",
@@ -30,6 +30,7 @@ class LocalS3:
         except ImportError as exc:
             raise ConfigError("the local S3 needs moto: pip install 'proofpoint-shipper[dev]'") from exc
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        check_can_listen(self.host, self.port)  # moto binds in its thread and would wait for good
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         self.port = self._server.get_host_and_port()[1]

@@ -20,6 +20,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from proofpoint_shipper.pod.events import Timeline
+from proofpoint_shipper.service import check_can_listen
 
 RESUME_WINDOW = timedelta(hours=1)
 ARCHIVE_STALENESS = timedelta(minutes=30)
@@ -69,12 +70,13 @@ class PodSimulator:
         return f"ws://{host}:{port}/v1/stream"
 
     def start(self) -> "PodSimulator":
+        check_can_listen(*self.address)  # its bind fails in the server's thread, not here
         threading.Thread(target=self._run, daemon=True).start()
         self._ready.wait(10)
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._server is not None:
             self._loop.call_soon_threadsafe(self._server.close)
             self._loop = None
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from proofpoint_shipper.service import check_can_listen
 from proofpoint_shipper.tap.events import TapEvent, parse_wire_time, wire_time
 
 ENDPOINTS = {
@@ -81,6 +82,7 @@ class TapSimulator:
         return f"http://{host}:{port}"
 
     def start(self) -> "TapSimulator":
+        check_can_listen(*self.address)
         self._server = ThreadingHTTPServer(self.address, _handler(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
