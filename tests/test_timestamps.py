@@ -68,6 +68,30 @@ def test_bsd_zone_follows_daylight_saving():
     assert clock.normalize("Jan  4 12:00:00") == "2022-01-04T12:00:00.000000-06:00"
 
 
+def test_the_hour_that_repeats_when_daylight_saving_ends_is_told_apart_by_the_lines_around_it():
+    """On 6 November 2022 Chicago's clocks read 01:00-01:59 twice, first at -05:00, then at -06:00.
+    BSD stamps do not say which: the lines before them do (a late line stays in its own hour)."""
+    clock = clock_at(datetime(2022, 11, 7, tzinfo=CHICAGO))
+    stamps = ["Nov  6 00:59:59", "Nov  6 01:00:00", "Nov  6 01:59:59", "Nov  6 01:00:00", "Nov  6 01:58:00"]
+    stamps += ["Nov  6 01:30:00", "Nov  6 01:59:59", "Nov  6 02:00:00"]
+    assert [clock.normalize(stamp) for stamp in stamps] == [
+        "2022-11-06T00:59:59.000000-05:00",
+        "2022-11-06T01:00:00.000000-05:00",  # the first pass
+        "2022-11-06T01:59:59.000000-05:00",
+        "2022-11-06T01:00:00.000000-06:00",  # the clock went back: the second pass
+        "2022-11-06T01:58:00.000000-05:00",  # a late line of the first pass
+        "2022-11-06T01:30:00.000000-06:00",
+        "2022-11-06T01:59:59.000000-06:00",
+        "2022-11-06T02:00:00.000000-06:00",
+    ]
+
+
+def test_a_repeated_hour_with_nothing_before_it_is_read_as_its_first_pass():
+    clock = clock_at(datetime(2022, 11, 7, tzinfo=CHICAGO))
+    assert clock.normalize("Nov  6 01:30:00") == "2022-11-06T01:30:00.000000-05:00"
+    assert clock.normalize("Nov  6 01:30:00") == "2022-11-06T01:30:00.000000-05:00"  # the same line again
+
+
 def test_29_february_finds_its_leap_year():
     clock = clock_at(datetime(2025, 3, 1, tzinfo=UTC), UTC)
     assert clock.normalize("Feb 29 00:00:00") == "2024-02-29T00:00:00.000000+00:00"

@@ -76,20 +76,46 @@ class BsdClock:
     The year is the latest one that does not put the line more than a day after the reference
     time: a December line read on 2 January belongs to the previous year, and a 1 January line
     read a minute before midnight on 31 December (a gateway clock running ahead) to the next.
+
+    When daylight saving time ends, the clock reads one hour twice and a stamp in it names two
+    moments. The lines before it tell which: once that hour was seen, a stamp that would put its
+    line more than LATE_TOLERANCE before the latest moment seen in it belongs to the second pass.
+    With nothing seen before, it is the first pass. Such stamps are not cached.
     """
+
+    LATE_TOLERANCE = timedelta(minutes=10)  # how far a line may come after later ones
 
     def __init__(self, zone: tzinfo, now: Callable[[], datetime]):
         self.zone = zone
         self.now = now
         self._cache: dict[str, str] = {}
+        self._latest_repeated: datetime | None = None  # the latest moment (UTC) read in a repeated hour
 
     def normalize(self, stamp: str) -> str:
         cached = self._cache.get(stamp)
         if cached is None:
+            moment = self._resolve(stamp)
+            if moment.replace(fold=1).utcoffset() != moment.utcoffset():
+                return format_time(self._in_repeated_hour(moment))
             if len(self._cache) >= _BSD_CACHE_LIMIT:
                 self._cache.clear()  # lines arrive in time order: old entries are not needed
-            cached = self._cache[stamp] = format_time(self._resolve(stamp))
+            cached = self._cache[stamp] = format_time(moment)
         return cached
+
+    def _in_repeated_hour(self, first_pass: datetime) -> datetime:
+        """The first or the second pass of a wall time the clock showed twice (fold 0 or 1).
+
+        Compared in UTC: within one zone Python compares wall times, and both passes are equal.
+        """
+        latest = self._latest_repeated
+        chosen = first_pass
+        if latest is not None and first_pass.astimezone(UTC) < latest - self.LATE_TOLERANCE:
+            second_pass = first_pass.replace(fold=1)
+            if second_pass.astimezone(UTC) >= latest - self.LATE_TOLERANCE:
+                chosen = second_pass
+        if latest is None or chosen.astimezone(UTC) > latest:
+            self._latest_repeated = chosen.astimezone(UTC)
+        return chosen
 
     def _resolve(self, stamp: str) -> datetime:
         month_name, day, clock = stamp.split()
