@@ -200,16 +200,17 @@ def test_followers_of_one_file_for_different_streams_keep_their_own_position(tmp
     path = tmp_path / "maillog"
     append(path, [1])
     followers = [Follower(path, None, "--streams", name, cwd=tmp_path) for name in ("filter", "sendmail")]
+    state = tmp_path / "ppship-state"
+    expected = ["follow-maillog-filter.json", "follow-maillog-sendmail.json"]
     try:
         followers[0].expect([1])  # the sendmail follower writes nothing: the line is a filter line
-        followers[0].stop()
-        followers[1].stop()
+        deadline = time.monotonic() + TIMEOUT
+        while sorted(p.name for p in state.glob("*.json")) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)  # each saves its position once it has read the line: it is running
+        for follower in followers:
+            follower.stop()
     finally:
         for follower in followers:
             follower.process.kill()
             follower.process.communicate()
-    state = tmp_path / "ppship-state"
-    assert sorted(p.name for p in state.glob("*.json")) == [
-        "follow-maillog-filter.json",
-        "follow-maillog-sendmail.json",
-    ]
+    assert sorted(p.name for p in state.glob("*.json")) == expected
