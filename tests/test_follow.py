@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from proofpoint_shipper.checkpoint import FileCursorStore
+from proofpoint_shipper.gateway.follow import PositionSaver
+
 TIMEOUT = 20  # seconds to wait for an expected line; the follower polls every 0.25 s
 
 
@@ -214,3 +217,33 @@ def test_followers_of_one_file_for_different_streams_keep_their_own_position(tmp
             follower.process.kill()
             follower.process.communicate()
     assert sorted(p.name for p in state.glob("*.json")) == expected
+
+
+class CountingStore(FileCursorStore):
+    """The real store, counting its saves."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.saves = 0
+
+    def save(self, document: dict) -> None:
+        super().save(document)
+        self.saves += 1
+
+
+def test_positions_are_saved_at_most_once_a_second_and_the_newest_at_the_end(tmp_path):
+    store, now = CountingStore(tmp_path / "position.json"), [0]
+    saver = PositionSaver(store, interval=1000, clock=lambda: now[0])  # in milliseconds: exact sums
+    for offset in range(1, 501):  # 500 batches in 2.5 s of a busy gateway
+        now[0] += 5
+        saver.written({"offset": offset})
+    assert store.saves == 3  # at once, then once a second: not 500 pairs of fsyncs
+    assert store.load() == {"offset": 401}
+    saver.save_if_due()  # idle, but not yet due
+    assert store.load() == {"offset": 401}
+    now[0] += 1000
+    saver.save_if_due()  # idle and due: the newest written position
+    assert store.load() == {"offset": 500} and store.saves == 4
+    saver.written({"offset": 501})
+    saver.flush()  # stopping
+    assert store.load() == {"offset": 501} and store.saves == 5

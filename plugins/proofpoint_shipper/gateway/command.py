@@ -19,7 +19,7 @@ import orjson
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
-from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, FollowedFile
+from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, FollowedFile, PositionSaver
 from proofpoint_shipper.gateway.options import open_inputs, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
@@ -114,8 +114,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--follow",
         action="store_true",
         help="follow the one FILE as tail -F does (rotation by rename or truncation, a file that "
-        "appears later) until SIGTERM; the read position is saved after each batch is written "
-        "and resumed on the next start",
+        "appears later) until SIGTERM; the read position of what was written is saved at most "
+        "once a second and at the end, and resumed on the next start",
     )
     parse.add_argument(
         "--rotate-wait",
@@ -215,11 +215,13 @@ class ParseJob:
         self.stopping = False
         self.output_closed = False
         self._parent = os.getppid()
+        self._between_reads: Callable[[], None] = lambda: None  # following: save a due position
 
     def signals_handled(self) -> StopOnSignals:
         return StopOnSignals(self)
 
     def keep_going(self) -> bool:
+        self._between_reads()
         if os.getppid() != self._parent:
             self.stopping = True  # our parent (the agent) is gone: nobody reads our output
         return not (self.stopping or self.output_closed)
@@ -232,12 +234,17 @@ class ParseJob:
                 return
 
     def follow(self, followed: FollowedFile) -> None:
-        """Write each batch, then save the position after it: never before it was written."""
-        for batch, position in followed.batches():
-            self._write(b"".join(self._records(batch)))
-            if self.output_closed:
-                return
-            followed.positions.save(position)
+        """Write each batch, then note the position after it: never saved before it was written."""
+        saver = PositionSaver(followed.positions)
+        self._between_reads = saver.save_if_due
+        try:
+            for batch, position in followed.batches():
+                self._write(b"".join(self._records(batch)))
+                if self.output_closed:
+                    return  # this batch may be cut short: the position before it is saved
+                saver.written(position)
+        finally:
+            saver.flush()
 
     def _records(self, batch: Batch):
         parse, encode, streams = self.parser.parse_with_body, self.encode, self.streams

@@ -1,7 +1,8 @@
 """Following one log file as `tail -F` does, with the read position kept across restarts.
 
 `FollowedFile(path, positions, max_line_bytes, keep_going).batches()` yields (batch, position):
-whole lines, and the position to save once they were written. Rotation by rename (a new file
+whole lines, and the position to save once they were written; `PositionSaver` saves it, at most
+once a second. Rotation by rename (a new file
 appears under the path) and by truncation (the file shrinks: read again from its start) are
 followed; a missing file is waited for. After a restart the saved position is used if the file
 is the same one (device and inode) and not shorter; if it was rotated meanwhile, the rotated file
@@ -24,6 +25,7 @@ from proofpoint_shipper.lines import CHUNK_BYTES, Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 POLL_SECONDS = 0.25
+SAVE_SECONDS = 1.0  # between position saves
 DEFAULT_ROTATE_WAIT_SECONDS = 5.0  # as Fluent Bit's tail input waits (Rotate_Wait)
 
 
@@ -192,3 +194,32 @@ class FollowedFile:
     def _position(current: _OpenFile) -> dict:
         device, inode = current.identity
         return {"device": device, "inode": inode, "offset": current.consumed}
+
+
+class PositionSaver:
+    """Saves the position after what was written, at most once per `interval` seconds.
+
+    A save is two fsyncs, and a busy gateway fills hundreds of batches a second: saving each would
+    cap the follower at the disk's fsync rate. The newest position is saved once due, also while
+    the file is idle (`save_if_due`), and at the end (`flush`). A crash re-reads at most
+    `interval` seconds of lines: written again, never skipped.
+    """
+
+    def __init__(self, store, interval: float = SAVE_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.store, self.interval, self.clock = store, interval, clock
+        self._unsaved: dict | None = None
+        self._saved_at = -interval  # the first position is saved at once
+
+    def written(self, position: dict) -> None:
+        self._unsaved = position
+        self.save_if_due()
+
+    def save_if_due(self) -> None:
+        if self._unsaved is not None and self.clock() - self._saved_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._unsaved is not None:
+            self.store.save(self._unsaved)
+            self._unsaved = None
+            self._saved_at = self.clock()
