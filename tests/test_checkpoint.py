@@ -161,3 +161,22 @@ def test_a_second_collector_on_one_cursor_file_stops_before_any_request(tmp_path
         f"ppship: error: cursor file {cursor} is in use by another process (pid {os.getpid()}); "
         "only one collector may run on one cursor\n"
     )
+
+
+def test_a_file_system_without_locks_runs_as_before_with_a_warning(tmp_path, monkeypatch, caplog):
+    # Some NFS mounts refuse flock with ENOLCK; no such mount exists here, so flock is made to
+    # answer as one would. The only stand-in in this file.
+    import errno
+    import fcntl
+    import logging
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    store = FileCursorStore(tmp_path / "tap.json")
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        store.claim()
+    assert any("cannot be locked" in message for message in caplog.messages)
+    store.save({"cursor": "kept"})
+    assert store.load() == {"cursor": "kept"}

@@ -12,12 +12,15 @@ lock for the life of the process, and the second one gets CursorConflict before 
 
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
+
+log = logging.getLogger("proofpoint_shipper")
 
 
 class FileCursorStore:
@@ -44,6 +47,14 @@ class FileCursorStore:
                 f"cursor file {self.path} is in use by another process (pid {holder}); "
                 "only one collector may run on one cursor"
             ) from None
+        except OSError as exc:  # a file system without locks (some NFS mounts): run as before
+            os.close(handle)
+            log.warning(
+                "cursor file %s cannot be locked (%s): a second collector on it would not be stopped",
+                self.path,
+                exc.strerror,
+            )
+            return
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
         self._lock = handle
