@@ -91,6 +91,16 @@ def test_text_lines_not_in_the_text_form_are_shipped_told_and_counted():
     assert summary.endswith("only the first 10 lines of each kind were told")
 
 
+def test_many_lines_with_invalid_utf8_are_counted_not_said_to_be_told():
+    lines = b"2022-02-20T08:35:00.000000+00:00 mx1 sendmail[1]: Q1: stat=Envoy\xe9\n" * 15
+    result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode().splitlines() == [
+        "ppship ship: 15 records delivered to proofpoint_gateway_sendmail_logs, 0 not readable, "
+        "15 text lines with invalid UTF-8 (written with U+FFFD)"
+    ]
+
+
 def test_empty_lines_are_skipped_and_counted_apart_from_unreadable_ones():
     result = ship("--table", "proofpoint_tap_clicks_blocked", input=b'{"id": 1}\n\n\r\n{"id": 2}\nnot json\n')
     assert result.returncode == 0, result.stderr

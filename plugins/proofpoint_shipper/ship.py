@@ -76,8 +76,7 @@ class _Notes:
     def summary(self, shipped: int, table: str) -> str:
         parts = [f"{shipped} records delivered to {table}", f"{self.counts[SKIPPED]} not readable"]
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
-        told = sum(min(count, NOTES_SHOWN) for kind, count in self.counts.items() if kind != EMPTY)
-        if sum(self.counts.values()) - self.counts[EMPTY] > told:
+        if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM)):  # the kinds told
             parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
         return "ppship ship: " + ", ".join(parts)
 
