@@ -2,11 +2,11 @@
 
 `FollowedFile(path, positions, max_line_bytes, keep_going).batches()` yields (batch, position):
 whole lines, and the position to save once they were written; `PositionSaver` saves it, at most
-once a second. Rotation by rename (a new file
-appears under the path) and by truncation (the file shrinks: read again from its start) are
-followed; a missing file is waited for. After a restart the saved position is used if the file
-is the same one (device and inode) and not shorter; if it was rotated meanwhile, the rotated file
-is found by its inode in the same folder and its rest is read first.
+once a second. Rotation by rename (a new file appears under the path) and by truncation (the file
+shrinks: read again from its start) are followed; a missing file is waited for. After a restart
+the saved position is used if the file is the same one (device and inode) and not shorter; if it
+was rotated meanwhile, the rotated file is found by its inode in the same folder and its rest is
+read first.
 
 A file renamed away is read on until it stayed quiet for `rotate_wait` seconds: syslog writes to
 it until logrotate's postrotate signal makes it reopen the path, and on a busy gateway those are
