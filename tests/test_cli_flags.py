@@ -135,3 +135,18 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
 )
 def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
     assert host_and_port(text, "--forward") == address
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["gateway", "parse"],
+        ["gateway", "assemble"],
+        ["ship", "--table", "proofpoint_tap_clicks_blocked"],
+    ],
+)
+def test_an_input_that_fails_to_read_is_one_line_and_exit_2(command):
+    # Reading /proc/self/mem at its start fails with EIO, as a failing disk would.
+    result = run_ppship(*command, "/proc/self/mem")
+    assert result.returncode == 2
+    assert result.stderr.decode() == "ppship: error: Input/output error\n"

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         one_line = " ".join(str(exc).splitlines())  # a library's message may span lines
         print(f"ppship: error: {one_line}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine's fault (a full disk, a file size limit): one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"ppship: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -7,6 +7,7 @@ records) go to stderr.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -125,23 +126,28 @@ class _Shipment:
 
 def run(args: argparse.Namespace) -> int:
     stream = stream_for(args.table)  # an unknown table fails before anything is opened
-    sources = _open_inputs(args.files)
-    shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
-    notes = _Notes()
-    for source in sources:
-        number = 0
-        for batch in LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due).batches():
-            for index, line in enumerate(batch.lines):
-                number += 1
-                record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(stream.format, line)
-                for kind, detail in faults:
-                    notes.add(kind, f"{source.name}:{number}", detail)
-                if record is not None:
-                    shipment.add(record)
-            shipment.flush_if_due()
-    shipment.close()
+    with contextlib.ExitStack() as inputs:
+        sources = _open_inputs(args.files, inputs)
+        shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
+        notes = _Notes()
+        for source in sources:
+            _ship_lines(source, stream.format, shipment, notes)
+        shipment.close()
     print(notes.summary(shipment.shipped, args.table), file=sys.stderr)
     return 0
+
+
+def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -> None:
+    number = 0
+    for batch in LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due).batches():
+        for index, line in enumerate(batch.lines):
+            number += 1
+            record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(table_format, line)
+            for kind, detail in faults:
+                notes.add(kind, f"{source.name}:{number}", detail)
+            if record is not None:
+                shipment.add(record)
+        shipment.flush_if_due()
 
 
 def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
@@ -162,11 +168,12 @@ def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[st
     return {"text": decoded}, faults
 
 
-def _open_inputs(files: list[str]):
+def _open_inputs(files: list[str], inputs: contextlib.ExitStack) -> list:
+    """The inputs in order; the files among them are closed when `inputs` ends."""
     if not files or files == ["-"]:
         return [_stdin()]
     try:
-        return [_stdin() if path == "-" else open(path, "rb") for path in files]
+        return [_stdin() if path == "-" else inputs.enter_context(open(path, "rb")) for path in files]
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename}: {exc.strerror}") from exc
 
