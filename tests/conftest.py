@@ -68,6 +68,23 @@ def run_ppship(*args: str, input: bytes = b"", timeout: float = 60) -> subproces
     )
 
 
+# The real command with files over a size unwritable (EFBIG), as on a full disk; set in the child
+# itself, as preexec_fn is not safe beside the servers' threads in the test process.
+_LIMITED_PPSHIP = """
+import resource, runpy, signal, sys
+size = int(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+sys.argv = ["ppship", *sys.argv[2:]]
+runpy.run_module("proofpoint_shipper", run_name="__main__")
+"""
+
+
+def limited_ppship(max_file_bytes: int, *args: str) -> list[str]:
+    """The command line of `ppship ARGS` that cannot write files over `max_file_bytes`."""
+    return [sys.executable, "-c", _LIMITED_PPSHIP, str(max_file_bytes), *args]
+
+
 @pytest.fixture(scope="session")
 def local_s3():
     """One moto S3 server on 127.0.0.1 for the whole session; tests make their own buckets."""

@@ -15,6 +15,7 @@ import pytest
 
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
+from tests.conftest import limited_ppship
 from tests.tap_harness import PRINCIPAL, SECRET
 
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
@@ -176,3 +177,20 @@ def test_secret_from_a_file(simulator, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()[-500:]
     assert SECRET not in result.stderr.decode()
+
+
+def test_an_answer_that_cannot_be_written_is_one_line_and_the_windows_stay_pending(simulator, tmp_path):
+    ppship_args = fetch_command(simulator, tmp_path, "--output", "stdout")[3:]
+    result = subprocess.run(
+        limited_ppship(8192, *ppship_args),  # the cursor fits, an answer does not
+        env=environment(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert result.stderr.decode().splitlines()[-1] == (
+        f"ppship: error: the TAP answer cannot be written to {tmp_path / 'partial'}: File too large"
+    )
+    assert json.loads((tmp_path / "cursor.json").read_text())["pending"]  # fetched on the next run
+    assert list((tmp_path / "partial").iterdir()) == []  # no half answer left behind

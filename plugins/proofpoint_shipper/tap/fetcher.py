@@ -150,14 +150,19 @@ class TapFetcher:
 
     def _download(self, start: datetime, end: datetime) -> Path:
         folder = self.settings.dead_letter_dir.parent / "partial"
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, name = tempfile.mkstemp(dir=folder, suffix=".json")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            descriptor, name = tempfile.mkstemp(dir=folder, suffix=".json")
+        except OSError as exc:
+            raise ConfigError(f"the TAP answer cannot be written to {folder}: {exc.strerror}") from exc
         os.close(descriptor)
         path = Path(name)
         try:
             self.client.download(start, end, path)
-        except BaseException:
+        except BaseException as exc:
             path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # a full disk, a file size limit: the window stays pending
+                raise ConfigError(f"the TAP answer cannot be written to {folder}: {exc.strerror}") from exc
             raise
         return path
 
