@@ -11,6 +11,7 @@ import pytest
 
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
+from tests.conftest import limited_ppship
 
 TOKEN, CLUSTER = "cli-token", "hosted_cid"
 
@@ -91,3 +92,19 @@ def test_409_from_the_command_is_one_line_and_exit_2(simulator, tmp_path):
     errors = [line for line in result.stderr.decode().splitlines() if "ppship: error" in line]
     assert result.returncode == 2 and len(errors) == 1 and "holds the token's live session" in errors[0]
     assert TOKEN not in result.stderr.decode()
+
+
+def test_a_dead_letter_that_cannot_be_written_is_told_and_the_stream_goes_on(simulator, tmp_path):
+    """A full disk under the dead-letter folder: a local fault, not a drop of the stream."""
+    simulator.bad_frames.append("oversized:5000000")  # kept in part: 64 KiB, more than the limit
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    ppship_args = command(simulator, tmp_path, "--max-events", "5")[3:]
+    result = subprocess.run(
+        limited_ppship(16384, *ppship_args), env=env, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    stderr = result.stderr.decode()
+    assert "could not be kept in" in stderr and "File too large" in stderr
+    assert "stream dropped" not in stderr  # not taken for a dropped stream
+    assert (tmp_path / "dl" / "pod-message.ndjson").read_bytes() == b""  # no cut line left behind
+    assert len(result.stdout.splitlines()) == 5

@@ -9,6 +9,7 @@ longer than the API's one-hour live resume is reported as a gap to backfill from
 
 import base64
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from proofpoint_shipper.errors import ConfigError, FetchError
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
+from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
 
 log = logging.getLogger("proofpoint_shipper")
@@ -220,9 +222,13 @@ class PodStream:
             "frame": kept if isinstance(kept, str) else None,
             "frame_base64": base64.b64encode(kept).decode() if isinstance(kept, bytes) else None,
         }
-        with (folder / f"pod-{self.kind}.ndjson").open("ab") as out:
-            out.write(orjson.dumps(entry) + b"\n")
-        log.error("PoD %s: %s; kept in %s", self.kind, reason, folder / f"pod-{self.kind}.ndjson")
+        path = folder / f"pod-{self.kind}.ndjson"
+        try:
+            _append_whole_line(path, orjson.dumps(entry) + b"\n")
+        except OSError as exc:  # a full disk: say so here, or the stream would take it for a drop
+            log.error("PoD %s: %s; could not be kept in %s: %s", self.kind, reason, path, exc.strerror)
+            return
+        log.error("PoD %s: %s; kept in %s", self.kind, reason, path)
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -289,3 +295,17 @@ def _checked_state(state: dict) -> dict:
             "the PoD resume file holds what this version does not write; move it aside to start over"
         )
     return state
+
+
+def _append_whole_line(path: Path, line: bytes) -> None:
+    """Append `line`, or leave the file as it was: a cut line would run into the next entry."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, line)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
