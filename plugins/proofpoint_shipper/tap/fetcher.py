@@ -151,18 +151,20 @@ class TapFetcher:
     def _download(self, start: datetime, end: datetime) -> Path:
         folder = self.settings.dead_letter_dir.parent / "partial"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            descriptor, name = tempfile.mkstemp(dir=folder, suffix=".json")
-        except OSError as exc:
+            return self._download_into(folder, start, end)
+        except OSError as exc:  # a full disk, a file size limit: the windows stay pending
             raise ConfigError(f"the TAP answer cannot be written to {folder}: {exc.strerror}") from exc
+
+    def _download_into(self, folder: Path, start: datetime, end: datetime) -> Path:
+        """The answer in a new file of `folder`; nothing is left behind when it fails."""
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=folder, suffix=".json")
         os.close(descriptor)
         path = Path(name)
         try:
             self.client.download(start, end, path)
-        except BaseException as exc:
+        except BaseException:
             path.unlink(missing_ok=True)
-            if isinstance(exc, OSError):  # a full disk, a file size limit: the window stays pending
-                raise ConfigError(f"the TAP answer cannot be written to {folder}: {exc.strerror}") from exc
             raise
         return path
 
