@@ -113,8 +113,9 @@ class BsdClock:
             second_pass = first_pass.replace(fold=1)
             if second_pass.astimezone(UTC) >= latest - self.LATE_TOLERANCE:
                 chosen = second_pass
-        if latest is None or chosen.astimezone(UTC) > latest:
-            self._latest_repeated = chosen.astimezone(UTC)
+        moment = chosen.astimezone(UTC)
+        if latest is None or moment > latest:
+            self._latest_repeated = moment
         return chosen
 
     def _resolve(self, stamp: str) -> datetime:
