@@ -8,7 +8,17 @@ import sys
 import pytest
 
 CURSORS = {
-    "tap": ['{"cursor": 5}', '{"cursor": "yesterday"}', '{"pending": [[1]]}', '{"seen": 5}', "[]"],
+    "tap": [
+        '{"cursor": 5}',
+        '{"cursor": "yesterday"}',
+        '{"cursor": "2022-02-20T08:00:00"}',  # no offset: cannot be compared with the clock
+        '{"pending": [[1]]}',
+        '{"pending": [["2022-02-20T09:00:00+00:00", "2022-02-20T08:00:00+00:00"]]}',  # reversed
+        '{"pending": [["2022-02-20T08:00:00+00:00", "2022-02-20T10:00:00+00:00"]]}',  # over an hour
+        '{"pending": [["2022-02-20T08:00:00", "2022-02-20T08:30:00"]]}',
+        '{"seen": 5}',
+        "[]",
+    ],
     "pod": ['{"recent": 5}', '{"recent": [1]}', '{"last_ts": {}}', "7"],
     "follow": ['{"offset": "abc"}', '{"offset": -5}', '["x"]'],
 }

@@ -24,7 +24,7 @@ from proofpoint_shipper.tap.answer import MalformedAnswer, read_answer
 from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.events import creation_time, wire_time
 from proofpoint_shipper.tap.shape import event_key, to_record
-from proofpoint_shipper.tap.window import plan
+from proofpoint_shipper.tap.window import MAX_WINDOW, MIN_WINDOW, plan
 
 log = logging.getLogger("proofpoint_shipper")
 WRITE_GROUP = 500  # events handed to the sink at a time
@@ -247,7 +247,8 @@ def _checked(document: dict) -> dict:
         if document.get("cursor"):
             _time(document["cursor"])
         for start, end in document.get("pending") or []:
-            _time(start), _time(end)
+            if not MIN_WINDOW <= _time(end) - _time(start) <= MAX_WINDOW:
+                raise ValueError(f"the pending window {start} to {end} is not one the API serves")
         seen = dict(document.get("seen") or {})
         if not all(isinstance(key, str) and isinstance(stamp, str) for key, stamp in seen.items()):
             raise ValueError("'seen' is not a map of event keys to times")
@@ -271,7 +272,10 @@ def _report_timeless(name: str, timeless: Counter[str]) -> None:
 
 
 def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise ValueError(f"{text} has no UTC offset")
+    return moment
 
 
 def _stamp(moment: datetime) -> str:
