@@ -143,10 +143,11 @@ def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
         ["gateway", "parse"],
         ["gateway", "assemble"],
         ["ship", "--table", "proofpoint_tap_clicks_blocked"],
+        ["gateway", "parse", "--follow", "--position-file", "{tmp}/position.json"],
     ],
 )
-def test_an_input_that_fails_to_read_is_one_line_and_exit_2(command):
+def test_an_input_that_fails_to_read_is_one_line_and_exit_2(command, tmp_path):
     # Reading /proc/self/mem at its start fails with EIO, as a failing disk would.
-    result = run_ppship(*command, "/proc/self/mem")
+    result = run_ppship(*(arg.format(tmp=tmp_path) for arg in command), "/proc/self/mem")
     assert result.returncode == 2
-    assert result.stderr.decode() == "ppship: error: Input/output error\n"
+    assert result.stderr.decode() == "ppship: error: cannot read /proc/self/mem: Input/output error\n"

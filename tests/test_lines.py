@@ -21,7 +21,7 @@ def read_all(data: bytes, limit: int = 1000, pieces: int = 1) -> list[tuple[byte
     thread.start()
     out = []
     with os.fdopen(read_end, "rb") as handle:
-        for batch in LineReader(handle.fileno(), limit).batches():
+        for batch in LineReader(handle.fileno(), limit, name="test input").batches():
             out.extend((line, batch.dropped.get(i, 0)) for i, line in enumerate(batch.lines))
     thread.join()
     return out
@@ -49,7 +49,7 @@ def test_overlong_lines_are_cut_and_counted_even_across_reads():
 def test_memory_is_bounded_by_the_line_limit():
     """An endless line never grows the reader's buffer past its limit."""
     read_end, write_end = os.pipe()
-    reader = LineReader(read_end, 1000)
+    reader = LineReader(read_end, 1000, name="pipe")
     os.write(write_end, b"y" * 60_000)
     os.close(write_end)
     batches = reader.batches()

@@ -1,13 +1,16 @@
 """Reads lines from a file descriptor in batches, with every line's length bounded.
 
-`LineReader(fd, max_line_bytes).batches()` yields `Batch`es; memory stays flat on endless input,
-and a line over the bound keeps its first bytes while the batch says how many were dropped.
+`LineReader(fd, max_line_bytes, name=...).batches()` yields `Batch`es; memory stays flat on
+endless input, and a line over the bound keeps its first bytes while the batch says how many were
+dropped. A read that fails (EIO from a failing disk) is an InputError naming the input.
 """
 
 import os
 import select
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+from proofpoint_shipper.errors import InputError
 
 CHUNK_BYTES = 64 * 1024
 WAIT_SECONDS = 0.5
@@ -22,8 +25,11 @@ class Batch(NamedTuple):
 class LineReader:
     """Splits a byte stream into lines; `keep_going()` is asked whenever input is idle."""
 
-    def __init__(self, fd: int, max_line_bytes: int, keep_going: Callable[[], bool] = lambda: True):
+    def __init__(
+        self, fd: int, max_line_bytes: int, keep_going: Callable[[], bool] = lambda: True, *, name: str
+    ):
         self.fd = fd
+        self.name = name  # for the error when a read fails
         self.limit = max_line_bytes
         self.keep_going = keep_going
         self._head = bytearray()  # the start of a line whose end has not arrived yet (grown in place)
@@ -31,7 +37,7 @@ class LineReader:
 
     def batches(self) -> Iterator[Batch]:
         while self._wait_readable():
-            chunk = os.read(self.fd, CHUNK_BYTES)
+            chunk = self.read_chunk()
             if not chunk:
                 break
             batch = self.split(chunk)
@@ -52,6 +58,13 @@ class LineReader:
             return Batch([], _NOTHING_DROPPED)
         line, dropped = self._take_head(b"")
         return Batch([line], {0: dropped} if dropped else _NOTHING_DROPPED)
+
+    def read_chunk(self) -> bytes:
+        """Up to CHUNK_BYTES of the input; b"" at its end."""
+        try:
+            return os.read(self.fd, CHUNK_BYTES)
+        except OSError as exc:
+            raise InputError(f"cannot read {self.name}: {exc.strerror or exc}") from exc
 
     def _wait_readable(self) -> bool:
         while self.keep_going():

@@ -139,12 +139,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -> None:
     number = 0
-    for batch in LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due).batches():
+    reader = LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due, name=_name(source))
+    for batch in reader.batches():
         for index, line in enumerate(batch.lines):
             number += 1
             record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(table_format, line)
             for kind, detail in faults:
-                notes.add(kind, f"{source.name}:{number}", detail)
+                notes.add(kind, f"{_name(source)}:{number}", detail)
             if record is not None:
                 shipment.add(record)
         shipment.flush_if_due()
@@ -176,6 +177,11 @@ def _open_inputs(files: list[str], inputs: contextlib.ExitStack) -> list:
         return [_stdin() if path == "-" else inputs.enter_context(open(path, "rb")) for path in files]
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+
+def _name(source) -> str:
+    """A file's path; stdin (opened by descriptor where it was closed) as Python names it."""
+    return source.name if isinstance(source.name, str) else "<stdin>"
 
 
 def _stdin():

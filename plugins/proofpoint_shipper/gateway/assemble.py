@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
     )
     with StopOnSignals(job):
-        for fd in sources:
-            job.consume(fd)
+        for name, fd in sources:
+            job.consume(name, fd)
             if fd != STDIN:
                 os.close(fd)
         job.write(job.assembler.finish())
@@ -103,8 +103,8 @@ class AssembleJob:
             self.write(self.assembler.expire(self.assembler.clock + idle))
         return not (self.stopping or self.output_closed)
 
-    def consume(self, fd: int) -> None:
-        for batch in LineReader(fd, MAX_LINE_BYTES, self.keep_going).batches():
+    def consume(self, name: str, fd: int) -> None:
+        for batch in LineReader(fd, MAX_LINE_BYTES, self.keep_going, name=name).batches():
             self._last_input = time.monotonic()
             self.cut_lines += len(batch.dropped)
             out: list[dict] = []

@@ -155,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     sources = open_inputs(args.files)
     job = _job(args)
     with job.signals_handled():
-        for fd in sources:
-            job.consume(fd)
+        for name, fd in sources:
+            job.consume(name, fd)
             if fd != STDIN:
                 os.close(fd)
     job.report()
@@ -226,8 +226,8 @@ class ParseJob:
             self.stopping = True  # our parent (the agent) is gone: nobody reads our output
         return not (self.stopping or self.output_closed)
 
-    def consume(self, fd: int) -> None:
-        reader = LineReader(fd, self.max_line_bytes, self.keep_going)
+    def consume(self, name: str, fd: int) -> None:
+        reader = LineReader(fd, self.max_line_bytes, self.keep_going, name=name)
         for batch in reader.batches():
             self._write(b"".join(self._records(batch)))
             if not self.keep_going():

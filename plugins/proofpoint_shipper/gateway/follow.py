@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.lines import CHUNK_BYTES, Batch, LineReader
+from proofpoint_shipper.lines import Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 POLL_SECONDS = 0.25
@@ -39,7 +39,7 @@ class _OpenFile:
             os.close(self.fd)
             raise ConfigError(f"cannot follow {path}: not a regular file (pipe it to `ppship gateway parse`)")
         self.identity = (status.st_dev, status.st_ino)
-        self.lines = LineReader(self.fd, max_line_bytes)
+        self.lines = LineReader(self.fd, max_line_bytes, name=str(path))
         self.seek(offset if offset <= status.st_size else 0)
 
     def seek(self, offset: int) -> None:
@@ -53,7 +53,7 @@ class _OpenFile:
         return self.read_to - self.lines.pending_bytes
 
     def read(self) -> Batch | None:
-        chunk = os.read(self.fd, CHUNK_BYTES)
+        chunk = self.lines.read_chunk()
         if not chunk:
             return None
         self.read_to += len(chunk)

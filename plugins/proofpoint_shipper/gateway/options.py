@@ -20,19 +20,19 @@ def reference_time(text: str) -> datetime:
     return moment
 
 
-def open_inputs(files: list[str]) -> list[int]:
-    """Open every input before reading any, so a typo fails at once with exit code 2."""
+def open_inputs(files: list[str]) -> list[tuple[str, int]]:
+    """(name, fd) of every input, all opened before any is read: a typo fails at once (exit 2)."""
     if not files or files == ["-"]:
-        return [STDIN]
-    fds = []
+        return [("<stdin>", STDIN)]
+    inputs = []
     for path in files:
         if path == "-":
-            fds.append(STDIN)
+            inputs.append(("<stdin>", STDIN))
             continue
         if os.path.isdir(path):
             raise InputError(f"cannot read {path}: is a directory")
         try:
-            fds.append(os.open(path, os.O_RDONLY))
+            inputs.append((path, os.open(path, os.O_RDONLY)))
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    return fds
+    return inputs
