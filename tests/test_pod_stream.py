@@ -164,6 +164,18 @@ def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, 
     assert reasons[4].startswith("an event that cannot be written as JSON")
 
 
+def test_a_flood_of_bad_frames_is_all_kept_but_told_ten_at_a_time(simulator, tmp_path, caplog):
+    simulator.bad_frames.extend(["not_json"] * 250)
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        _, summary = stream(simulator, tmp_path, max_events=20)
+    dead_letters = (tmp_path / "dead-letter" / "pod-maillog.ndjson").read_text().splitlines()
+    assert summary.bad == len(dead_letters) == 250
+    told = [m for m in caplog.messages if "; kept in " in m]
+    assert len(told) == 10 and all(m.startswith("PoD maillog: not JSON") for m in told)
+    (held,) = [m for m in caplog.messages if "more bad frames" in m]
+    assert held.startswith("PoD maillog: 240 more bad frames in ") and held.endswith("pod-maillog.ndjson")
+
+
 def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):
     records, _ = stream(simulator, tmp_path, max_events=250)
     state = json.loads((tmp_path / "pod-maillog.json").read_text())

@@ -1,12 +1,15 @@
 """How commands log: one line per event on stderr, as text for people or JSON for log pipelines.
 
-`setup_logging(log_format, text_format)` is called once by each command. JSON lines carry `time`
+`setup_logging(log_format, text_format)` is called once by each command; `Throttled` keeps a flood
+of one kind of line (bad input at thousands a second) from flooding the log. JSON lines carry `time`
 (UTC, RFC 3339 with microseconds), `level`, `logger` and `message`, plus `error` when an
 exception is attached, so a log pipeline can index them without a grammar.
 """
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -36,3 +39,47 @@ def setup_logging(log_format: str = "text", text_format: str = TEXT_FORMAT) -> N
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+
+
+class Throttled:
+    """Logs the first `burst` lines of one kind in each `period` seconds; the rest are counted,
+    and `tell_due()` (called often) or `close()` says how many in one line, `summary`, formatted
+    with {count} and {seconds}."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        summary: str,
+        burst: int = 10,
+        period: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.logger, self.level, self.summary = logger, level, summary
+        self.burst, self.period, self.clock = burst, period, clock
+        self._began = clock()
+        self._shown = 0
+        self._held = 0
+
+    def log(self, message: str, *args) -> None:
+        self.tell_due()
+        if self._shown < self.burst:
+            self._shown += 1
+            self.logger.log(self.level, message, *args)
+        else:
+            self._held += 1
+
+    def tell_due(self) -> None:
+        """At the end of a period: the count of the lines held back, then a new period."""
+        now = self.clock()
+        if now - self._began >= self.period:
+            self._tell(now - self._began)
+            self._began, self._shown = now, 0
+
+    def close(self) -> None:
+        self._tell(self.clock() - self._began)
+
+    def _tell(self, seconds: float) -> None:
+        if self._held:
+            self.logger.log(self.level, self.summary.format(count=self._held, seconds=round(seconds)))
+            self._held = 0

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.sync.client import connect
 
 from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
@@ -79,6 +80,11 @@ class PodStream:
         self._recent_set: set[str] = set()
         self._last_ts: str | None = None
         self._flushed_at = time.monotonic()
+        self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
+        self._kept_told, self._unkept_told = (  # a flood of bad frames: ten lines a minute of each
+            Throttled(log, logging.ERROR, f"PoD {kind}: {{count}} more bad frames in {{seconds}} s, {how}")
+            for how in (f"kept in {self._dead_letter_path}", f"not kept: {self._dead_letter_path} failed")
+        )
 
     def run(
         self,
@@ -94,6 +100,18 @@ class PodStream:
         if since is None:
             self._report_gap()
         deadline = time.monotonic() + duration if duration else None
+        try:
+            self._connect_and_consume(max_events, deadline, since, until)
+        finally:
+            self._kept_told.close()  # the bad frames not told yet, also when the stream gives up
+            self._unkept_told.close()
+        return self.summary
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connect_and_consume(
+        self, max_events: int | None, deadline: float | None, since: datetime | None, until: datetime | None
+    ) -> None:
         failures = 0
         while not self._done(max_events, deadline):
             try:
@@ -116,9 +134,6 @@ class PodStream:
                 failures += 1
                 self._reconnect_or_give_up(exc, failures)
         self._flush()
-        return self.summary
-
-    # -- connection ---------------------------------------------------------------------------
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
         return stream_address(self.url, self.cluster_id, self.kind, since, until)
@@ -222,17 +237,21 @@ class PodStream:
             "frame": kept if isinstance(kept, str) else None,
             "frame_base64": base64.b64encode(kept).decode() if isinstance(kept, bytes) else None,
         }
-        path = folder / f"pod-{self.kind}.ndjson"
+        path = self._dead_letter_path
         try:
             _append_whole_line(path, orjson.dumps(entry) + b"\n")
         except OSError as exc:  # a full disk: say so here, or the stream would take it for a drop
-            log.error("PoD %s: %s; could not be kept in %s: %s", self.kind, reason, path, exc.strerror)
+            self._unkept_told.log(
+                "PoD %s: %s; could not be kept in %s: %s", self.kind, reason, path, exc.strerror
+            )
             return
-        log.error("PoD %s: %s; kept in %s", self.kind, reason, path)
+        self._kept_told.log("PoD %s: %s; kept in %s", self.kind, reason, path)
 
     # -- delivery -----------------------------------------------------------------------------
 
     def _flush_if_due(self) -> None:
+        self._kept_told.tell_due()
+        self._unkept_told.tell_due()
         due = time.monotonic() - self._flushed_at >= self.settings.flush_seconds
         if len(self._pending) >= self.settings.flush_every or (due and self._pending):
             self._flush()
