@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import msgpack
+
 from tests.conftest import GOLDEN, read_lines
 
 SINK_WRITER = r"""
@@ -86,6 +88,31 @@ def test_a_command_started_with_stdout_closed_says_so(tmp_path):
         result = _run_with_closed(1, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr == b"ppship: error: stdout is closed: there is nowhere to write the records\n"
+
+
+def test_a_full_disk_under_stdout_is_one_line_naming_stdout_and_exit_2(tmp_path):
+    log = tmp_path / "gateway.log"
+    log.write_bytes((GOLDEN.parent / "golden_assembly" / "interleaved.log").read_bytes())
+    tap_record = tmp_path / "record.json"
+    tap_record.write_text('{"id": "a"}\n')
+    for args, given in (
+        (["gateway", "parse", str(log)], None),
+        (["gateway", "assemble", "--timezone", "UTC", str(log)], None),
+        (["gateway", "exec-filter"], msgpack.packb({"log": "x"})),
+        (["ship", "--table", "proofpoint_tap_clicks_blocked", str(tap_record)], None),
+    ):
+        with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+            result = subprocess.run(
+                [sys.executable, "-m", "proofpoint_shipper", *args],
+                input=given,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 2, (args, result.stderr)
+        last = result.stderr.decode().splitlines()[-1]
+        assert last == "ppship: error: cannot write to stdout: No space left on device", args
 
 
 def test_a_command_started_with_stdin_closed_reads_nothing():

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import BinaryIO
 
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, DeliveryError
 
 STDIN = 0  # read by number: sys.stdin is None when the command was started with it closed
 
@@ -26,7 +26,8 @@ def write_all(fd: int, data: bytes) -> None:
 
 def write_stdout(data: bytes) -> bool:
     """Write all of `data` to stdout; False once the reader went away (EPIPE). Stdout then points
-    at /dev/null, so the interpreter's final flush has nothing to complain about."""
+    at /dev/null, so the interpreter's final flush has nothing to complain about. Any other
+    failure (a full disk under a redirect) is a DeliveryError."""
     fd = stdout_fd()
     try:
         write_all(fd, data)
@@ -35,7 +36,15 @@ def write_stdout(data: bytes) -> bool:
         os.dup2(devnull, fd)
         os.close(devnull)
         return False
+    except OSError as exc:
+        raise stdout_failed(exc) from exc
     return True
+
+
+def stdout_failed(exc: OSError) -> DeliveryError:
+    """The one-line error for a write to stdout that failed: it names stdout, as a bare
+    "No space left on device" would not."""
+    return DeliveryError(f"cannot write to stdout: {exc.strerror or exc}")
 
 
 def stdout_fd() -> int:

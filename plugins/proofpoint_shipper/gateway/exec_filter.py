@@ -16,7 +16,7 @@ import msgpack
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.rawio import STDIN, stdout_fd, write_all
+from proofpoint_shipper.rawio import STDIN, stdout_failed, stdout_fd, write_all
 
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
@@ -64,12 +64,19 @@ def run(args: argparse.Namespace) -> int:
                 out.append(pack(_filtered(item, keys, parser)))
                 taken = unpacker.tell()
         except ValueError as exc:  # msgpack's FormatError and StackError
-            write_all(stdout, b"".join(out))  # what came before the fault goes out
+            _write(stdout, out)  # what came before the fault goes out
             raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
-        write_all(stdout, b"".join(out))
+        _write(stdout, out)
     if taken != fed:  # the iteration stops quietly before an object that is not whole
         raise InputError(f"stdin ended in the middle of a msgpack object ({fed - taken} bytes not read)")
     return 0
+
+
+def _write(stdout: int, packed: list[bytes]) -> None:
+    try:
+        write_all(stdout, b"".join(packed))
+    except OSError as exc:
+        raise stdout_failed(exc) from exc
 
 
 def _filtered(item: object, keys: list[str], parser: "GatewayParser") -> dict:

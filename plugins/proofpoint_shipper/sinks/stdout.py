@@ -11,8 +11,7 @@ from typing import BinaryIO
 import msgpack
 import orjson
 
-from proofpoint_shipper.errors import DeliveryError
-from proofpoint_shipper.rawio import descriptor, stdout_fd, write_all
+from proofpoint_shipper.rawio import descriptor, stdout_failed, stdout_fd, write_all
 from proofpoint_shipper.sinks.records import stream_for, table_line
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
@@ -70,8 +69,8 @@ class StdoutSink:
         self._write_buffer()
         try:
             self.output.flush()
-        except OSError as exc:  # the reader went away: nothing was confirmed
-            raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
+        except OSError as exc:  # the reader went away, the disk is full: nothing was confirmed
+            raise stdout_failed(exc) from exc
 
     def _write_buffer(self) -> None:
         if not self._buffer:
@@ -86,7 +85,7 @@ class StdoutSink:
                 self.output.flush()  # anything written through the stream itself goes first
                 write_all(fd, data)  # not through the buffered stream: see rawio
         except OSError as exc:
-            raise DeliveryError(f"stdout is closed: {exc.strerror or exc}") from exc
+            raise stdout_failed(exc) from exc
 
     def close(self) -> None:
         self.flush()
