@@ -30,6 +30,13 @@ def test_a_corrupt_cursor_file_is_a_clear_error(tmp_path):
         FileCursorStore(tmp_path / "tap.json").load()
 
 
+def test_a_cursor_that_cannot_be_written_leaves_no_temporary_file_behind(tmp_path):
+    (tmp_path / "tap.json").mkdir()  # the rename over it fails, after the temporary file was written
+    with pytest.raises(ConfigError, match=r"tap\.json cannot be written"):
+        FileCursorStore(tmp_path / "tap.json").save({"cursor": "x"})
+    assert [path.name for path in tmp_path.iterdir()] == ["tap.json"]
+
+
 KILLED_WRITER = textwrap.dedent("""
     import os, sys
     from pathlib import Path

@@ -10,6 +10,7 @@ would fetch the same data twice and overwrite each other's progress: `claim()` t
 lock for the life of the process, and the second one gets CursorConflict before it reads anything.
 """
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -82,6 +83,8 @@ class FileCursorStore:
             os.replace(temporary, self.path)
             _fsync_directory(self.path.parent)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()  # a full disk: what was written of it would stay
             raise ConfigError(f"cursor file {self.path} cannot be written: {exc.strerror}") from exc
 
 
