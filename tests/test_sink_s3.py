@@ -204,6 +204,40 @@ SPOOLING_PROCESS = textwrap.dedent("""
 """)
 
 
+FULL_SPOOL = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    from proofpoint_shipper.errors import DeliveryError
+    from proofpoint_shipper.sinks.spool import Spool
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails, as on a full disk
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    spool = Spool(Path(sys.argv[1]))
+    for key, body in (("t/big-body", b"x" * 5000), ("t/" + "k" * 2000, b"small")):  # body, then meta
+        try:
+            spool.put(key, body, {})
+        except DeliveryError as exc:
+            print(str(exc)[:60])
+""")
+
+
+def test_an_object_the_spool_cannot_keep_is_a_delivery_error_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "spool"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_SPOOL, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.splitlines() == [
+        f"spool {folder} cannot keep t/big-body: File too large"[:60],
+        f"spool {folder} cannot keep t/kkkkk"[:60],
+    ]
+    assert list(folder.iterdir()) == []
+
+
 def test_processes_sharing_a_spool_folder_keep_every_object(tmp_path):
     """The relay's --workers, or collectors given one --spool-dir: each object is kept apart."""
     folder = tmp_path / "spool"

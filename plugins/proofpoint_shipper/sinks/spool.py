@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, DeliveryError
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -40,11 +40,20 @@ class Spool:
             raise ConfigError(f"spool directory {self.directory} is not writable: {exc.strerror}") from exc
 
     def put(self, key: str, body: bytes, headers: dict[str, str]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Keep one object whole, or a DeliveryError (a full disk) and no trace of it."""
         name = _new_name()
-        _write_durably(self.directory / f"{name}.body", body)
         meta = json.dumps({"key": key, "headers": headers}).encode()
-        _write_durably(self.directory / f"{name}.json", meta)
+        parts = [(self.directory / f"{name}.body", body), (self.directory / f"{name}.json", meta)]
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path, data in parts:
+                _write_durably(path, data)
+        except OSError as exc:
+            for path, _ in parts:
+                for leftover in (path, path.with_name(path.name + ".tmp")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+            raise DeliveryError(f"spool {self.directory} cannot keep {key}: {exc.strerror or exc}") from exc
 
     def items(self) -> Iterator[tuple[str, str, bytes, dict[str, str]]]:
         """(name, key, body, headers) of every complete object, oldest first."""
