@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +31,17 @@ def test_a_corrupt_cursor_file_is_a_clear_error(tmp_path):
         FileCursorStore(tmp_path / "tap.json").load()
 
 
+@pytest.mark.parametrize("folder", ["/", "{tmp}"])
+def test_a_folder_given_as_cursor_file_is_a_config_error(tmp_path, folder):
+    with pytest.raises(ConfigError, match="is a folder: name a file in it"):
+        FileCursorStore(Path(folder.format(tmp=tmp_path)))
+
+
 def test_a_cursor_that_cannot_be_written_leaves_no_temporary_file_behind(tmp_path):
+    store = FileCursorStore(tmp_path / "tap.json")
     (tmp_path / "tap.json").mkdir()  # the rename over it fails, after the temporary file was written
     with pytest.raises(ConfigError, match=r"tap\.json cannot be written"):
-        FileCursorStore(tmp_path / "tap.json").save({"cursor": "x"})
+        store.save({"cursor": "x"})
     assert [path.name for path in tmp_path.iterdir()] == ["tap.json"]
 
 

@@ -104,6 +104,11 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["relay", "--tls-cert", str(a_file), *UPSTREAM], b"not a PEM certificate with its private key"),
             (["relay", "--tls-cert", str(tmp_path / "gone.pem"), *UPSTREAM], b"No such file or directory"),
             (["relay", "--listen", busy, *UPSTREAM], f"cannot listen on {busy}: ".encode()),
+            (["relay", "--listen", "256.0.0.1:0", *UPSTREAM], b"cannot listen on 256.0.0.1:0: "),
+            (
+                ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tmp_path)],
+                f"cursor file {tmp_path} is a folder: name a file in it".encode(),
+            ),
             # the stand-ins bind in threads of their own: a traceback there, or (moto) a start that waits
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["simulate", "pod", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
@@ -123,6 +128,7 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             result = run_ppship(*args, timeout=30)
             assert result.returncode == 2, (args, result.stderr.decode())
             assert result.stderr.count(b"\n") == 1 and message in result.stderr, result.stderr.decode()
+            assert b"Unknown error" not in result.stderr  # an errno that is not the OS's, read as one
 
 
 @pytest.mark.parametrize(

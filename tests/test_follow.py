@@ -2,6 +2,7 @@
 
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -135,6 +136,18 @@ def test_a_file_that_appears_later_is_read_from_its_start(files):
     append(path, [1, 2])
     follower.expect([1, 2])
     follower.stop()
+
+
+def test_a_file_that_is_not_there_is_told_once_then_waited_for(files):
+    path, position = files
+    follower = Follower(path, position)
+    ready, _, _ = select.select([follower.process.stderr], [], [], TIMEOUT)
+    assert ready, "nothing said about the missing file"
+    told = follower.process.stderr.readline().decode()
+    assert told == f"ppship gateway parse: follow: {path} does not exist (yet): waiting for it to appear\n"
+    append(path, [1])
+    follower.expect([1])
+    assert "does not exist" not in follower.stop()  # said once
 
 
 def test_a_line_is_not_handed_out_before_its_end_arrives(files):

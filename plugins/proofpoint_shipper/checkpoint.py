@@ -27,6 +27,8 @@ log = logging.getLogger("proofpoint_shipper")
 class FileCursorStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        if not self.path.name or self.path.is_dir():
+            raise ConfigError(f"cursor file {self.path} is a folder: name a file in it")
         self._lock: int | None = None  # held until the process ends
 
     def claim(self) -> None:

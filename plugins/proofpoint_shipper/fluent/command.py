@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -205,7 +206,10 @@ async def _serve(relay: ForwardRelay) -> int:
         host, port = await relay.start()
     except OSError as exc:
         where = f"{relay.settings.host}:{relay.settings.port}"
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
+        if isinstance(exc, socket.gaierror):  # a name that does not resolve: its errno is no OS error
+            reason = exc.strerror
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
         raise ConfigError(f"cannot listen on {where}: {reason}") from None
     # One write with its newline: --workers print into one pipe, and unbuffered (PYTHONUNBUFFERED)
     # print() writes the newline apart, so two banners could run together on one line.

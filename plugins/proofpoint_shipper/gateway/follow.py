@@ -84,6 +84,8 @@ class FollowedFile:
 
     def batches(self) -> Iterator[tuple[Batch, dict]]:
         current = yield from self._resume()
+        if current is None:  # a typo would otherwise wait in silence, for ever
+            log.warning("follow: %s does not exist (yet): waiting for it to appear", self.path)
         while self.keep_going():
             if current is None:
                 current = self._open_when_present()
