@@ -143,6 +143,44 @@ def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
     assert host_and_port(text, "--forward") == address
 
 
+TABLE = ("--table", "proofpoint_tap_clicks_blocked")
+
+
+@pytest.mark.parametrize(
+    "command, refused",
+    [
+        (["ship", *TABLE, "--bucket", "b"], "--bucket is for --output s3, but the output is stdout"),
+        (
+            ["ship", *TABLE, "--output", "s3", "--forward-tls"],
+            "--forward-tls is for --output forward, but the output is s3",
+        ),
+        (
+            ["tap", "fetch", "--output", "forward", "--format", "text"],
+            "--format is for --output stdout, but the output is forward",
+        ),
+        (
+            ["pod", "stream", "--type", "message", "--spool-dir", "s"],
+            "--spool-dir is for --output s3, but the output is stdout",
+        ),
+        (
+            ["relay", "--output", "s3", "--upstream", "127.0.0.1:1"],
+            "--upstream is for --output forward, but the output is s3",
+        ),
+        (
+            ["relay", "--upstream", "127.0.0.1:1", "--batch-age", "5"],
+            "--batch-age is for --output s3, but the output is forward",
+        ),
+    ],
+)
+def test_a_flag_of_an_output_not_chosen_is_refused_not_ignored(command, refused, tmp_path, monkeypatch):
+    for name in ("TAP_PRINCIPAL", "TAP_SECRET", "POD_TOKEN", "POD_CLUSTER_ID"):
+        monkeypatch.setenv(name, "x")
+    cursor = ["--cursor", str(tmp_path / "c.json")] if command[0] in ("tap", "pod") else []
+    result = run_ppship(*command, *cursor)
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines()[-1] == f"ppship: error: {refused}"
+
+
 @pytest.mark.parametrize(
     "command",
     [

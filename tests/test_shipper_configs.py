@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from proofpoint_shipper.cli import build_parser
+from proofpoint_shipper.sinks.options import check_output_flags
 from proofpoint_shipper.streams import BY_TABLE, STREAMS
 from tests.agent_configs import (
     CONFIGS,
@@ -67,9 +68,11 @@ def test_every_ppship_command_line_is_accepted_by_the_real_cli(command):
     errors = io.StringIO()
     with contextlib.redirect_stderr(errors):
         try:
-            build_parser().parse_args(command[1:])
+            args = build_parser().parse_args(command[1:])
         except SystemExit:
             pytest.fail(f"ppship refuses {' '.join(command)}: {errors.getvalue().strip()}")
+    if hasattr(args, "output_only_flags"):
+        check_output_flags(args)  # no flag of an output other than the chosen one
 
 
 def test_the_commands_are_found():

@@ -32,7 +32,7 @@ from proofpoint_shipper.service import (
     seconds,
 )
 from proofpoint_shipper.sinks.forward import ForwardSink
-from proofpoint_shipper.sinks.options import add_s3_arguments, open_s3_sink
+from proofpoint_shipper.sinks.options import add_s3_arguments, check_output_flags, open_s3_sink, output_only
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -59,7 +59,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="forward: to the agent's forward input at --upstream; s3: straight into the gateway "
         "text tables, a chunk acked once its objects are written (default: %(default)s)",
     )
-    relay.add_argument(
+    only = output_only(relay, relay)
+    only(
+        "forward",
         "--upstream",
         metavar="HOST:PORT",
         help="forward only: the agent's forward input that receives the parsed records",
@@ -73,10 +75,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="time BSD years are inferred against (default: now); set it to re-process old logs",
     )
     relay.add_argument("--shared-key-file", type=Path, help="shared key clients must prove (default: none)")
-    relay.add_argument("--upstream-shared-key-file", type=Path, help="shared key for the upstream")
+    only("forward", "--upstream-shared-key-file", type=Path, help="forward only: shared key for the upstream")
     relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
     relay.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
-    relay.add_argument("--upstream-tls", action="store_true", help="connect upstream with TLS")
+    only("forward", "--upstream-tls", action="store_true", help="forward only: connect upstream with TLS")
     relay.add_argument(
         "--upstream-timeout",
         type=positive_seconds,
@@ -120,7 +122,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     relay.add_argument(
         "--workers", type=positive_int, default=1, help="processes sharing the port (default: 1)"
     )
-    add_s3_arguments(relay.add_argument_group("s3 output"))
+    add_s3_arguments(relay, relay.add_argument_group("s3 output"))
     add_operability_arguments(relay)
     relay.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     relay.set_defaults(run=run)
@@ -188,6 +190,7 @@ def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 
 
 def _upstream(args: argparse.Namespace):
+    check_output_flags(args)
     if args.output == "s3":
         return TableUpstream(open_s3_sink(args))
     if not args.upstream:

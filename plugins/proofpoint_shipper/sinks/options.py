@@ -8,6 +8,7 @@ Secrets (the forward shared key) come from a file or an environment variable, ne
 import argparse
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
@@ -29,68 +30,101 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         default="stdout",
         help="where records go (default: %(default)s)",
     )
-    group.add_argument(
+    only = output_only(parser, group)
+    only(
+        "stdout",
         "--format",
         choices=["json", "text", "msgpack"],
         default="json",
         help="stdout only: NDJSON with a `table` key, text-table lines, or msgpack (default: %(default)s)",
     )
-    group.add_argument(
+    only(
+        "stdout",
         "--max-line-bytes",
         type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
         help="stdout only: longer records are refused and counted (default: %(default)s)",
     )
-    group.add_argument(
+    only(
+        "forward",
         "--forward",
         default="127.0.0.1:24224",
         metavar="HOST:PORT",
         help="forward only: the agent's forward input (default: %(default)s)",
     )
-    group.add_argument("--forward-tls", action="store_true", help="forward only: connect with TLS")
-    group.add_argument("--forward-ca", type=Path, help="forward only: CA bundle to verify the agent")
-    group.add_argument(
+    only("forward", "--forward-tls", action="store_true", help="forward only: connect with TLS")
+    only("forward", "--forward-ca", type=Path, help="forward only: CA bundle to verify the agent")
+    only(
+        "forward",
         "--shared-key-file",
         type=Path,
         help=f"forward only: file holding the shared key (or set ${SHARED_KEY_ENV})",
     )
-    add_s3_arguments(group)
+    add_s3_arguments(parser, group)
 
 
-def add_s3_arguments(group) -> None:
+def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
-    group.add_argument("--bucket", help="s3 only: the data-lake bucket")
-    group.add_argument("--prefix", default="", help="s3 only: key prefix before the table name")
-    group.add_argument(
+    only = output_only(parser, group)
+    only("s3", "--bucket", help="s3 only: the data-lake bucket")
+    only("s3", "--prefix", default="", help="s3 only: key prefix before the table name")
+    only(
+        "s3",
         "--endpoint-url",
         type=url_of("https", "http"),
         help="s3 only: an S3-compatible endpoint (default: AWS)",
     )
-    group.add_argument("--region", help="s3 only: AWS region (default: boto3's chain)")
-    group.add_argument("--sse", choices=["AES256", "aws:kms"], help="s3 only: server-side encryption")
-    group.add_argument("--kms-key-id", help="s3 only: KMS key for --sse aws:kms")
-    group.add_argument("--no-gzip", action="store_true", help="s3 only: write objects uncompressed")
-    group.add_argument(
+    only("s3", "--region", help="s3 only: AWS region (default: boto3's chain)")
+    only("s3", "--sse", choices=["AES256", "aws:kms"], help="s3 only: server-side encryption")
+    only("s3", "--kms-key-id", help="s3 only: KMS key for --sse aws:kms")
+    only("s3", "--no-gzip", action="store_true", help="s3 only: write objects uncompressed")
+    only(
+        "s3",
         "--batch-bytes",
         type=positive_int,
         default=DEFAULT_MAX_BATCH_BYTES,
         help="s3 only: close a batch at this many uncompressed bytes (default: %(default)s)",
     )
-    group.add_argument(
+    only(
+        "s3",
         "--batch-age",
         type=positive_seconds,
         default=DEFAULT_MAX_BATCH_AGE,
         help="s3 only: close a batch after this many seconds (default: %(default)s)",
     )
-    group.add_argument(
+    only(
+        "s3",
         "--spool-dir",
         type=Path,
         help="s3 only: keep objects here while S3 is unreachable, re-send them later",
     )
 
 
+def output_only(parser: argparse.ArgumentParser, group) -> Callable[..., None]:
+    """`only(output, *names, **options)` adds a flag to `group` that only `output` reads; the
+    parser remembers it, and `check_output_flags` refuses it given with another output."""
+    flags = parser.get_default("output_only_flags")
+    if flags is None:
+        flags = {}
+        parser.set_defaults(output_only_flags=flags)
+
+    def only(output: str, *names: str, **options) -> None:
+        action = group.add_argument(*names, **options)
+        flags[action.dest] = (output, names[0], action.default)
+
+    return only
+
+
+def check_output_flags(args: argparse.Namespace) -> None:
+    """A flag of another output than the chosen one would be ignored: a ConfigError instead."""
+    for dest, (output, flag, default) in args.output_only_flags.items():
+        if args.output != output and getattr(args, dest) != default:
+            raise ConfigError(f"{flag} is for --output {output}, but the output is {args.output}")
+
+
 def open_sink(args: argparse.Namespace):
     """The sink the flags describe, checked: raises ConfigError with one clear line."""
+    check_output_flags(args)
     if args.output == "stdout":
         return StdoutSink(format=args.format, max_line_bytes=args.max_line_bytes)
     if args.output == "forward":
