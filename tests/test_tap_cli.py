@@ -1,22 +1,31 @@
 """`ppship tap fetch` as a real process against the simulator: credentials, and kill -9 at random."""
 
+import argparse
 import dataclasses
 import gzip
+import io
 import json
+import logging
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proofpoint_shipper.checkpoint import FileCursorStore
+from proofpoint_shipper.sinks.stdout import StdoutSink
+from proofpoint_shipper.tap.client import TapClient
+from proofpoint_shipper.tap.command import poll_loop
 from proofpoint_shipper.tap.events import generate
+from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.conftest import limited_ppship
-from tests.tap_harness import PRINCIPAL, SECRET
+from tests.tap_harness import FAST, PRINCIPAL, SECRET
 
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
 
@@ -148,6 +157,49 @@ def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
         child.send_signal(signal.SIGTERM)
         child.communicate(timeout=60)
     assert child.returncode == 0
+
+
+def test_a_follower_outlives_an_api_outage_and_catches_up_after_it(simulator, tmp_path, caplog):
+    """In process, for a fast retry policy; past its bound the real command does the same."""
+    out = io.BytesIO()
+    client = TapClient(simulator.url, PRINCIPAL, SECRET, retry=FAST)
+    fetcher = TapFetcher(
+        client,
+        StdoutSink(out),
+        FileCursorStore(tmp_path / "cursor.json"),
+        FetchSettings(dead_letter_dir=tmp_path / "dead-letter"),
+    )
+    args = argparse.Namespace(
+        follow=True,
+        interval=timedelta(seconds=0.2),
+        since=datetime.now(UTC) - timedelta(hours=7),
+        backfill=False,
+    )
+    stop = threading.Event()
+    simulator.fail_rate = 1.0  # the API answers 500 to everything: every poll gives up
+    with caplog.at_level(logging.INFO, "proofpoint_shipper"):
+        loop = threading.Thread(target=poll_loop, args=(fetcher, args, stop))
+        loop.start()
+        try:
+            _wait_for(lambda: sum("TAP poll failed" in m for m in caplog.messages) >= 2)
+            simulator.fail_rate = 0.0  # the API is back
+            _wait_for(lambda: any("TAP poll done" in m for m in caplog.messages))
+        finally:
+            stop.set()
+            loop.join(30)
+            client.close()
+    assert not loop.is_alive()
+    (failed, *_) = [m for m in caplog.messages if "TAP poll failed" in m]
+    assert "gave up after 6 tries" in failed and failed.endswith("next poll in 0.2 s")
+    ids = {json.loads(line)["id"] for line in out.getvalue().splitlines()}
+    assert ids == expected_ids(simulator)
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_path):

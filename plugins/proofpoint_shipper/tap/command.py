@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
-from proofpoint_shipper.errors import ConfigError, Stopped
+from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
@@ -67,7 +67,12 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
     )
     mode = fetch.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="catch up to now and exit (the default)")
-    mode.add_argument("--follow", action="store_true", help="keep polling every --interval")
+    mode.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep polling every --interval until SIGTERM; a poll the API failed past the retry bound "
+        "is logged and the next poll tries again",
+    )
     fetch.add_argument(
         "--interval",
         type=_period,
@@ -196,13 +201,14 @@ def _fetch(args: argparse.Namespace) -> int:
     client = TapClient(args.base_url, principal, secret, stop=stop)
     settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
     fetcher = TapFetcher(client, sink, store, settings, progress=sys.stderr if sys.stderr.isatty() else None)
-    skipped = _poll_loop(fetcher, args, stop)
+    skipped = poll_loop(fetcher, args, stop)
     sink.close()
     client.close()
     return 1 if skipped else 0
 
 
-def _poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.Event) -> int:
+def poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.Event) -> int:
+    """Poll once, or with --follow until `stop`; returns how many windows were skipped."""
     since, skipped = args.since, 0
     while True:
         try:
@@ -210,6 +216,18 @@ def _poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.
         except Stopped:
             log.info("TAP fetch stopped while waiting to retry; its window is fetched on the next run")
             return skipped
+        except FetchError as exc:
+            if not args.follow:
+                raise
+            # A follower outlives an outage: under an agent's exec input nothing would restart it.
+            log.error(
+                "TAP poll failed: %s; the cursor stays where the output last confirmed; next poll in %g s",
+                exc,
+                args.interval.total_seconds(),
+            )
+            if stop.wait(args.interval.total_seconds()):
+                return skipped
+            continue
         since = None
         skipped += len(summary.skipped)
         log.info(
