@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -66,6 +67,50 @@ def test_forced_disconnects_deliver_every_event_once(simulator, timeline, tmp_pa
     )
     expected = [timeline.event("maillog", i)["id"] for i in range(first, first + 1500)]
     assert [r["id"] for r in records] == expected  # each once, none missing, in order
+
+
+def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_its_retry_bound(
+    timeline, tmp_path, caplog
+):
+    first = PodSimulator(timeline, TOKEN, CLUSTER, seed=3).start()
+    first.stall_seconds = 0.005  # events come one by one: the outage falls in the middle
+    port = first.address[1]
+    out = io.BytesIO()
+    client = PodStream(
+        first.url,
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        StdoutSink(out),
+        FileCursorStore(tmp_path / "pod-maillog.json"),
+        StreamSettings(
+            dead_letter_dir=tmp_path / "dl",
+            retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
+            flush_every=10,
+        ),
+    )
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        running = threading.Thread(target=client.run, kwargs={"max_events": 400})
+        running.start()
+        try:
+            _wait_for(lambda: client.summary.events > 0)
+            first.stop()  # a normal close (1001), then no API for longer than the retry bound
+            _wait_for(lambda: sum("no connection after" in m for m in caplog.messages) >= 3)
+            PodSimulator(timeline, TOKEN, CLUSTER, port=port, seed=4).start()  # and comes back
+            running.join(60)
+        finally:
+            client.stop.set()
+            running.join(30)
+    assert client.summary.events == 400 and len(out.getvalue().splitlines()) == 400
+    assert any(m.startswith("PoD maillog stream dropped (ConnectionClosedOK)") for m in caplog.messages)
+    assert any(m.startswith("PoD maillog stream: no connection after 3 tries") for m in caplog.messages)
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_a_second_consumer_gets_the_409_message(simulator, tmp_path):

@@ -123,16 +123,23 @@ class PodStream:
                     open_timeout=30,
                     close_timeout=1,  # leaving a stream: do not wait long for its close reply
                 ) as websocket:
+                    if failures >= self.settings.retry.attempts:
+                        self._report_gap()  # back after a long outage: what the API no longer replays
                     failures = 0
-                    finished = self._consume(websocket, max_events, deadline)
-                if finished:
-                    break
+                    self._consume(websocket, max_events, deadline)
+                break  # told to stop, or the archive was sent whole
+            except ConnectionClosedOK as exc:
+                if since is not None:
+                    break  # an archive backfill ends with a normal close once all is sent
+                self._flush()  # live: the server went away (a restart, 1001): come back
+                failures += 1
+                self._reconnect_or_give_up(exc, failures, live=True)
             except InvalidStatus as exc:
                 raise refusal(exc) from None
             except (ConnectionClosedError, InvalidHandshake, OSError, TimeoutError) as exc:
                 self._flush()  # what arrived before the drop is good: keep it
                 failures += 1
-                self._reconnect_or_give_up(exc, failures)
+                self._reconnect_or_give_up(exc, failures, live=since is None)
         self._flush()
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
@@ -141,19 +148,31 @@ class PodStream:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def _reconnect_or_give_up(self, exc: Exception, failures: int) -> None:
+    def _reconnect_or_give_up(self, exc: Exception, failures: int, live: bool) -> None:
+        """Wait before the next try; past the retry bound an archive backfill stops (FetchError),
+        while the live stream, which nothing may restart (an agent's exec input), keeps trying at
+        the longest delay, an error logged each time."""
         policy = self.settings.retry
-        if failures >= policy.attempts:
+        if failures >= policy.attempts and not live:
             raise FetchError(f"the PoD stream dropped {failures} times in a row, last: {exc}")
-        wait = policy.delay(failures)
-        log.warning(
-            "PoD %s stream dropped (%s); reconnect %d of %d in %.1f s",
-            self.kind,
-            type(exc).__name__,
-            failures,
-            policy.attempts - 1,
-            wait,
-        )
+        wait = policy.delay(min(failures, policy.attempts))
+        if failures < policy.attempts:
+            log.warning(
+                "PoD %s stream dropped (%s); reconnect %d of %d in %.1f s",
+                self.kind,
+                type(exc).__name__,
+                failures,
+                policy.attempts - 1,
+                wait,
+            )
+        else:
+            log.error(
+                "PoD %s stream: no connection after %d tries (last: %s); trying again in %.1f s",
+                self.kind,
+                failures,
+                type(exc).__name__,
+                wait,
+            )
         self.summary.reconnects += 1
         WEBSOCKET_RECONNECTS.inc(label=self.kind)
         self.stop.wait(wait)
@@ -179,16 +198,14 @@ class PodStream:
 
     # -- frames -------------------------------------------------------------------------------
 
-    def _consume(self, websocket, max_events: int | None, deadline: float | None) -> bool:
-        """Read until told to stop (True) or the server closed normally (True: archive done)."""
+    def _consume(self, websocket, max_events: int | None, deadline: float | None) -> None:
+        """Read until told to stop; a close of the connection is the caller's to handle."""
         while not self._done(max_events, deadline):
             try:
                 frame = websocket.recv(timeout=0.5)
             except TimeoutError:
                 self._flush_if_due()
                 continue
-            except ConnectionClosedOK:
-                return True
             self._take(frame)
             self._flush_if_due()
             if self.progress is not None and self.summary.events % 1000 == 0:
@@ -198,7 +215,6 @@ class PodStream:
                     file=self.progress,
                     flush=True,
                 )
-        return True
 
     def _take(self, frame: str | bytes) -> None:
         RECORDS_IN.inc(label=self.table)
