@@ -1,12 +1,16 @@
 """`ppship ship` and the shared output flags: delivery to a local S3, and every start-up error."""
 
+import fcntl
 import gzip
 import json
 import os
 import re
 import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -203,3 +207,25 @@ def test_wrong_credentials(s3_with_auth):
         env={**LOCAL_ENV, "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG"},
     )
     assert "S3 refused our credentials for bucket auth-bucket" in one_error_line(result)
+
+
+def test_sigterm_delivers_what_was_read_and_exits_0():
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
+    with subprocess.Popen(command, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        os.write(write_end, b'{"id": "a"}\n{"id": "b"}\n')  # then the pipe stays open and quiet
+        while _bytes_in_pipe(read_end):  # read by the child, held for the next flush (10 s away)
+            select.select([], [], [], 0.05)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    os.close(read_end)
+    os.close(write_end)
+    assert child.returncode == 0, err.decode()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a", "b"]
+    assert err.decode().startswith(
+        "ppship ship: 2 records delivered to proofpoint_tap_clicks_blocked (stopped early)"
+    )
+
+
+def _bytes_in_pipe(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]

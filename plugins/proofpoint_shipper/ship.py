@@ -3,7 +3,8 @@
 For backfills and re-sends: NDJSON records for the JSON tables, one text line per record for the
 gateway text tables. Flushes every --flush-records, --flush-seconds after the oldest record not yet
 flushed was read (a pipe that brings a line now and then), and at the end; counts (of flushed
-records) go to stderr.
+records) go to stderr. SIGTERM or SIGINT stop the reading after the current batch: what was read is
+delivered, and the command exits 0.
 """
 
 import argparse
@@ -15,7 +16,7 @@ from collections import Counter
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN
-from proofpoint_shipper.service import positive_int, positive_seconds
+from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.sinks.records import json_record, stream_for, text_line_problem
 
@@ -74,8 +75,9 @@ class _Notes:
             shipped = "skipped" if kind == SKIPPED else "shipped as it is"
             print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
-    def summary(self, shipped: int, table: str) -> str:
-        parts = [f"{shipped} records delivered to {table}", f"{self.counts[SKIPPED]} not readable"]
+    def summary(self, shipped: int, table: str, stopped: bool) -> str:
+        delivered = f"{shipped} records delivered to {table}" + (" (stopped early)" if stopped else "")
+        parts = [delivered, f"{self.counts[SKIPPED]} not readable"]
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
         if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM)):  # the kinds told
             parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
@@ -91,6 +93,7 @@ class _Shipment:
         self.group: list[dict] = []
         self.unflushed = self.shipped = 0
         self.oldest: float | None = None  # when the oldest record not yet flushed was read
+        self.stopping = False  # set by SIGTERM or SIGINT: read no more, deliver what was read
 
     def add(self, record: dict) -> None:
         self.group.append(record)
@@ -102,10 +105,11 @@ class _Shipment:
             self.flush()
 
     def flush_if_due(self) -> bool:
-        """Flush when the oldest record waits too long; asked after each read and while idle."""
+        """Flush when the oldest record waits too long; asked after each read and while idle.
+        Whether to read on: until the input ends or a stop was asked for."""
         if self.oldest is not None and time.monotonic() - self.oldest >= self.flush_seconds:
             self.flush()
-        return True  # the input is read to its end
+        return not self.stopping
 
     def flush(self) -> None:
         self._hand_over()
@@ -130,10 +134,12 @@ def run(args: argparse.Namespace) -> int:
         sources = _open_inputs(args.files, inputs)
         shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
         notes = _Notes()
-        for source in sources:
-            _ship_lines(source, stream.format, shipment, notes)
-        shipment.close()
-    print(notes.summary(shipment.shipped, args.table), file=sys.stderr)
+        with StopOnSignals(shipment):  # without it, a stop would lose the records not yet flushed
+            for source in sources:
+                if not shipment.stopping:
+                    _ship_lines(source, stream.format, shipment, notes)
+            shipment.close()
+    print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
     return 0
 
 
@@ -148,7 +154,8 @@ def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -
                 notes.add(kind, f"{_name(source)}:{number}", detail)
             if record is not None:
                 shipment.add(record)
-        shipment.flush_if_due()
+        if not shipment.flush_if_due():
+            return
 
 
 def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
