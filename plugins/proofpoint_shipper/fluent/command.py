@@ -64,7 +64,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "forward",
         "--upstream",
         metavar="HOST:PORT",
-        help="forward only: the agent's forward input that receives the parsed records",
+        help="the agent's forward input that receives the parsed records",
     )
     relay.add_argument("--key", action="append", help="record key of the line (default: log, then message)")
     relay.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
@@ -75,10 +75,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="time BSD years are inferred against (default: now); set it to re-process old logs",
     )
     relay.add_argument("--shared-key-file", type=Path, help="shared key clients must prove (default: none)")
-    only("forward", "--upstream-shared-key-file", type=Path, help="forward only: shared key for the upstream")
+    only("forward", "--upstream-shared-key-file", type=Path, help="shared key for the upstream")
     relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
     relay.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
-    only("forward", "--upstream-tls", action="store_true", help="forward only: connect upstream with TLS")
+    only("forward", "--upstream-tls", action="store_true", help="connect upstream with TLS")
     relay.add_argument(
         "--upstream-timeout",
         type=positive_seconds,

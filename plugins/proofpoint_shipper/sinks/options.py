@@ -36,29 +36,29 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=["json", "text", "msgpack"],
         default="json",
-        help="stdout only: NDJSON with a `table` key, text-table lines, or msgpack (default: %(default)s)",
+        help="NDJSON with a `table` key, text-table lines, or msgpack (default: %(default)s)",
     )
     only(
         "stdout",
         "--max-line-bytes",
         type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
-        help="stdout only: longer records are refused and counted (default: %(default)s)",
+        help="longer records are refused and counted (default: %(default)s)",
     )
     only(
         "forward",
         "--forward",
         default="127.0.0.1:24224",
         metavar="HOST:PORT",
-        help="forward only: the agent's forward input (default: %(default)s)",
+        help="the agent's forward input (default: %(default)s)",
     )
-    only("forward", "--forward-tls", action="store_true", help="forward only: connect with TLS")
-    only("forward", "--forward-ca", type=Path, help="forward only: CA bundle to verify the agent")
+    only("forward", "--forward-tls", action="store_true", help="connect with TLS")
+    only("forward", "--forward-ca", type=Path, help="CA bundle to verify the agent")
     only(
         "forward",
         "--shared-key-file",
         type=Path,
-        help=f"forward only: file holding the shared key (or set ${SHARED_KEY_ENV})",
+        help=f"file holding the shared key (or set ${SHARED_KEY_ENV})",
     )
     add_s3_arguments(parser, group)
 
@@ -66,50 +66,51 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
     only = output_only(parser, group)
-    only("s3", "--bucket", help="s3 only: the data-lake bucket")
-    only("s3", "--prefix", default="", help="s3 only: key prefix before the table name")
+    only("s3", "--bucket", help="the data-lake bucket")
+    only("s3", "--prefix", default="", help="key prefix before the table name")
     only(
         "s3",
         "--endpoint-url",
         type=url_of("https", "http"),
-        help="s3 only: an S3-compatible endpoint (default: AWS)",
+        help="an S3-compatible endpoint (default: AWS)",
     )
-    only("s3", "--region", help="s3 only: AWS region (default: boto3's chain)")
-    only("s3", "--sse", choices=["AES256", "aws:kms"], help="s3 only: server-side encryption")
-    only("s3", "--kms-key-id", help="s3 only: KMS key for --sse aws:kms")
-    only("s3", "--no-gzip", action="store_true", help="s3 only: write objects uncompressed")
+    only("s3", "--region", help="AWS region (default: boto3's chain)")
+    only("s3", "--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+    only("s3", "--kms-key-id", help="KMS key for --sse aws:kms")
+    only("s3", "--no-gzip", action="store_true", help="write objects uncompressed")
     only(
         "s3",
         "--batch-bytes",
         type=positive_int,
         default=DEFAULT_MAX_BATCH_BYTES,
-        help="s3 only: close a batch at this many uncompressed bytes (default: %(default)s)",
+        help="close a batch at this many uncompressed bytes (default: %(default)s)",
     )
     only(
         "s3",
         "--batch-age",
         type=positive_seconds,
         default=DEFAULT_MAX_BATCH_AGE,
-        help="s3 only: close a batch after this many seconds (default: %(default)s)",
+        help="close a batch after this many seconds (default: %(default)s)",
     )
     only(
         "s3",
         "--spool-dir",
         type=Path,
-        help="s3 only: keep objects here while S3 is unreachable, re-send them later",
+        help="keep objects here while S3 is unreachable, re-send them later",
     )
 
 
 def output_only(parser: argparse.ArgumentParser, group) -> Callable[..., None]:
-    """`only(output, *names, **options)` adds a flag to `group` that only `output` reads; the
-    parser remembers it, and `check_output_flags` refuses it given with another output."""
+    """`only(output, *names, help=..., **options)` adds a flag to `group` that only `output` reads,
+    its help saying so; the parser remembers it, and `check_output_flags` refuses it given with
+    another output."""
     flags = parser.get_default("output_only_flags")
     if flags is None:
         flags = {}
         parser.set_defaults(output_only_flags=flags)
 
-    def only(output: str, *names: str, **options) -> None:
-        action = group.add_argument(*names, **options)
+    def only(output: str, *names: str, help: str, **options) -> None:
+        action = group.add_argument(*names, help=f"{output} only: {help}", **options)
         flags[action.dest] = (output, names[0], action.default)
 
     return only
