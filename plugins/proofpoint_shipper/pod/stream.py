@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import orjson
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
 from proofpoint_shipper.errors import ConfigError, FetchError
@@ -128,15 +128,12 @@ class PodStream:
                     failures = 0
                     self._consume(websocket, max_events, deadline)
                 break  # told to stop, or the archive was sent whole
-            except ConnectionClosedOK as exc:
-                if since is not None:
-                    break  # an archive backfill ends with a normal close once all is sent
-                self._flush()  # live: the server went away (a restart, 1001): come back
-                failures += 1
-                self._reconnect_or_give_up(exc, failures, live=True)
             except InvalidStatus as exc:
                 raise refusal(exc) from None
-            except (ConnectionClosedError, InvalidHandshake, OSError, TimeoutError) as exc:
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
+                if isinstance(exc, ConnectionClosedOK) and since is not None:
+                    break  # an archive backfill ends with a normal close once all is sent; live, it
+                    # is a server going away (a restart's 1001) and we come back, as after a drop
                 self._flush()  # what arrived before the drop is good: keep it
                 failures += 1
                 self._reconnect_or_give_up(exc, failures, live=since is None)
