@@ -1,19 +1,29 @@
 """`ppship pod stream` as a real process: SIGTERM closes, flushes, saves and exits 0."""
 
+import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proofpoint_shipper.local_s3 import LocalS3
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
+from proofpoint_shipper.sinks.spool import Spool
 from tests.conftest import limited_ppship
 
 TOKEN, CLUSTER = "cli-token", "hosted_cid"
+LOCAL_AWS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture
@@ -108,3 +118,49 @@ def test_a_dead_letter_that_cannot_be_written_is_told_and_the_stream_goes_on(sim
     assert "stream dropped" not in stderr  # not taken for a dropped stream
     assert (tmp_path / "dl" / "pod-message.ndjson").read_bytes() == b""  # no cut line left behind
     assert len(result.stdout.splitlines()) == 5
+
+
+def test_an_s3_outage_is_spooled_by_default_as_the_api_never_resends(simulator, tmp_path):
+    """`--output s3` without --spool-dir: the outage's events go to a spool beside the cursor."""
+    simulator.stall_seconds = 0.002  # a steady flow, so the outage falls in the middle
+    env = {**os.environ, **LOCAL_AWS, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    first = LocalS3("pod-outage").start()
+    s3 = ["--output", "s3", "--bucket", "pod-outage", "--endpoint-url", first.endpoint_url]
+    with subprocess.Popen(
+        command(simulator, tmp_path, *s3), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as child:
+        _wait_for(lambda: first.client().list_objects_v2(Bucket="pod-outage").get("KeyCount", 0) > 0)
+        first.stop()  # S3 goes away while events keep coming
+        while b"S3 unreachable; spooling" not in (line := child.stderr.readline()):
+            assert line, "the stream ended instead of spooling"
+        child.send_signal(signal.SIGTERM)
+        stderr = child.stderr.read()
+        child.wait(timeout=120)
+    assert child.returncode == 0, stderr.decode()[-1000:]
+    spool = Spool(tmp_path / "spool")
+    spooled = sum(len(gzip.decompress(body).splitlines()) for _, _, body, _ in spool.items())
+    assert spooled > 0
+
+    streamed = int(re.search(rb"PoD message: (\d+) events", stderr).group(1))
+    second = LocalS3("pod-outage", port=first.port).start()  # S3 is back, with what it held (moto
+    # keeps its objects in this process)
+    try:
+        subprocess.run(
+            command(simulator, tmp_path, *s3, "--max-events", "1"), env=env, timeout=120, check=True
+        )
+        client = second.client()
+        keys = [item["Key"] for item in client.list_objects_v2(Bucket="pod-outage")["Contents"]]
+        landed = sum(
+            len(gzip.decompress(client.get_object(Bucket="pod-outage", Key=key)["Body"].read()).splitlines())
+            for key in keys
+        )
+    finally:
+        second.stop()
+    assert len(spool) == 0 and landed == streamed + 1  # each event once, the new one included
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

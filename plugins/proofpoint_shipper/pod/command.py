@@ -117,6 +117,10 @@ def _stream(args: argparse.Namespace) -> int:
     store.load()  # an unreadable resume file fails now
     from proofpoint_shipper.pod.stream import PodStream, StreamSettings  # websockets: only when run
 
+    if args.output == "s3" and args.spool_dir is None:
+        # The API never sends again what it sent once: without a spool, an S3 outage past the
+        # upload retries would end the stream with the unflushed events lost.
+        args.spool_dir = store.path.parent / "spool"
     sink = open_sink(args)
     stop = stop_on_signals()
     stream = PodStream(
