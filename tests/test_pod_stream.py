@@ -18,7 +18,9 @@ from proofpoint_shipper.pod.shape import event_time
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.pod.stream import PodStream, StreamSettings
 from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.stdout import StdoutSink
+from tests.forward_receiver import ForwardReceiver
 
 TOKEN, CLUSTER = "pod-token-1", "hosted_cid"
 FAST = RetryPolicy(attempts=20, base_delay=0.01, max_delay=0.05)
@@ -104,6 +106,40 @@ def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_it
     assert client.summary.events == 400 and len(out.getvalue().splitlines()) == 400
     assert any(m.startswith("PoD maillog stream dropped (ConnectionClosedOK)") for m in caplog.messages)
     assert any(m.startswith("PoD maillog stream: no connection after 3 tries") for m in caplog.messages)
+
+
+def test_events_the_output_does_not_confirm_are_held_until_it_does(simulator, tmp_path, caplog):
+    """An agent restarting for longer than the forward output's retries: nothing is dropped."""
+    simulator.stall_seconds = 0.002
+    receiver = ForwardReceiver().start()
+    client = PodStream(
+        simulator.url,
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        ForwardSink(
+            "127.0.0.1", receiver.port, retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05)
+        ),
+        FileCursorStore(tmp_path / "pod-maillog.json"),
+        StreamSettings(dead_letter_dir=tmp_path / "dl", retry=FAST, flush_every=50),
+    )
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        running = threading.Thread(target=client.run, kwargs={"max_events": 600})
+        running.start()
+        try:
+            _wait_for(lambda: receiver.counted > 0)
+            receiver.stop()  # the agent goes away
+            _wait_for(lambda: sum("holding them" in m for m in caplog.messages) >= 3)
+            receiver.start()  # and comes back on its port
+            running.join(60)
+        finally:
+            client.stop.set()
+            running.join(30)
+            client.sink.close()
+            receiver.stop()
+    ids = [record["id"] for _, _, record in receiver.entries]
+    assert len(set(ids)) == client.summary.events == 600  # resent chunks may repeat, none is missing
+    assert any(m.startswith("PoD maillog: the output did not confirm 50 events") for m in caplog.messages)
 
 
 def _wait_for(condition, seconds: float = 60) -> None:

@@ -8,6 +8,7 @@ longer than the API's one-hour live resume is reported as a gap to backfill from
 """
 
 import base64
+import itertools
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from proofpoint_shipper.errors import ConfigError, FetchError
+from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
@@ -271,15 +272,41 @@ class PodStream:
 
     def _flush(self) -> None:
         written = len(self._pending)
-        if self._pending:
-            self.sink.write(self.table, self._pending)
-            self._pending = []
-        self.sink.flush()
+        for failures in itertools.count(1):
+            try:
+                self._hand_to_output()
+                break
+            except DeliveryError as exc:
+                self._hold(exc, failures, written)
         RECORDS_OUT.inc(written, self.table)
         self.store.save({"last_ts": self._last_ts, "recent": list(self._recent)})  # only after flush
         self._flushed_at = time.monotonic()
         if (resumes_at := event_time({"ts": self._last_ts})) is not None:
             CURSOR_LAG.set((datetime.now(UTC) - resumes_at).total_seconds(), self.table)
+
+    def _hand_to_output(self) -> None:
+        if self._pending:
+            self.sink.write(self.table, self._pending)
+            self._pending = []  # the sink holds them now, until it confirms them
+        self.sink.flush()
+
+    def _hold(self, exc: DeliveryError, failures: int, events: int) -> None:
+        """The output did not confirm past its own retries (an agent restarting, S3 and the spool
+        out of reach). The API never sends these events again: hold them and try again, at the
+        longest delay of the retry policy, until a stop, which ends the run with the error."""
+        policy = self.settings.retry
+        wait = policy.delay(min(failures, policy.attempts))
+        if self.stop.is_set():
+            raise exc
+        log.error(
+            "PoD %s: the output did not confirm %d events (%s); holding them, trying again in %.1f s",
+            self.kind,
+            events,
+            exc,
+            wait,
+        )
+        if self.stop.wait(wait):
+            raise exc
 
     def _done(self, max_events: int | None, deadline: float | None) -> bool:
         return (
