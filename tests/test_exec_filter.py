@@ -1,5 +1,6 @@
 """`ppship gateway exec-filter` as Fluentd runs it: msgpack through pipes, order kept, EOF ends it."""
 
+import signal
 import subprocess
 import sys
 import threading
@@ -90,3 +91,24 @@ def test_a_line_that_is_not_utf8_comes_back_marked_as_bytes_or_as_a_string():
         assert (
             out["fields"]["stat"] == "Envoy\ufffd" and out["error"] == "invalid UTF-8 (replaced with U+FFFD)"
         )
+
+
+def test_sigterm_writes_what_was_read_then_exits_0():
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    with subprocess.Popen(
+        COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        child.stdin.write(msgpack.packb({"n": 1, "log": line}) + msgpack.packb({"n": 2, "log": line})[:10])
+        child.stdin.flush()  # a whole map, then the start of another; stdin stays open
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(child.stdout.read1(65536))  # the whole map came back: it was read
+        child.send_signal(signal.SIGTERM)
+        rest, stderr = child.stdout.read(), child.stderr.read()
+        child.wait(timeout=60)
+    unpacker.feed(rest)
+    assert child.returncode == 0, stderr.decode()
+    assert [item["n"] for item in unpacker] == [1]
+    assert (
+        stderr
+        == b"ppship gateway exec-filter: stopped in the middle of a msgpack object (10 bytes not read)\n"
+    )

@@ -17,6 +17,19 @@ WAIT_SECONDS = 0.5
 _NOTHING_DROPPED: dict[int, int] = {}
 
 
+def wait_readable(fd: int, keep_going: Callable[[], bool]) -> bool:
+    """True once `fd` has input (or its end) to read; False once `keep_going()`, asked every
+    WAIT_SECONDS while it idles, says stop."""
+    while keep_going():
+        try:
+            readable, _, _ = select.select([fd], [], [], WAIT_SECONDS)
+        except (OSError, ValueError):
+            return True  # not selectable: a plain read will block or answer
+        if readable:
+            return True
+    return False
+
+
 class Batch(NamedTuple):
     lines: list[bytes]  # without their line terminators
     dropped: dict[int, int]  # index in `lines` → bytes cut off a line longer than the bound
@@ -36,7 +49,7 @@ class LineReader:
         self._head_dropped = 0
 
     def batches(self) -> Iterator[Batch]:
-        while self._wait_readable():
+        while wait_readable(self.fd, self.keep_going):
             chunk = self.read_chunk()
             if not chunk:
                 break
@@ -65,16 +78,6 @@ class LineReader:
             return os.read(self.fd, CHUNK_BYTES)
         except OSError as exc:
             raise InputError(f"cannot read {self.name}: {exc.strerror or exc}") from exc
-
-    def _wait_readable(self) -> bool:
-        while self.keep_going():
-            try:
-                readable, _, _ = select.select([self.fd], [], [], WAIT_SECONDS)
-            except (OSError, ValueError):
-                return True  # not selectable: a plain read will block or answer
-            if readable:
-                return True
-        return False
 
     def split(self, chunk: bytes) -> Batch:
         """The whole lines that `chunk` completes; the unfinished rest is kept for the next."""

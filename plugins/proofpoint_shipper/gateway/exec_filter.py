@@ -3,12 +3,14 @@
 Reads a stream of msgpack maps on stdin and writes one map per input, in order, on stdout: the
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
 `message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
-every read; EOF on stdin ends the run with exit code 0. Bytes that are not msgpack, or an object
-cut off by EOF, give one error line and exit code 2 (what came before is written first).
+every read; EOF on stdin ends the run with exit code 0, and so does SIGTERM or SIGINT once what
+was read is written. Bytes that are not msgpack, or an object cut off by EOF, give one error line
+and exit code 2 (what came before is written first).
 """
 
 import argparse
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -16,7 +18,9 @@ import msgpack
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.lines import wait_readable
 from proofpoint_shipper.rawio import STDIN, stdout_failed, stdout_fd, write_all
+from proofpoint_shipper.service import StopOnSignals
 
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
@@ -44,32 +48,54 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    keys = args.key or ["log", "message"]
-    parser = GatewayParser(zone=resolve_zone(args.timezone))
-    unpacker = msgpack.Unpacker(  # strings that are not UTF-8 read with U+FFFD, as in the relay
-        raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False, unicode_errors="replace"
-    )
-    pack = msgpack.Packer(use_bin_type=True).pack
-    stdin, stdout = STDIN, stdout_fd()
-    fed = taken = 0  # bytes read from stdin; bytes of the whole objects among them
-    while chunk := os.read(stdin, READ_BYTES):
+    coprocess = CoProcess(args.key or ["log", "message"], GatewayParser(zone=resolve_zone(args.timezone)))
+    with StopOnSignals(coprocess):
+        coprocess.run()
+    return 0
+
+
+class CoProcess:
+    """Reads stdin to its end, or until a stop (SIGTERM) between two reads; each read's maps are
+    parsed and written before the next read."""
+
+    def __init__(self, keys: list[str], parser: "GatewayParser"):
+        self.keys, self.parser = keys, parser
+        self.unpacker = msgpack.Unpacker(  # strings that are not UTF-8 read with U+FFFD, as in the relay
+            raw=False, max_buffer_size=MAX_OBJECT_BYTES, strict_map_key=False, unicode_errors="replace"
+        )
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+        self.stdout = stdout_fd()
+        self.fed = self.taken = 0  # bytes read from stdin; bytes of the whole objects among them
+        self.stopping = False
+
+    def run(self) -> None:
+        while wait_readable(STDIN, lambda: not self.stopping) and (chunk := os.read(STDIN, READ_BYTES)):
+            self._take(chunk)
+        if self.taken == self.fed:
+            return
+        unread = f"{self.fed - self.taken} bytes not read"  # iteration stops before an unfinished object
+        if not self.stopping:
+            raise InputError(f"stdin ended in the middle of a msgpack object ({unread})")
+        print(
+            f"ppship gateway exec-filter: stopped in the middle of a msgpack object ({unread})",
+            file=sys.stderr,
+        )
+
+    def _take(self, chunk: bytes) -> None:
         try:
-            unpacker.feed(chunk)
+            self.unpacker.feed(chunk)
         except msgpack.BufferFull as exc:
             raise InputError(f"a msgpack object on stdin is over {MAX_OBJECT_BYTES} bytes") from exc
-        fed += len(chunk)
+        self.fed += len(chunk)
         out: list[bytes] = []
         try:
-            for item in unpacker:
-                out.append(pack(_filtered(item, keys, parser)))
-                taken = unpacker.tell()
+            for item in self.unpacker:
+                out.append(self.pack(_filtered(item, self.keys, self.parser)))
+                self.taken = self.unpacker.tell()
         except ValueError as exc:  # msgpack's FormatError and StackError
-            _write(stdout, out)  # what came before the fault goes out
+            _write(self.stdout, out)  # what came before the fault goes out
             raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
-        _write(stdout, out)
-    if taken != fed:  # the iteration stops quietly before an object that is not whole
-        raise InputError(f"stdin ended in the middle of a msgpack object ({fed - taken} bytes not read)")
-    return 0
+        _write(self.stdout, out)
 
 
 def _write(stdout: int, packed: list[bytes]) -> None:
