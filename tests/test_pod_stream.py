@@ -11,7 +11,7 @@ import pytest
 from websockets.sync.client import connect
 
 from proofpoint_shipper.checkpoint import FileCursorStore
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.pod.events import Timeline, spell_ts
 from proofpoint_shipper.pod.shape import event_time
@@ -140,6 +140,28 @@ def test_events_the_output_does_not_confirm_are_held_until_it_does(simulator, tm
     ids = [record["id"] for _, _, record in receiver.entries]
     assert len(set(ids)) == client.summary.events == 600  # resent chunks may repeat, none is missing
     assert any(m.startswith("PoD maillog: the output did not confirm 50 events") for m in caplog.messages)
+
+
+def test_an_archive_backfill_whose_output_stays_away_stops_past_the_bound(simulator, tmp_path, caplog):
+    """A backfill can be run again: it does not hold its events for good, as the live stream does."""
+    receiver = ForwardReceiver().start()
+    receiver.stop()  # nothing listens on its port
+    sink = ForwardSink(
+        "127.0.0.1", receiver.port, retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+    )
+    client = PodStream(
+        simulator.url,
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        sink,
+        FileCursorStore(tmp_path / "pod-maillog.json"),
+        StreamSettings(dead_letter_dir=tmp_path / "dl", retry=FAST, flush_every=50),
+    )
+    since = datetime.now(UTC) - timedelta(hours=5)
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"), pytest.raises(DeliveryError):
+        client.run(since=since, until=since + timedelta(hours=1))
+    assert sum("holding them" in m for m in caplog.messages) == FAST.attempts - 1
 
 
 def _wait_for(condition, seconds: float = 60) -> None:

@@ -81,6 +81,7 @@ class PodStream:
         self._recent_set: set[str] = set()
         self._last_ts: str | None = None
         self._flushed_at = time.monotonic()
+        self._backfill = False  # an archive backfill (run with `since`), which can be run again
         self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
         self._kept_told, self._unkept_told = (  # a flood of bad frames: ten lines a minute of each
             Throttled(log, logging.ERROR, f"PoD {kind}: {{count}} more bad frames in {{seconds}} s, {how}")
@@ -101,6 +102,7 @@ class PodStream:
         if since is None:
             self._report_gap()
         deadline = time.monotonic() + duration if duration else None
+        self._backfill = since is not None
         try:
             self._connect_and_consume(max_events, deadline, since, until)
         finally:
@@ -292,11 +294,12 @@ class PodStream:
 
     def _hold(self, exc: DeliveryError, failures: int, events: int) -> None:
         """The output did not confirm past its own retries (an agent restarting, S3 and the spool
-        out of reach). The API never sends these events again: hold them and try again, at the
-        longest delay of the retry policy, until a stop, which ends the run with the error."""
+        out of reach). The live API never sends these events again: hold them and try again, at
+        the retry policy's delays, until a stop, which ends the run with the error. An archive
+        backfill, which can be run again, stops past the policy's bound."""
         policy = self.settings.retry
         wait = policy.delay(min(failures, policy.attempts))
-        if self.stop.is_set():
+        if self.stop.is_set() or (self._backfill and failures >= policy.attempts):
             raise exc
         log.error(
             "PoD %s: the output did not confirm %d events (%s); holding them, trying again in %.1f s",
