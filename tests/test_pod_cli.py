@@ -164,3 +164,18 @@ def _wait_for(condition, seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_reader_gone_from_stdout_ends_the_stream_not_held_for_ever(simulator, tmp_path):
+    """Under an agent's exec input, the agent going away closes our stdout for good."""
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    with subprocess.Popen(
+        command(simulator, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stdout.readline().startswith(b"{")  # records are flowing
+        child.stdout.close()  # the reader goes away
+        stderr = child.stderr.read()
+        child.wait(timeout=60)
+    assert child.returncode == 2
+    assert stderr.decode().splitlines()[-1] == "ppship: error: cannot write to stdout: Broken pipe"
+    assert "holding them" not in stderr.decode()

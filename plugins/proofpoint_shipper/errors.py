@@ -6,6 +6,7 @@
      ├── InputError         an input file cannot be opened or read
      ├── FetchError         a source did not answer usefully within its retry bound
      ├── DeliveryError      an output did not confirm data within its retry bound
+     │    └── ReaderGone    stdout's reader went away (EPIPE): no retry can deliver again
      ├── DeliveryAbandoned  a delivery given up on purpose (a bounded shutdown); never retried
      ├── CursorConflict     another collector holds or advanced the same cursor
      ├── StageFailed        a step of `ppship demo` (one of its child processes) failed
@@ -39,6 +40,10 @@ class FetchError(ShipperError):
 
 class DeliveryError(ShipperError):
     """An output did not confirm the data within its retry bound; the data was kept."""
+
+
+class ReaderGone(DeliveryError):
+    """The reader of our stdout went away (EPIPE): whatever waits for delivery cannot be delivered."""
 
 
 class DeliveryAbandoned(ShipperError):

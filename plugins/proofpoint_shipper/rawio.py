@@ -13,7 +13,7 @@ import os
 import sys
 from typing import BinaryIO
 
-from proofpoint_shipper.errors import ConfigError, DeliveryError
+from proofpoint_shipper.errors import ConfigError, DeliveryError, ReaderGone
 
 STDIN = 0  # read by number: sys.stdin is None when the command was started with it closed
 
@@ -43,8 +43,9 @@ def write_stdout(data: bytes) -> bool:
 
 def stdout_failed(exc: OSError) -> DeliveryError:
     """The one-line error for a write to stdout that failed: it names stdout, as a bare
-    "No space left on device" would not."""
-    return DeliveryError(f"cannot write to stdout: {exc.strerror or exc}")
+    "No space left on device" would not. A reader gone (EPIPE) is final: ReaderGone."""
+    error = ReaderGone if isinstance(exc, BrokenPipeError) else DeliveryError
+    return error(f"cannot write to stdout: {exc.strerror or exc}")
 
 
 def stdout_fd() -> int:

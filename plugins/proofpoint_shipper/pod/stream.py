@@ -23,7 +23,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError
+from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError, ReaderGone
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
@@ -296,10 +296,12 @@ class PodStream:
         """The output did not confirm past its own retries (an agent restarting, S3 and the spool
         out of reach). The live API never sends these events again: hold them and try again, at
         the retry policy's delays, until a stop, which ends the run with the error. An archive
-        backfill, which can be run again, stops past the policy's bound."""
+        backfill, which can be run again, stops past the policy's bound; a reader of stdout gone
+        away at once."""
         policy = self.settings.retry
         wait = policy.delay(min(failures, policy.attempts))
-        if self.stop.is_set() or (self._backfill and failures >= policy.attempts):
+        final = isinstance(exc, ReaderGone) or (self._backfill and failures >= policy.attempts)
+        if final or self.stop.is_set():
             raise exc
         log.error(
             "PoD %s: the output did not confirm %d events (%s); holding them, trying again in %.1f s",
