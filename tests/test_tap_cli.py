@@ -202,6 +202,23 @@ def _wait_for(condition, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+def test_a_follower_whose_stdout_reader_went_away_stops_without_waiting_to_write(simulator, tmp_path):
+    """An exec input's agent stopped: the follower must not hold its cursor until its next write."""
+    command = fetch_command(simulator, tmp_path, "--interval", "1h", mode="--follow", since="5m")  # no events
+    with subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        try:
+            while b"TAP poll done" not in (line := child.stderr.readline()):
+                assert line, "the fetcher ended before its first poll was done"
+            child.stdout.close()  # the agent goes away; the next poll is an hour off
+            _, stderr = child.communicate(timeout=30)
+        finally:
+            child.kill()
+    assert child.returncode == 0, stderr.decode()
+    assert b"the reader of stdout went away: stopping" in stderr
+
+
 def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_path):
     import signal
 

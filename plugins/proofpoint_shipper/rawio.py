@@ -5,17 +5,22 @@ its exec child) arrived while a write to a full pipe was blocked; tests/test_raw
 `write_all` loops `os.write` over the data instead, which delivers every byte once, in order.
 `write_stdout` is that for stdout, for commands whose reader (an agent) may go away.
 `occupy_closed_standard_streams` and `stdout_fd` cover a command started with stdin, stdout or
-stderr closed.
+stderr closed; `stop_when_reader_goes` stops a collector whose stdout reader went away.
 """
 
 import io
+import logging
 import os
+import select
 import sys
+import threading
 from typing import BinaryIO
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError, ReaderGone
 
 STDIN = 0  # read by number: sys.stdin is None when the command was started with it closed
+READER_CHECK_SECONDS = 1.0
+log = logging.getLogger("proofpoint_shipper")
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -74,3 +79,27 @@ def descriptor(stream: BinaryIO) -> int | None:
         return stream.fileno()
     except (AttributeError, io.UnsupportedOperation):
         return None
+
+
+def stop_when_reader_goes(stop: threading.Event) -> None:
+    """Set `stop` once the reader of our stdout pipe went away (an exec input's agent stopped).
+
+    A collector that writes nothing for a while (a quiet source, an outage it outlives) would
+    otherwise only find out at its next write, and hold its cursor's lock meanwhile: the agent,
+    started again, could not start the collector again.
+    """
+
+    def watch() -> None:
+        while not stop.wait(READER_CHECK_SECONDS):
+            if _reader_gone(stdout_fd()):
+                log.info("the reader of stdout went away: stopping")
+                stop.set()
+
+    threading.Thread(target=watch, name="stdout-reader", daemon=True).start()
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether `fd` is the write end of a pipe whose read end is closed: poll says POLLERR."""
+    poller = select.poll()
+    poller.register(fd, 0)  # errors and hang-ups are reported whatever the mask
+    return any(events & select.POLLERR for _, events in poller.poll(0))

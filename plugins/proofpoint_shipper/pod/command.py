@@ -13,6 +13,7 @@ from pathlib import Path
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL
+from proofpoint_shipper.rawio import stop_when_reader_goes
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
@@ -123,6 +124,8 @@ def _stream(args: argparse.Namespace) -> int:
         args.spool_dir = store.path.parent / "spool"
     sink = open_sink(args)
     stop = stop_on_signals()
+    if args.output == "stdout":
+        stop_when_reader_goes(stop)
     stream = PodStream(
         args.url,
         secret,

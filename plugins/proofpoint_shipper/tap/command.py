@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
+from proofpoint_shipper.rawio import stop_when_reader_goes
 from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
@@ -198,6 +199,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
     sink = open_sink(args)
     stop = stop_on_signals()
+    if args.output == "stdout":
+        stop_when_reader_goes(stop)
     client = TapClient(args.base_url, principal, secret, stop=stop)
     settings = FetchSettings(lookback=args.lookback, lag=args.lag, dead_letter_dir=dead_letters)
     fetcher = TapFetcher(client, sink, store, settings, progress=sys.stderr if sys.stderr.isatty() else None)
