@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -78,6 +79,14 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 sys.argv = ["ppship", *sys.argv[2:]]
 runpy.run_module("proofpoint_shipper", run_name="__main__")
 """
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    """Until `condition()` holds, checked every 50 ms; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def limited_ppship(max_file_bytes: int, *args: str) -> list[str]:

@@ -25,17 +25,23 @@ class Clock:
         self.now += delta
 
 
-def fetch(simulator, clock, tmp_path, since=None, secret=SECRET):
-    """One poll through the real client, fetcher and stdout sink; (records, summary)."""
-    out = io.BytesIO()
+def tap_fetcher(simulator, tmp_path, out: io.BytesIO, secret=SECRET, **clock) -> tuple[TapClient, TapFetcher]:
+    """The real client (fast retries) and fetcher, writing NDJSON to `out`, the cursor in tmp_path."""
     client = TapClient(simulator.url, PRINCIPAL, secret, retry=FAST)
     fetcher = TapFetcher(
         client,
         StdoutSink(out),
         FileCursorStore(tmp_path / "cursor.json"),
         FetchSettings(dead_letter_dir=tmp_path / "dead-letter"),
-        now=clock,
+        **clock,
     )
+    return client, fetcher
+
+
+def fetch(simulator, clock, tmp_path, since=None, secret=SECRET):
+    """One poll through the real client, fetcher and stdout sink; (records, summary)."""
+    out = io.BytesIO()
+    client, fetcher = tap_fetcher(simulator, tmp_path, out, secret, now=clock)
     try:
         summary = fetcher.poll(since=since)
     finally:

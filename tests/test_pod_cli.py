@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from proofpoint_shipper.local_s3 import LocalS3
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.sinks.spool import Spool
-from tests.conftest import limited_ppship
+from tests.conftest import limited_ppship, wait_for
 
 TOKEN, CLUSTER = "cli-token", "hosted_cid"
 LOCAL_AWS = {
@@ -129,7 +128,7 @@ def test_an_s3_outage_is_spooled_by_default_as_the_api_never_resends(simulator, 
     with subprocess.Popen(
         command(simulator, tmp_path, *s3), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     ) as child:
-        _wait_for(lambda: first.client().list_objects_v2(Bucket="pod-outage").get("KeyCount", 0) > 0)
+        wait_for(lambda: first.client().list_objects_v2(Bucket="pod-outage").get("KeyCount", 0) > 0)
         first.stop()  # S3 goes away while events keep coming
         while b"S3 unreachable; spooling" not in (line := child.stderr.readline()):
             assert line, "the stream ended instead of spooling"
@@ -157,13 +156,6 @@ def test_an_s3_outage_is_spooled_by_default_as_the_api_never_resends(simulator, 
     finally:
         second.stop()
     assert len(spool) == 0 and landed == streamed + 1  # each event once, the new one included
-
-
-def _wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_a_reader_gone_from_stdout_ends_the_stream_not_held_for_ever(simulator, tmp_path):

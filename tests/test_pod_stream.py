@@ -4,7 +4,6 @@ import io
 import json
 import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from proofpoint_shipper.pod.stream import PodStream, StreamSettings
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.stdout import StdoutSink
+from tests.conftest import wait_for
 from tests.forward_receiver import ForwardReceiver
 
 TOKEN, CLUSTER = "pod-token-1", "hosted_cid"
@@ -95,9 +95,9 @@ def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_it
         running = threading.Thread(target=client.run, kwargs={"max_events": 400})
         running.start()
         try:
-            _wait_for(lambda: client.summary.events > 0)
+            wait_for(lambda: client.summary.events > 0)
             first.stop()  # a normal close (1001), then no API for longer than the retry bound
-            _wait_for(lambda: sum("no connection after" in m for m in caplog.messages) >= 3)
+            wait_for(lambda: sum("no connection after" in m for m in caplog.messages) >= 3)
             PodSimulator(timeline, TOKEN, CLUSTER, port=port, seed=4).start()  # and comes back
             running.join(60)
         finally:
@@ -127,9 +127,9 @@ def test_events_the_output_does_not_confirm_are_held_until_it_does(simulator, tm
         running = threading.Thread(target=client.run, kwargs={"max_events": 600})
         running.start()
         try:
-            _wait_for(lambda: receiver.counted > 0)
+            wait_for(lambda: receiver.counted > 0)
             receiver.stop()  # the agent goes away
-            _wait_for(lambda: sum("holding them" in m for m in caplog.messages) >= 3)
+            wait_for(lambda: sum("holding them" in m for m in caplog.messages) >= 3)
             receiver.start()  # and comes back on its port
             running.join(60)
         finally:
@@ -162,13 +162,6 @@ def test_an_archive_backfill_whose_output_stays_away_stops_past_the_bound(simula
     with caplog.at_level(logging.ERROR, "proofpoint_shipper"), pytest.raises(DeliveryError):
         client.run(since=since, until=since + timedelta(hours=1))
     assert sum("holding them" in m for m in caplog.messages) == FAST.attempts - 1
-
-
-def _wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_second_consumer_gets_the_409_message(simulator, tmp_path):

@@ -17,15 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from proofpoint_shipper.checkpoint import FileCursorStore
-from proofpoint_shipper.sinks.stdout import StdoutSink
-from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.command import poll_loop
 from proofpoint_shipper.tap.events import generate
-from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 from proofpoint_shipper.tap.simulator import TapSimulator
-from tests.conftest import limited_ppship
-from tests.tap_harness import FAST, PRINCIPAL, SECRET
+from tests.conftest import limited_ppship, wait_for
+from tests.tap_harness import PRINCIPAL, SECRET, tap_fetcher
 
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
 
@@ -162,13 +158,7 @@ def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
 def test_a_follower_outlives_an_api_outage_and_catches_up_after_it(simulator, tmp_path, caplog):
     """In process, for a fast retry policy; past its bound the real command does the same."""
     out = io.BytesIO()
-    client = TapClient(simulator.url, PRINCIPAL, SECRET, retry=FAST)
-    fetcher = TapFetcher(
-        client,
-        StdoutSink(out),
-        FileCursorStore(tmp_path / "cursor.json"),
-        FetchSettings(dead_letter_dir=tmp_path / "dead-letter"),
-    )
+    client, fetcher = tap_fetcher(simulator, tmp_path, out)
     args = argparse.Namespace(
         follow=True,
         interval=timedelta(seconds=0.2),
@@ -181,9 +171,9 @@ def test_a_follower_outlives_an_api_outage_and_catches_up_after_it(simulator, tm
         loop = threading.Thread(target=poll_loop, args=(fetcher, args, stop))
         loop.start()
         try:
-            _wait_for(lambda: sum("TAP poll failed" in m for m in caplog.messages) >= 2)
+            wait_for(lambda: sum("TAP poll failed" in m for m in caplog.messages) >= 2)
             simulator.fail_rate = 0.0  # the API is back
-            _wait_for(lambda: any("TAP poll done" in m for m in caplog.messages))
+            wait_for(lambda: any("TAP poll done" in m for m in caplog.messages))
         finally:
             stop.set()
             loop.join(30)
@@ -193,13 +183,6 @@ def test_a_follower_outlives_an_api_outage_and_catches_up_after_it(simulator, tm
     assert "gave up after 6 tries" in failed and failed.endswith("next poll in 0.2 s")
     ids = {json.loads(line)["id"] for line in out.getvalue().splitlines()}
     assert ids == expected_ids(simulator)
-
-
-def _wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_follower_whose_stdout_reader_went_away_stops_without_waiting_to_write(simulator, tmp_path):
