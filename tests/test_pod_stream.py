@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -258,6 +259,8 @@ def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, 
     assert reasons[2] == "maillog event without id" and "over the 4194304-byte limit" in reasons[3]
     assert entries[1]["frame_base64"] and entries[3]["bytes"] > 5_000_000
     assert reasons[4].startswith("an event that cannot be written as JSON")
+    dead_letters = tmp_path / "dead-letter" / "pod-maillog.ndjson"
+    assert stat.S_IMODE(dead_letters.stat().st_mode) == 0o600  # mail data: readable by our user only
 
 
 def test_a_flood_of_bad_frames_is_all_kept_but_told_ten_at_a_time(simulator, tmp_path, caplog):

@@ -3,7 +3,9 @@
 import gzip
 import json
 import logging
+import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -236,6 +238,16 @@ def test_an_object_the_spool_cannot_keep_is_a_delivery_error_and_leaves_nothing(
         f"spool {folder} cannot keep t/kkkkk"[:60],
     ]
     assert list(folder.iterdir()) == []
+
+
+def test_spooled_objects_are_readable_by_our_user_only(tmp_path):
+    previous = os.umask(0)  # whatever the umask: the objects hold mail data
+    try:
+        Spool(tmp_path / "spool").put("t/a", b"from=<a@example.com>", {})
+    finally:
+        os.umask(previous)
+    modes = {path.suffix: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "spool").iterdir()}
+    assert modes == {".body": 0o600, ".json": 0o600}
 
 
 def test_processes_sharing_a_spool_folder_keep_every_object(tmp_path):

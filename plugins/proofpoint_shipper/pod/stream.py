@@ -363,7 +363,7 @@ def _checked_state(state: dict) -> dict:
 
 def _append_whole_line(path: Path, line: bytes) -> None:
     """Append `line`, or leave the file as it was: a cut line would run into the next entry."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)  # mail data: ours only
     try:
         size = os.fstat(fd).st_size
         try:

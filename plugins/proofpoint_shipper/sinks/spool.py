@@ -23,6 +23,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 
 log = logging.getLogger("proofpoint_shipper")
+PRIVATE_FILE_MODE = 0o600  # spooled objects hold senders, recipients and subjects
 
 
 class Spool:
@@ -96,8 +97,10 @@ def _new_name() -> str:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
+    """Written whole or not at all; readable by our user only, as it holds the lake's mail data."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    with os.fdopen(os.open(temporary, flags, PRIVATE_FILE_MODE), "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
