@@ -93,15 +93,14 @@ def run(args: argparse.Namespace) -> int:
             "relay", [*relay, "--reference-time", GATEWAY_REFERENCE, *s3], r"listening on 127\.0\.0\.1:(\d+)"
         )
         tap = ["tap", "fetch", "--once", "--since", f"{args.tap_hours}h", "--base-url", tap_url]
-        jobs = {"TAP fetch": [*tap, "--cursor", f"{state}/tap-cursor.json"]}
-        for kind in ("message", "maillog"):
-            pod = ["pod", "stream", "--type", kind, "--url", pod_url, "--max-events", str(args.pod_events)]
-            jobs[f"PoD {kind}"] = [*pod, "--cursor", f"{state}/pod-{kind}.json"]
-        running = {name: children.launch(name, argv + s3) for name, argv in jobs.items()}
+        tap_fetch = children.launch("TAP fetch", [*tap, "--cursor", f"{state}/tap-cursor.json", *s3])
         sent = _send_gateway_lines(int(relay_port), args.gateway_lines)
         children.progress(f"gateway: {sent} lines sent through the relay and acked (written to S3)")
-        for name, child in running.items():
-            children.finish(name, child)
+        for kind in ("message", "maillog"):  # one after the other: one live session per token
+            pod = ["pod", "stream", "--type", kind, "--url", pod_url, "--max-events", str(args.pod_events)]
+            name = f"PoD {kind}"
+            children.finish(name, children.launch(name, [*pod, "--cursor", f"{state}/pod-{kind}.json", *s3]))
+        children.finish("TAP fetch", tap_fetch)
         children.stop("relay")
         report = TableReport.read(endpoint, args.bucket)
         report.print()
