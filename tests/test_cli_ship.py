@@ -14,7 +14,7 @@ import termios
 
 import pytest
 
-from tests.conftest import checking_s3, run_ppship
+from tests.conftest import checking_s3, run_ppship, wait_for
 
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -214,8 +214,7 @@ def test_sigterm_delivers_what_was_read_and_exits_0():
     command = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
     with subprocess.Popen(command, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
         os.write(write_end, b'{"id": "a"}\n{"id": "b"}\n')  # then the pipe stays open and quiet
-        while _bytes_in_pipe(read_end):  # read by the child, held for the next flush (10 s away)
-            select.select([], [], [], 0.05)
+        wait_for(lambda: not _bytes_in_pipe(read_end))  # read by the child, held for the next flush
         child.send_signal(signal.SIGTERM)
         out, err = child.communicate(timeout=60)
     os.close(read_end)

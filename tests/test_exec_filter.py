@@ -1,5 +1,6 @@
 """`ppship gateway exec-filter` as Fluentd runs it: msgpack through pipes, order kept, EOF ends it."""
 
+import select
 import signal
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def test_sigterm_writes_what_was_read_then_exits_0():
         child.stdin.write(msgpack.packb({"n": 1, "log": line}) + msgpack.packb({"n": 2, "log": line})[:10])
         child.stdin.flush()  # a whole map, then the start of another; stdin stays open
         unpacker = msgpack.Unpacker(raw=False)
+        assert select.select([child.stdout], [], [], 60)[0], "no map came back"
         unpacker.feed(child.stdout.read1(65536))  # the whole map came back: it was read
         child.send_signal(signal.SIGTERM)
         rest, stderr = child.stdout.read(), child.stderr.read()
