@@ -139,7 +139,7 @@ class PodStream:
                     # is a server going away (a restart's 1001) and we come back, as after a drop
                 self._flush()  # what arrived before the drop is good: keep it
                 failures += 1
-                self._reconnect_or_give_up(exc, failures, live=since is None)
+                self._reconnect_or_give_up(exc, failures)
         self._flush()
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
@@ -148,12 +148,12 @@ class PodStream:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def _reconnect_or_give_up(self, exc: Exception, failures: int, live: bool) -> None:
+    def _reconnect_or_give_up(self, exc: Exception, failures: int) -> None:
         """Wait before the next try; past the retry bound an archive backfill stops (FetchError),
         while the live stream, which nothing may restart (an agent's exec input), keeps trying at
-        the longest delay, an error logged each time."""
+        the policy's longest delay, an error logged each time."""
         policy = self.settings.retry
-        if failures >= policy.attempts and not live:
+        if failures >= policy.attempts and self._backfill:
             raise FetchError(f"the PoD stream dropped {failures} times in a row, last: {exc}")
         wait = policy.delay(min(failures, policy.attempts))
         if failures < policy.attempts:
