@@ -10,7 +10,6 @@ would fetch the same data twice and overwrite each other's progress: `claim()` t
 lock for the life of the process, and the second one gets CursorConflict before it reads anything.
 """
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
+from proofpoint_shipper.rawio import write_file_durably
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -75,27 +75,11 @@ class FileCursorStore:
 
     def save(self, document: dict) -> None:
         data = json.dumps(document, sort_keys=True).encode()
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            _fsync_directory(self.path.parent)
+            write_file_durably(self.path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()  # a full disk: what was written of it would stay
             raise ConfigError(f"cursor file {self.path} cannot be written: {exc.strerror}") from exc
-
-
-def _fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 class S3CursorStore:

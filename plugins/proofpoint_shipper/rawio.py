@@ -6,14 +6,17 @@ its exec child) arrived while a write to a full pipe was blocked; tests/test_raw
 `write_stdout` is that for stdout, for commands whose reader (an agent) may go away.
 `occupy_closed_standard_streams` and `stdout_fd` cover a command started with stdin, stdout or
 stderr closed; `stop_when_reader_goes` stops a collector whose stdout reader went away.
+`write_file_durably` replaces a file whole or not at all (cursors, spooled objects).
 """
 
+import contextlib
 import io
 import logging
 import os
 import select
 import sys
 import threading
+from pathlib import Path
 from typing import BinaryIO
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError, ReaderGone
@@ -27,6 +30,30 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_file_durably(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """`path` holds `data` whole, or stays as it was: written to a temporary file beside it (named
+    by our pid), fsynced, renamed over it, the folder fsynced. A failure (a full disk) raises the
+    OSError and leaves no temporary file behind. `mode` is before the umask."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def write_stdout(data: bytes) -> bool:

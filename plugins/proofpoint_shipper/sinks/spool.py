@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError
+from proofpoint_shipper.rawio import write_file_durably
 
 log = logging.getLogger("proofpoint_shipper")
 PRIVATE_FILE_MODE = 0o600  # spooled objects hold senders, recipients and subjects
@@ -48,12 +49,11 @@ class Spool:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             for path, data in parts:
-                _write_durably(path, data)
+                write_file_durably(path, data, PRIVATE_FILE_MODE)
         except OSError as exc:
-            for path, _ in parts:
-                for leftover in (path, path.with_name(path.name + ".tmp")):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink()
+            for path, _ in parts:  # a body whose .json could not follow
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise DeliveryError(f"spool {self.directory} cannot keep {key}: {exc.strerror or exc}") from exc
 
     def items(self) -> Iterator[tuple[str, str, bytes, dict[str, str]]]:
@@ -94,19 +94,3 @@ _SPOOLED_IN_THIS_PROCESS = itertools.count()
 def _new_name() -> str:
     """Sorts by spooling time; unique across the processes and threads sharing a folder."""
     return f"{time.time_ns():020d}-{os.getpid()}-{next(_SPOOLED_IN_THIS_PROCESS):06d}"
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Written whole or not at all; readable by our user only, as it holds the lake's mail data."""
-    temporary = path.with_name(path.name + ".tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    with os.fdopen(os.open(temporary, flags, PRIVATE_FILE_MODE), "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
