@@ -136,22 +136,23 @@ def run(args: argparse.Namespace) -> int:
         notes = _Notes()
         with StopOnSignals(shipment):  # without it, a stop would lose the records not yet flushed
             for source in sources:
-                if not shipment.stopping:
-                    _ship_lines(source, stream.format, shipment, notes)
+                if shipment.stopping:
+                    break
+                _ship_lines(source, stream.format, shipment, notes)
             shipment.close()
     print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
     return 0
 
 
 def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -> None:
-    number = 0
-    reader = LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due, name=_name(source))
+    number, name = 0, _name(source)
+    reader = LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due, name=name)
     for batch in reader.batches():
         for index, line in enumerate(batch.lines):
             number += 1
             record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(table_format, line)
             for kind, detail in faults:
-                notes.add(kind, f"{_name(source)}:{number}", detail)
+                notes.add(kind, f"{name}:{number}", detail)
             if record is not None:
                 shipment.add(record)
         if not shipment.flush_if_due():
