@@ -9,6 +9,7 @@ from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
 UPSTREAM = ["--upstream", "127.0.0.1:24225"]
+TABLE = ("--table", "proofpoint_tap_clicks_blocked")
 REFUSED = [
     (["relay", "--workers", "0", *UPSTREAM], b"--workers: expected a positive whole number"),
     (["relay", "--max-frame-bytes", "-1", *UPSTREAM], b"--max-frame-bytes: expected a positive"),
@@ -131,6 +132,34 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             assert b"Unknown error" not in result.stderr  # an errno that is not the OS's, read as one
 
 
+SECRET_FILE_FLAGS = [
+    (["tap", "fetch", "--once", "--secret-file"], "the secret file"),
+    (["pod", "stream", "--type", "message", "--cluster-id", "c", "--token-file"], "the token file"),
+    (["relay", *UPSTREAM, "--shared-key-file"], "the shared key file"),
+    (["ship", "--output", "forward", *TABLE, "--shared-key-file"], "the shared key file"),
+]
+
+
+@pytest.mark.parametrize("command, what", SECRET_FILE_FLAGS, ids=[c[0] for c, _ in SECRET_FILE_FLAGS])
+@pytest.mark.parametrize(
+    "content, fault",
+    [
+        (b"\xff\xfe-key", "is not UTF-8 text"),
+        (b" \n", "is empty"),  # a secret not mounted yet: never an empty key
+        (b"k" * (64 * 1024 + 1), "is over 64 KiB: not a secret"),
+    ],
+    ids=["not-utf8", "empty", "huge"],
+)
+def test_an_unusable_secret_file_is_one_line_and_exit_2(command, what, content, fault, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAP_PRINCIPAL", "principal")
+    secret = tmp_path / "secret"
+    secret.write_bytes(content)
+    cursor = ["--cursor", str(tmp_path / "c.json")] if command[0] in ("tap", "pod") else []
+    result = run_ppship(*command, str(secret), *cursor)
+    assert result.returncode == 2, result.stderr.decode()
+    assert result.stderr.decode() == f"ppship: error: {what} {secret} {fault}\n"
+
+
 @pytest.mark.parametrize(
     "text, address",
     [
@@ -141,9 +170,6 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
 )
 def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
     assert host_and_port(text, "--forward") == address
-
-
-TABLE = ("--table", "proofpoint_tap_clicks_blocked")
 
 
 @pytest.mark.parametrize(

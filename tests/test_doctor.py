@@ -115,8 +115,11 @@ def test_half_set_credentials_and_unreachable_servers_are_named(local_s3, bucket
     )
     found = status(lines)
     assert code == 1
-    assert found["tap credentials"] == "FAIL" and "TAP credentials missing" in "\n".join(lines)
-    assert found["pod credentials"] == "FAIL" and "cluster id missing" in "\n".join(lines)
+    # what is missing, named by doctor's own flags
+    assert found["tap credentials"] == "FAIL"
+    assert "TAP credentials missing: set TAP_SECRET or --tap-secret-file" in "\n".join(lines)
+    assert found["pod credentials"] == "FAIL"
+    assert "PoD cluster id missing: set POD_CLUSTER_ID or --pod-cluster-id" in "\n".join(lines)
     assert found["aws credentials"] == "FAIL"  # none in the environment, no metadata service
     assert not any(line.startswith("nothing could be checked") for line in lines)  # failures were found
 

@@ -112,7 +112,7 @@ class Doctor:
             yield Finding("skip", "tap credentials", "set TAP_PRINCIPAL and TAP_SECRET to check the TAP API")
             return
         try:
-            principal, secret = tap_command.credentials(args.tap_secret_file)
+            principal, secret = tap_command.credentials(args.tap_secret_file, "--tap-secret-file")
         except ConfigError as exc:
             yield Finding("FAIL", "tap credentials", str(exc))
             return
@@ -159,7 +159,9 @@ class Doctor:
             )
             return
         try:
-            token = pod_command.token(args.pod_token_file, args.pod_cluster_id)
+            token = pod_command.token(
+                args.pod_token_file, args.pod_cluster_id, ("--pod-token-file", "--pod-cluster-id")
+            )
         except ConfigError as exc:
             yield Finding("FAIL", "pod credentials", str(exc))
             return

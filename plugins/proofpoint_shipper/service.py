@@ -217,9 +217,26 @@ def writable_dir(path: Path, what: str) -> Path:
     return path
 
 
+MAX_SECRET_BYTES = 64 * 1024  # a token or key is far smaller: a bigger file is the wrong file
+
+
 def read_secret(path: Path, what: str) -> str:
-    """The secret in `path` (`what` names it in the error, e.g. "the token file")."""
+    """The secret in `path` (`what` names it in the error, e.g. "the token file").
+
+    An empty file is refused: a secret not mounted yet must stop the command, not become "".
+    The errors never quote the file's content.
+    """
     try:
-        return path.read_text().strip()
+        with path.open("rb") as source:
+            data = source.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(data) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{what} {path} is over {MAX_SECRET_BYTES // 1024} KiB: not a secret")
+    try:
+        secret = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"{what} {path} is empty")
+    return secret

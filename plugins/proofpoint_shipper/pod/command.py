@@ -87,16 +87,22 @@ def _time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def token(token_file: Path | None, cluster_id: str | None) -> str:
-    """The token from `token_file` or $POD_TOKEN; ConfigError if it or the cluster id is missing."""
+def token(
+    token_file: Path | None, cluster_id: str | None, flags: tuple[str, str] = ("--token-file", "--cluster-id")
+) -> str:
+    """The token from `token_file` or $POD_TOKEN; ConfigError if it or the cluster id is missing.
+
+    `flags` are the calling command's names for the token file and the cluster id, for the error.
+    """
+    token_flag, cluster_flag = flags
     if token_file is not None:
         secret = read_secret(token_file, "the token file")
     else:
         secret = os.environ.get("POD_TOKEN", "")
     if not secret:
-        raise ConfigError("PoD token missing: set POD_TOKEN or --token-file")
+        raise ConfigError(f"PoD token missing: set POD_TOKEN or {token_flag}")
     if not cluster_id:
-        raise ConfigError("PoD cluster id missing: set --cluster-id or POD_CLUSTER_ID")
+        raise ConfigError(f"PoD cluster id missing: set POD_CLUSTER_ID or {cluster_flag}")
     return secret
 
 

@@ -157,15 +157,23 @@ def _since(text: str) -> datetime:
     return moment
 
 
-def credentials(secret_file: Path | None) -> tuple[str, str]:
-    """(principal, secret) from $TAP_PRINCIPAL and `secret_file` or $TAP_SECRET; ConfigError if missing."""
+def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") -> tuple[str, str]:
+    """(principal, secret) from $TAP_PRINCIPAL and `secret_file` or $TAP_SECRET; ConfigError if missing.
+
+    `secret_flag` is the calling command's name for `secret_file`, for the error.
+    """
     principal = os.environ.get("TAP_PRINCIPAL", "")
     if secret_file is not None:
         secret = read_secret(secret_file, "the secret file")
     else:
         secret = os.environ.get("TAP_SECRET", "")
-    if not principal or not secret:
-        raise ConfigError("TAP credentials missing: set TAP_PRINCIPAL and TAP_SECRET (or --secret-file)")
+    missing = [
+        name
+        for name, value in (("TAP_PRINCIPAL", principal), (f"TAP_SECRET or {secret_flag}", secret))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"TAP credentials missing: set {' and '.join(missing)}")
     return principal, secret
 
 
