@@ -97,6 +97,9 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
     monkeypatch.setenv("POD_CLUSTER_ID", "cluster")
     a_file = tmp_path / "a-file"
     a_file.write_text("not a certificate\n")
+    tap_cursor, pod_cursor = tmp_path / "tap.json", tmp_path / "pod.json"  # each given to another command
+    tap_cursor.write_text('{"cursor": "2026-01-01T00:00:00+00:00", "pending": [], "seen": {}}')
+    pod_cursor.write_text('{"last_ts": null, "recent": []}')
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -114,6 +117,27 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["simulate", "pod", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["dev", "s3", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
+            (
+                ["tap", "fetch", "--once", "--base-url", "http://127.0.0.1:9", "--cursor", str(pod_cursor)],
+                b"the TAP cursor holds last_ts, recent, which this command never writes",
+            ),
+            (
+                [
+                    "pod",
+                    "stream",
+                    "--type",
+                    "message",
+                    "--url",
+                    "ws://127.0.0.1:9/v1/stream",
+                    "--cursor",
+                    str(tap_cursor),
+                ],
+                b"the PoD resume file holds cursor, pending, seen, which this command never writes",
+            ),
+            (
+                ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tap_cursor)],
+                f"position file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
+            ),
             (
                 ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],
                 b"cannot create the dead-letter folder",

@@ -8,6 +8,7 @@ cursor; the one that loses gets CursorConflict and must stop.
 Two collectors on one cursor file (a cron run that overlaps the one before it, a second service)
 would fetch the same data twice and overwrite each other's progress: `claim()` takes the file's
 lock for the life of the process, and the second one gets CursorConflict before it reads anything.
+`refuse_foreign` stops one collector from taking another's file for its own.
 """
 
 import fcntl
@@ -22,6 +23,21 @@ from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
 from proofpoint_shipper.rawio import write_file_durably
 
 log = logging.getLogger("proofpoint_shipper")
+
+
+def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str) -> dict:
+    """`document`, if it holds only keys of `written`; else ConfigError naming the others.
+
+    Another command's file (the same --cursor given twice in copied configs) would otherwise read
+    as "no saved state": a start from the default, then that command's progress overwritten.
+    """
+    foreign = sorted(set(document) - written)
+    if foreign:
+        raise ConfigError(
+            f"{what} holds {', '.join(foreign)}, which this command never writes: is it another "
+            f"command's file? Give each command its own {flag}"
+        )
+    return document
 
 
 class FileCursorStore:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.lines import Batch, LineReader
 
@@ -103,6 +104,8 @@ class FollowedFile:
         saved = self.positions.load()
         if not saved:
             return self._open_at(0)
+        what = f"position file {self.positions.path}"
+        refuse_foreign(saved, frozenset({"device", "inode", "offset"}), what, "--position-file")
         identity = (saved.get("device"), saved.get("inode"))
         offset = saved.get("offset", 0)
         if not isinstance(offset, int) or offset < 0:

@@ -23,6 +23,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
+from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError, ReaderGone
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
@@ -351,6 +352,7 @@ def refusal(exc: InvalidStatus) -> ConfigError:
 
 def _checked_state(state: dict) -> dict:
     """The saved resume point, its fields as this stream writes them; else one clear ConfigError."""
+    refuse_foreign(state, frozenset({"last_ts", "recent"}), "the PoD resume file", "--cursor")
     recent, last_ts = state.get("recent", []), state.get("last_ts")
     if not (isinstance(recent, list) and all(isinstance(key, str) for key in recent)) or not (
         last_ts is None or isinstance(last_ts, str)

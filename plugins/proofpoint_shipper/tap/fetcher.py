@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT
 from proofpoint_shipper.tap import ARRAYS
@@ -241,8 +242,12 @@ class TapFetcher:
             )
 
 
+CURSOR_KEYS = frozenset({"cursor", "seen", "pending"})
+
+
 def _checked(document: dict) -> dict:
     """The saved cursor, its fields as this fetcher writes them; else one clear ConfigError."""
+    refuse_foreign(document, CURSOR_KEYS, "the TAP cursor", "--cursor")
     try:
         if document.get("cursor"):
             _time(document["cursor"])
