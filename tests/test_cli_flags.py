@@ -5,6 +5,7 @@ import socket
 
 import pytest
 
+from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
@@ -36,6 +37,10 @@ REFUSED = [
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-bytes", "1e6"], b"--batch-bytes"),
     (["gateway", "parse", "--reference-time", "0001-01-01T00:00:00+14:00"], b"between the years 1900 and"),
     (["gateway", "assemble", "--max-open", "0"], b"--max-open: expected a positive whole number"),
+    # keys the data lake would not find: refused before anything is written
+    (["ship", *TABLE, "--output", "s3", "--prefix", "lake//x"], b"'lake//x': an empty folder between two"),
+    (["s3", "check", "--bucket", "b", "--prefix", "../lake"], b"'../lake': a '..' folder"),
+    (["doctor", "--prefix", "lake/ x"], b"the folder ' x' has white space around it"),
     (["gateway", "assemble", "--idle-timeout", "-1"], b"--idle-timeout: expected a number of seconds"),
     (["gateway", "assemble", "--idle-timeout", "inf"], b"--idle-timeout: expected a number of seconds"),
     (["tap", "fetch", "--since", "2999-01-01T00:00:00Z"], b"--since: --since 2999-01-01T00:00:00Z is in the"),
@@ -182,6 +187,10 @@ def test_an_unusable_secret_file_is_one_line_and_exit_2(command, what, content, 
     result = run_ppship(*command, str(secret), *cursor)
     assert result.returncode == 2, result.stderr.decode()
     assert result.stderr.decode() == f"ppship: error: {what} {secret} {fault}\n"
+
+
+def test_a_prefix_loses_only_its_outer_slashes():
+    assert [key_prefix(text) for text in ("/lake/2026/", "lake", "", "/")] == ["lake/2026", "lake", "", ""]
 
 
 @pytest.mark.parametrize(

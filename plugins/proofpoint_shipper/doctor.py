@@ -17,6 +17,7 @@ from pathlib import Path
 
 from proofpoint_shipper import __version__
 from proofpoint_shipper.bucket.access import open_client, probe_write, reason
+from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
@@ -65,7 +66,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
     doctor.add_argument("--bucket", help="the data-lake bucket to probe (default: S3 not checked)")
-    doctor.add_argument("--prefix", default="", help="key prefix before the table names")
+    doctor.add_argument("--prefix", type=key_prefix, default="", help="key prefix before the table names")
     doctor.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
     )

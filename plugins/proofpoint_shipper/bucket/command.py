@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.bucket import check, setup
 from proofpoint_shipper.bucket.access import bucket_region, error_code, open_client, reason
+from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import positive_int, url_of
 from proofpoint_shipper.sinks.records import stream_for
@@ -32,7 +33,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", required=True, help="the data-lake bucket")
-    parser.add_argument("--prefix", default="", help="key prefix before the table names (default: none)")
+    parser.add_argument(
+        "--prefix", type=key_prefix, default="", help="key prefix before the table names (default: none)"
+    )
     parser.add_argument(
         "--region", help="the bucket's region; a bucket elsewhere is an error (default: boto3's)"
     )

@@ -6,6 +6,7 @@
 `misplacement` says what is wrong with a key found under a table, or None.
 """
 
+import argparse
 import re
 
 from proofpoint_shipper.streams import Stream
@@ -20,6 +21,34 @@ KNOWN_FOLDERS = ("_ppship_probe", "ppship-state")
 
 def clean_prefix(prefix: str) -> str:
     return prefix.strip("/")
+
+
+def key_prefix(text: str) -> str:
+    """--prefix: folders of plain names, the slashes around them dropped; argparse's type.
+
+    S3 takes any key, but "a//b", "../x" or " logs" put the tables where the data lake, and the
+    S3 console, do not look (".." is even dropped by some clients on the way).
+    """
+    prefix = clean_prefix(text)
+    for folder in prefix.split("/") if prefix else ():
+        fault = _folder_fault(folder)
+        if fault is not None:
+            raise argparse.ArgumentTypeError(f"{text!r}: {fault}")
+    return prefix
+
+
+def _folder_fault(folder: str) -> str | None:
+    if not folder:
+        return "an empty folder between two slashes"
+    if folder in (".", ".."):
+        return f"a {folder!r} folder"
+    if folder != folder.strip():
+        return f"the folder {folder!r} has white space around it"
+    if not folder.isprintable():
+        return f"the folder {folder!r} holds a control character"
+    if "\\" in folder:
+        return f"the folder {folder!r} holds a backslash (folders are separated by '/')"
+    return None
 
 
 def under(prefix: str, name: str) -> str:

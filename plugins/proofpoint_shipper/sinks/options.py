@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proofpoint_shipper.bucket.access import open_client
+from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
@@ -67,7 +68,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
     only = output_only(parser, group)
     only("s3", "--bucket", help="the data-lake bucket")
-    only("s3", "--prefix", default="", help="key prefix before the table name")
+    only("s3", "--prefix", type=key_prefix, default="", help="key prefix before the table name")
     only(
         "s3",
         "--endpoint-url",
