@@ -1,5 +1,6 @@
 """`ppship relay` as a real process between real forward clients and a real receiver."""
 
+import contextlib
 import gzip
 import os
 import re
@@ -265,11 +266,20 @@ def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
         silent.stop()
 
 
-def test_workers_share_one_port_and_stop_on_sigterm():
+def kill_workers(relay: subprocess.Popen) -> None:
+    """Kill the relay and its workers (its session), whose copies of the pipes would keep
+    communicate() waiting; then close the pipes. Also when an assertion failed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(relay.pid, signal.SIGKILL)
+    relay.communicate()
+
+
+@pytest.mark.parametrize("pick_port", [False, True], ids=["given-port", "port-0"])
+def test_workers_share_one_port_and_stop_on_sigterm(pick_port):
     receiver = ForwardReceiver().start()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port = 0 if pick_port else probe.getsockname()[1]  # 0: the relay picks one for all workers
     command = [
         sys.executable,
         "-m",
@@ -284,9 +294,12 @@ def test_workers_share_one_port_and_stop_on_sigterm():
         "--workers",
         "2",
     ]
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
+        banners = {relay.stdout.readline() for _ in range(2)}
+        (banner,) = banners  # one address for both workers
+        assert banner.startswith(b"relay listening on 127.0.0.1:")
+        port = int(banner.rsplit(b":", 1)[1])
         entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
         replies = [send_chunk(port, "forward", entries, chunk=f"w{n}") for n in range(8)]
         assert replies == [{"ack": f"w{n}"} for n in range(8)]
@@ -295,9 +308,7 @@ def test_workers_share_one_port_and_stop_on_sigterm():
         relay.communicate(timeout=60)
         assert relay.returncode == 0
     finally:
-        if relay.poll() is None:
-            relay.kill()
-        relay.communicate()  # closes the pipes, also when an assertion failed
+        kill_workers(relay)
         receiver.stop()
 
 
@@ -305,7 +316,7 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
     receiver = ForwardReceiver().start()
     command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
     command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
         children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
@@ -315,9 +326,7 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
         assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
         assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
     finally:
-        if relay.poll() is None:
-            relay.kill()
-        relay.communicate()  # closes the pipes, also when an assertion failed
+        kill_workers(relay)
         receiver.stop()
 
 

@@ -231,25 +231,53 @@ async def _serve(relay: ForwardRelay) -> int:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
+    listen, reservation = _one_address_for_all(args.listen)
     command = [
         sys.executable,
         "-m",
         "proofpoint_shipper",
         *_without_workers(sys.argv[1:]),
-        "--workers",
-        "1",
-        "--reuse-port",
+        *("--workers", "1", "--reuse-port", "--listen", listen),
     ]
-    children = [subprocess.Popen(command + _metrics_port(args, index)) for index in range(args.workers)]
-    stopping = []
+    try:
+        children = [subprocess.Popen(command + _metrics_port(args, index)) for index in range(args.workers)]
+        stopping = []
 
-    def pass_on(signum, _frame) -> None:
-        stopping.append(signum)
-        _signal_all(children, signum)
+        def pass_on(signum, _frame) -> None:
+            stopping.append(signum)
+            _signal_all(children, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, pass_on)
-    return _supervise(children, stopping)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, pass_on)
+        return _supervise(children, stopping)
+    finally:
+        if reservation is not None:
+            reservation.close()
+
+
+def _one_address_for_all(listen: str) -> tuple[str, socket.socket | None]:
+    """The --listen of every worker, and the socket that holds its port if this picked one.
+
+    Port 0 would give each worker a free port of its own, and clients would reach only one. So a
+    port is picked here, bound (not listened on: no connection comes to it) with SO_REUSEPORT as
+    the workers bind, and held while they run: no other program takes it meanwhile.
+    """
+    host, port = host_and_port(listen, "--listen")
+    if port != 0:
+        return listen, None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        reservation = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    try:
+        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reservation.bind(address)
+    except OSError as exc:
+        reservation.close()
+        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    port = reservation.getsockname()[1]
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), reservation
 
 
 def _supervise(children: list[subprocess.Popen], stopping: list) -> int:
