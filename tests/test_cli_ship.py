@@ -23,6 +23,9 @@ LOCAL_ENV = {
 }
 
 
+SHIP_CLICKS = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
+
+
 def s3_flags(bucket: str, endpoint: str, *extra: str) -> tuple[str, ...]:
     return ("--output", "s3", "--bucket", bucket, "--endpoint-url", endpoint, *extra)
 
@@ -118,9 +121,8 @@ def test_empty_lines_are_skipped_and_counted_apart_from_unreadable_ones():
 
 def test_a_record_from_a_pipe_that_stays_open_is_delivered_within_flush_seconds():
     """A live pipe bringing a line now and then: its records must not wait for 10,000 more."""
-    command = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
     with subprocess.Popen(
-        [*command, "--flush-seconds", "0.5"],
+        [*SHIP_CLICKS, "--flush-seconds", "0.5"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,6 +138,35 @@ def test_a_record_from_a_pipe_that_stays_open_is_delivered_within_flush_seconds(
             assert b"1 records delivered" in child.stderr.read()
         finally:
             child.kill()
+
+
+def test_an_output_gone_past_its_retries_says_how_many_records_it_did_not_deliver():
+    """Read from a pipe, records past the output's retries are gone with the process: the user must
+    learn how many, to send them again; before, only the S3 error was told."""
+    from proofpoint_shipper.local_s3 import LocalS3
+
+    command = [*SHIP_CLICKS, "--flush-seconds", "0.5"]
+    with LocalS3("outage") as s3:  # its own server: this test stops it
+        command += s3_flags("outage", s3.endpoint_url)
+        env = {**os.environ, **LOCAL_ENV, "PYTHONWARNINGS": "error"}
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as child:
+            try:
+                child.stdin.write(b'{"id": 1}\n')
+                child.stdin.flush()
+                wait_for(lambda: s3.client().list_objects_v2(Bucket="outage").get("KeyCount"))
+                s3.stop()
+                child.stdin.write(b'{"id": 2}\n{"id": 3}\n')
+                child.stdin.close()
+                assert child.wait(timeout=120) == 2
+                *_, summary, error = child.stderr.read().decode().splitlines()
+            finally:
+                child.kill()
+    assert summary == (
+        "ppship ship: 1 records delivered to proofpoint_tap_clicks_blocked, 2 read but not confirmed "
+        "delivered, 0 not readable; ship them again once the output is back (--spool-dir keeps them on "
+        "disk through an S3 outage)"
+    )
+    assert error.startswith("ppship: error: S3 did not take s3://outage/proofpoint_tap_clicks_blocked/")
 
 
 def test_a_line_over_the_record_bound_is_skipped_and_the_next_one_shipped():
@@ -211,8 +242,9 @@ def test_wrong_credentials(s3_with_auth):
 
 def test_sigterm_delivers_what_was_read_and_exits_0():
     read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "proofpoint_shipper", "ship", "--table", "proofpoint_tap_clicks_blocked"]
-    with subprocess.Popen(command, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+    with subprocess.Popen(
+        SHIP_CLICKS, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
         os.write(write_end, b'{"id": "a"}\n{"id": "b"}\n')  # then the pipe stays open and quiet
         wait_for(lambda: not _bytes_in_pipe(read_end))  # read by the child, held for the next flush
         child.send_signal(signal.SIGTERM)

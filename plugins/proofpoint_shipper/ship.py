@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 
-from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.errors import DeliveryError, InputError
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
@@ -75,9 +75,12 @@ class _Notes:
             shipped = "skipped" if kind == SKIPPED else "shipped as it is"
             print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
-    def summary(self, shipped: int, table: str, stopped: bool) -> str:
+    def summary(self, shipped: int, table: str, stopped: bool, undelivered: int = 0) -> str:
         delivered = f"{shipped} records delivered to {table}" + (" (stopped early)" if stopped else "")
-        parts = [delivered, f"{self.counts[SKIPPED]} not readable"]
+        parts = [delivered]
+        if undelivered:
+            parts.append(f"{undelivered} read but not confirmed delivered")
+        parts.append(f"{self.counts[SKIPPED]} not readable")
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
         if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM)):  # the kinds told
             parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
@@ -121,6 +124,11 @@ class _Shipment:
         self.sink.close()
         self.shipped, self.unflushed = self.shipped + self.unflushed, 0
 
+    @property
+    def undelivered(self) -> int:
+        """Records read whose delivery no flush confirmed."""
+        return self.unflushed + len(self.group)
+
     def _hand_over(self) -> None:
         if self.group:
             self.sink.write(self.table, self.group)
@@ -135,13 +143,26 @@ def run(args: argparse.Namespace) -> int:
         shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
         notes = _Notes()
         with StopOnSignals(shipment):  # without it, a stop would lose the records not yet flushed
-            for source in sources:
-                if shipment.stopping:
-                    break
-                _ship_lines(source, stream.format, shipment, notes)
-            shipment.close()
+            try:
+                for source in sources:
+                    if shipment.stopping:
+                        break
+                    _ship_lines(source, stream.format, shipment, notes)
+                shipment.close()
+            except DeliveryError:
+                # Past the output's retries: say how far it got, then the error (exit code 2).
+                summary = notes.summary(shipment.shipped, args.table, shipment.stopping, shipment.undelivered)
+                print(summary + _resend_hint(args), file=sys.stderr)
+                raise
     print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
     return 0
+
+
+def _resend_hint(args: argparse.Namespace) -> str:
+    hint = "; ship them again once the output is back"
+    if args.output == "s3" and args.spool_dir is None:
+        hint += " (--spool-dir keeps them on disk through an S3 outage)"
+    return hint
 
 
 def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -> None:
