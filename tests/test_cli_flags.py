@@ -122,6 +122,8 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["simulate", "pod", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["dev", "s3", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
+            (["simulate", "tap", "--replay", str(a_file)], f"{a_file}:1: invalid literal".encode()),
+            (["simulate", "tap", "--replay", str(tmp_path / "gone")], b"No such file or directory"),
             (
                 ["tap", "fetch", "--once", "--base-url", "http://127.0.0.1:9", "--cursor", str(pod_cursor)],
                 b"the TAP cursor holds last_ts, recent, which this command never writes",

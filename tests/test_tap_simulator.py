@@ -1,11 +1,13 @@
 """The TAP simulator's own rules: auth, parameters and their 400 texts, quota, late indexing."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from proofpoint_shipper.tap.events import TapEvent, generate, wire_time
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.tap.events import TapEvent, generate, replay, wire_time
 from proofpoint_shipper.tap.simulator import TOO_OLD, TapSimulator
 from tests.tap_harness import PRINCIPAL, SECRET, Clock
 
@@ -95,3 +97,39 @@ def test_events_are_returned_only_once_indexed():
         assert first.status_code == 204 or first.json()["clicksBlocked"] == []
         clock.advance(timedelta(minutes=11))
         assert [e["id"] for e in get(sim, interval=window).json()["clicksBlocked"]] == ["late"]
+
+
+def test_replay_serves_the_events_of_a_file_in_both_shapes(tmp_path):
+    clicked, sent = "2022-02-20T14:10:00.000Z", "2022-02-20T14:20:00.000Z"
+    path = tmp_path / "events.ndjson"
+    lines = [
+        {"array": "clicksBlocked", "event": {"clickTime": clicked, "id": "c1"}},
+        {"eventType": "messagesDelivered", "messageTime": sent, "id": "m1"},  # bare, as the API sends
+    ]
+    path.write_text("\n\n".join(json.dumps(line) for line in lines) + "\n")  # blank lines are skipped
+    events = list(replay(path))
+    assert [(event.array, wire_time(event.created)) for event in events] == [
+        ("clicksBlocked", clicked),
+        ("messagesDelivered", sent),
+    ]
+    with TapSimulator(events, PRINCIPAL, SECRET, now=Clock(NOW)) as sim:
+        body = get(sim, interval=interval(NOW - timedelta(hours=1), timedelta(hours=1))).json()
+    assert [event["id"] for event in body["clicksBlocked"] + body["messagesDelivered"]] == ["c1", "m1"]
+
+
+@pytest.mark.parametrize(
+    "line, fault",
+    [
+        ("not json", ":2: invalid literal"),
+        ("[1]", ":2: not a JSON object"),
+        ('{"array": "clicks"}', ":2: 'array' (or 'eventType') is 'clicks', not one of messagesDelivered"),
+        ('{"array": "clicksBlocked", "event": 5}', ":2: 'event' is not a JSON object"),
+        ('{"eventType": "clicksBlocked", "id": "c"}', ":2: the event has no readable time"),
+    ],
+)
+def test_a_replay_line_that_is_no_event_stops_it_naming_the_line(tmp_path, line, fault):
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"eventType": "clicksBlocked", "clickTime": "2022-02-20T14:10:00Z"}\n' + line + "\n")
+    with pytest.raises(ConfigError) as raised:
+        list(replay(path))
+    assert str(raised.value).startswith(f"{path}{fault}")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import orjson
 
+from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.sinks.records import utc_time
+from proofpoint_shipper.tap import ARRAYS
 
 MAX_INDEXING_DELAY = timedelta(minutes=25)
 
@@ -165,13 +167,34 @@ def _click(rng: random.Random, array: str, moment: datetime) -> dict:
 
 
 def replay(path: Path, indexing_delay: timedelta = timedelta(0)) -> Iterator[TapEvent]:
-    """Events from NDJSON lines `{"array": ..., "event": {...}}` (or bare events with `eventType`)."""
-    with path.open("rb") as source:
-        for line in source:
+    """Events from NDJSON lines `{"array": ..., "event": {...}}` (or bare events with `eventType`).
+
+    A line that is no such event stops the replay with a ConfigError naming it.
+    """
+    try:
+        source = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with source:
+        for number, line in enumerate(source, 1):
             if not line.strip():
                 continue
-            item = orjson.loads(line)
-            array = item.get("array") or item.get("eventType")
-            wire = item.get("event", item)
-            created = creation_time(array, wire)
-            yield TapEvent(array, created, created + indexing_delay, wire)
+            try:
+                yield _replayed(orjson.loads(line), indexing_delay)
+            except ValueError as exc:  # orjson's JSONDecodeError among them
+                raise ConfigError(f"{path}:{number}: {exc}") from None
+
+
+def _replayed(item: object, indexing_delay: timedelta) -> TapEvent:
+    if not isinstance(item, dict):
+        raise ValueError("not a JSON object")
+    array = item.get("array") or item.get("eventType")
+    if array not in ARRAYS:
+        raise ValueError(f"'array' (or 'eventType') is {array!r}, not one of {', '.join(ARRAYS)}")
+    wire = item.get("event", item)
+    if not isinstance(wire, dict):
+        raise ValueError("'event' is not a JSON object")
+    created = creation_time(array, wire)
+    if created is None:
+        raise ValueError("the event has no readable time (messageTime, clickTime or threatTime)")
+    return TapEvent(array, created, created + indexing_delay, wire)
