@@ -121,6 +121,8 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             # the stand-ins bind in threads of their own: a traceback there, or (moto) a start that waits
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["simulate", "pod", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
+            # an address not on this host, with any free port: the server's thread failed, and it waited
+            (["simulate", "pod", "--host", "192.0.2.1"], b"cannot listen on 192.0.2.1:0: Cannot assign"),
             (["dev", "s3", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
             (["simulate", "tap", "--replay", str(a_file)], f"{a_file}:1: invalid literal".encode()),
             (["simulate", "tap", "--replay", str(tmp_path / "gone")], b"No such file or directory"),

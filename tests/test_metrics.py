@@ -234,3 +234,21 @@ def test_a_metrics_port_in_use_or_out_of_range_is_one_line_and_exit_2():
         [*PPSHIP, "tap", "fetch", "--metrics-port", "70000"], capture_output=True, timeout=60
     )
     assert wrong.returncode == 2 and b"not a port number (0-65535): '70000'" in wrong.stderr
+
+
+def test_metrics_are_served_on_ipv6_too():
+    """The standard library's HTTP server binds IPv4 only: `--metrics-host ::1` failed at start."""
+    command = [*PPSHIP, "relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]
+    relay = subprocess.Popen(
+        [*command, "--metrics-port", "0", "--metrics-host", "::1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = metrics_url(relay)
+        assert url.startswith("http://[::1]:")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert b"# TYPE ppship_records_in_total counter" in response.read()
+    finally:
+        relay.kill()
+        relay.communicate()

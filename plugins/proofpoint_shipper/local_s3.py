@@ -8,7 +8,8 @@ import argparse
 import logging
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import check_can_listen, port_number, serve_until_stopped
+from proofpoint_shipper.listening import check_can_listen, url_host
+from proofpoint_shipper.service import port_number, serve_until_stopped
 
 LOCAL_CREDENTIALS = {
     "aws_access_key_id": "local",
@@ -46,7 +47,7 @@ class LocalS3:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def client(self, **config):
         import boto3  # here, not at the top: every ppship command imports this module

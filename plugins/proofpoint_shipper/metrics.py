@@ -10,7 +10,9 @@ import logging
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from proofpoint_shipper.listening import http_server, url_host
 
 log = logging.getLogger("proofpoint_shipper")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -151,14 +153,13 @@ class MetricsServer:
     """Serves `/metrics` from a daemon thread; `with MetricsServer(host, port) as server:`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._http = ThreadingHTTPServer((host, port), _Handler)
-        self._http.daemon_threads = True
+        self._http = http_server(host, port, _Handler)
         self._thread = threading.Thread(target=self._http.serve_forever, name="metrics", daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}/metrics"
+        return f"http://{url_host(host)}:{port}/metrics"
 
     def __enter__(self) -> "MetricsServer":
         self._thread.start()

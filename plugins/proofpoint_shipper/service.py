@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -47,20 +46,6 @@ class StopOnSignals:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
-
-
-def check_can_listen(host: str, port: int) -> None:
-    """A ConfigError now when host:port is taken or not ours: servers that bind in a thread of
-    their own fail there with a traceback, or (moto) wait for good for a start that never comes."""
-    if port == 0:
-        return  # any free port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve_until_stopped(server, banner: Callable[[object], str]) -> int:

@@ -19,8 +19,9 @@ import orjson
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.listening import check_can_listen, url_host
 from proofpoint_shipper.pod.events import Timeline
-from proofpoint_shipper.service import check_can_listen
 
 RESUME_WINDOW = timedelta(hours=1)
 ARCHIVE_STALENESS = timedelta(minutes=30)
@@ -63,16 +64,18 @@ class PodSimulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._ready = threading.Event()
+        self._failure: OSError | None = None  # why the server's thread could not serve
 
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"ws://{host}:{port}/v1/stream"
+        return f"ws://{url_host(host)}:{port}/v1/stream"
 
     def start(self) -> "PodSimulator":
         check_can_listen(*self.address)  # its bind fails in the server's thread, not here
         threading.Thread(target=self._run, daemon=True).start()
-        self._ready.wait(10)
+        if not self._ready.wait(10) or self._failure is not None:
+            raise ConfigError(f"the PoD simulator did not start on {self.address[0]}: {self._failure}")
         return self
 
     def stop(self) -> None:
@@ -87,7 +90,11 @@ class PodSimulator:
         self.stop()
 
     def _run(self) -> None:
-        asyncio.run(self._serve())
+        try:
+            asyncio.run(self._serve())
+        except OSError as exc:  # a bind that check_can_listen let pass: told by start()
+            self._failure = exc
+            self._ready.set()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()

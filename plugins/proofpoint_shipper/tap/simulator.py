@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from proofpoint_shipper.service import check_can_listen
+from proofpoint_shipper.listening import check_can_listen, http_server, url_host
 from proofpoint_shipper.tap.events import TapEvent, parse_wire_time, wire_time
 
 ENDPOINTS = {
@@ -79,12 +79,11 @@ class TapSimulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2] if self._server else self.address
-        return f"http://{host}:{port}"
+        return f"http://{url_host(host)}:{port}"
 
     def start(self) -> "TapSimulator":
         check_can_listen(*self.address)
-        self._server = ThreadingHTTPServer(self.address, _handler(self))
-        self._server.daemon_threads = True
+        self._server = http_server(*self.address, _handler(self))
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
