@@ -74,8 +74,10 @@ class PodSimulator:
     def start(self) -> "PodSimulator":
         check_can_listen(*self.address)  # its bind fails in the server's thread, not here
         threading.Thread(target=self._run, daemon=True).start()
-        if not self._ready.wait(10) or self._failure is not None:
-            raise ConfigError(f"the PoD simulator did not start on {self.address[0]}: {self._failure}")
+        if not self._ready.wait(10):
+            raise ConfigError("the PoD simulator did not start within 10 s")
+        if self._failure is not None:
+            raise ConfigError(f"the PoD simulator cannot listen on {self.address[0]}: {self._failure}")
         return self
 
     def stop(self) -> None:
