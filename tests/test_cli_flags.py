@@ -37,6 +37,9 @@ REFUSED = [
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-bytes", "1e6"], b"--batch-bytes"),
     (["gateway", "parse", "--reference-time", "0001-01-01T00:00:00+14:00"], b"between the years 1900 and"),
     (["gateway", "assemble", "--max-open", "0"], b"--max-open: expected a positive whole number"),
+    # a header's host is one word: "" or "mx 1" would write text lines that do not read back
+    (["gateway", "parse", "--host", ""], b"--host: expected a host name without white space, got ''"),
+    (["gateway", "assemble", "--host", "mx 1"], b"--host: expected a host name without white space"),
     # keys the data lake would not find: refused before anything is written
     (["ship", *TABLE, "--output", "s3", "--prefix", "lake//x"], b"'lake//x': an empty folder between two"),
     (["s3", "check", "--bucket", "b", "--prefix", "../lake"], b"'../lake': a '..' folder"),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
-from proofpoint_shipper.gateway.options import open_inputs, reference_time
+from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
@@ -63,7 +63,7 @@ def register(actions: argparse._SubParsersAction) -> None:
         metavar="ISO8601",
         help="time BSD years in raw lines are inferred against (default: now)",
     )
-    assemble.add_argument("--host", help="host name for raw lines that carry none")
+    assemble.add_argument("--host", type=host_name, help="host name for raw lines that carry none")
     assemble.set_defaults(run=run)
 
 

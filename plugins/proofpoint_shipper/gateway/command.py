@@ -20,7 +20,7 @@ from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, FollowedFile, PositionSaver
-from proofpoint_shipper.gateway.options import open_inputs, reference_time
+from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
@@ -100,6 +100,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parse.add_argument(
         "--host",
+        type=host_name,
         default=None,
         help="host name written for lines that carry none (on-box and header-less lines)",
     )

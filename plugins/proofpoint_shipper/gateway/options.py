@@ -1,4 +1,4 @@
-"""Flags and inputs the gateway commands share: `--reference-time`, and FILE arguments."""
+"""Flags and inputs the gateway commands share: `--reference-time`, `--host`, and FILE arguments."""
 
 import argparse
 import os
@@ -18,6 +18,13 @@ def reference_time(text: str) -> datetime:
     if not 1900 <= moment.year <= 9998:  # a BSD line's year is inferred a year either side of it
         raise argparse.ArgumentTypeError(f"expected a time between the years 1900 and 9998, got {text!r}")
     return moment
+
+
+def host_name(text: str) -> str:
+    """--host: one word, as a syslog header's host field is; the text form would not read back."""
+    if not text or not text.isprintable() or any(character.isspace() for character in text):
+        raise argparse.ArgumentTypeError(f"expected a host name without white space, got {text!r}")
+    return text
 
 
 def open_inputs(files: list[str]) -> list[tuple[str, int]]:
