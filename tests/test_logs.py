@@ -1,8 +1,14 @@
-"""Throttled: a flood of one kind of log line becomes ten lines and a count per period."""
+"""Log lines: a flood of one kind becomes ten lines and a count per period; every event one line."""
 
+import io
 import logging
 
-from proofpoint_shipper.logs import Throttled
+import httpx
+import pytest
+
+from proofpoint_shipper.errors import FetchError
+from proofpoint_shipper.logs import TextFormatter, Throttled
+from proofpoint_shipper.tap.client import TapClient
 
 
 class Clock:
@@ -41,3 +47,27 @@ def test_close_tells_what_is_held_and_nothing_when_nothing_is(caplog):
         throttled.close()
         throttled.close()
     assert caplog.messages == ["a", "1 held"]
+
+
+def test_a_text_log_line_stays_one_line_whatever_its_message_holds():
+    """A log agent tailing stderr reads one event per line: a server's page must not split it."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test.one_line")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("server said: %s", "<html>\r\n<body>Bad</body>\n</html>")
+    finally:
+        logger.removeHandler(handler)
+    assert written.getvalue() == "WARNING server said: <html>\\r\\n<body>Bad</body>\\n</html>\n"
+
+
+def test_a_tap_refusal_with_a_page_of_text_is_told_in_one_line():
+    page = "<html>\n  <body>\n    <h1>400 Bad Request</h1>\n  </body>\n</html>\n"
+    with pytest.raises(FetchError) as refused:
+        TapClient._check(httpx.Response(400, text=page))  # a real response, as a proxy answers
+    assert str(refused.value) == (
+        "the TAP API refused the request (400): <html> <body> <h1>400 Bad Request</h1> </body> </html>"
+    )

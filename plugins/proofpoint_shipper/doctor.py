@@ -148,7 +148,7 @@ class Doctor:
             )
         if status == 429:
             return Finding("FAIL", "tap api", f"{url}: today's request quota is used up (429)")
-        return Finding("FAIL", "tap api", f"{url} answered {status}: {response.text.strip()[:120]}")
+        return Finding("FAIL", "tap api", f"{url} answered {status}: {' '.join(response.text.split())[:120]}")
 
     # -- PoD -----------------------------------------------------------------------------------
 

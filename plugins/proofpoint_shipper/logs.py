@@ -32,9 +32,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One line per event: a line break inside a message (a server's error page, a client's bytes)
+    is written as \\n, so a log agent tailing stderr never splits an event or reads a forged one.
+    An exception's traceback still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def setup_logging(log_format: str = "text", text_format: str = TEXT_FORMAT) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(text_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

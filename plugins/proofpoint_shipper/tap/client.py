@@ -92,7 +92,7 @@ class TapClient:
         status = response.status_code
         if status in (200, 204):
             return
-        text = response.read().decode("utf-8", "replace").strip()[:200]
+        text = " ".join(response.read().decode("utf-8", "replace").split())[:200]  # a proxy's HTML page too
         if status in (401, 403):
             raise ConfigError(
                 f"the TAP API refused our credentials ({status} {text}); "
