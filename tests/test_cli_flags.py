@@ -1,11 +1,15 @@
 """Flags with impossible values stop every command at start-up with exit code 2: one error line
 (argparse's usage may stand above it), never a traceback, never a start that fails later."""
 
+import argparse
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
 from proofpoint_shipper.bucket.layout import key_prefix
+from proofpoint_shipper.cli import build_parser
 from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
@@ -261,3 +265,21 @@ def test_an_input_that_fails_to_read_is_one_line_and_exit_2(command, tmp_path):
     result = run_ppship(*(arg.format(tmp=tmp_path) for arg in command), "/proc/self/mem")
     assert result.returncode == 2
     assert result.stderr.decode() == "ppship: error: cannot read /proc/self/mem: Input/output error\n"
+
+
+def test_every_flag_the_readmes_name_is_a_flag_of_a_command():
+    """A renamed or removed flag must not live on in the documentation users copy from."""
+    flags: set[str] = set()
+
+    def collect(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            flags.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
+                    collect(command)
+
+    collect(build_parser())
+    root = Path(__file__).parent.parent
+    text = (root / "README.md").read_text() + (root / "shipper_configs" / "README.md").read_text()
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--check"}  # `ruff format --check`
+    assert named and named <= flags, sorted(named - flags)
