@@ -1,12 +1,14 @@
 """The relay's delivery loop in this process, against real forward peers on 127.0.0.1.
 
-Run in-process so the upstream's retry policy can be one attempt: the relay's own retry loop
-is what is under test, and the command's five-attempt default would make the test slow.
+Mostly run in-process so the upstream's retry policy can be one attempt: the relay's own retry
+loop is what is under test, and the command's five-attempt default would make the test slow.
 """
 
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -22,6 +24,8 @@ from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.forward_receiver import ForwardReceiver
 from tests.test_relay import FILTER_LINE, SENDMAIL_LINE
+
+PPSHIP_RELAY = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
 
 
 class RelayInThread:
@@ -135,6 +139,33 @@ def test_the_relay_command_stops_with_exit_code_1_when_delivery_broke(caplog):
     sender.start()
     assert asyncio.run(asyncio.wait_for(relay_command._serve(relay), 30)) == 1
     sender.join(10)
+
+
+def test_an_upstream_that_refuses_our_shared_key_stops_the_relay_with_its_reason(tmp_path):
+    """No retry fixes a wrong key: the relay stops by itself, exit code 2 and the reason in one
+    line, as for a setting refused at start; before, "an unexpected error" and a traceback."""
+    receiver = ForwardReceiver(shared_key="right-key").start()
+    key = tmp_path / "upstream.key"
+    key.write_text("wrong-key\n")
+    command = [*PPSHIP_RELAY, "--upstream", f"127.0.0.1:{receiver.port}", "--drain-seconds", "1"]
+    with subprocess.Popen(
+        [*command, "--upstream-shared-key-file", str(key)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as relay:
+        try:
+            port = int(relay.stdout.readline().rsplit(b":", 1)[1])
+            entries = [(EventTime(1645367700, 5), {"log": FILTER_LINE})]
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="c"))
+                assert client.recv(4096) == b""  # closed at the relay's stop, unacked: sent again later
+            assert relay.wait(timeout=60) == 2
+            stderr = relay.stderr.read().decode()
+        finally:
+            relay.kill()
+            receiver.stop()
+    reason = "forward receiver refused our shared key: shared key mismatch"
+    assert f"ERROR relay: delivery stopped: {reason}" in stderr
+    assert stderr.endswith(f"ppship: error: {reason}\n") and "Traceback" not in stderr
+    assert receiver.counted == 0
 
 
 def test_records_of_no_table_are_logged_once_a_minute_not_per_delivery(caplog):

@@ -227,6 +227,8 @@ async def _serve(relay: ForwardRelay) -> int:
         wait.cancel()
     await relay.stop()
     log.info("relay stopped: %d records relayed", relay.relayed)
+    if relay.failure is not None:
+        raise relay.failure  # exit code 2, as for any setting refused at start
     return 1 if relay.broken.is_set() else 0
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from proofpoint_shipper.errors import DeliveryAbandoned, DeliveryError
+from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
@@ -87,6 +87,7 @@ class ForwardRelay:
         self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
         self._delivery_task: asyncio.Task | None = None
         self.broken: asyncio.Event | None = None  # set when delivery stopped on an unexpected error
+        self.failure: ConfigError | None = None  # why, when it was a setting: the command's error
 
     async def start(self) -> tuple[str, int]:
         self._queue = asyncio.Queue()
@@ -257,7 +258,11 @@ class ForwardRelay:
             return
         exc = task.exception()
         what = "delivery" if task is self._delivery_task else "message expiry"
-        log.error("relay: %s stopped on an unexpected error: %r", what, exc, exc_info=exc)
+        if isinstance(exc, ConfigError):  # upstream refused our shared key, say: no retry fixes it
+            log.error("relay: %s stopped: %s", what, exc)
+            self.failure = exc
+        else:
+            log.error("relay: %s stopped on an unexpected error: %r", what, exc, exc_info=exc)
         self.broken.set()
 
     def _retag(self, entries: list) -> dict[str, list[list]]:
