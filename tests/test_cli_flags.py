@@ -135,7 +135,7 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["simulate", "tap", "--replay", str(tmp_path / "gone")], b"No such file or directory"),
             (
                 ["tap", "fetch", "--once", "--base-url", "http://127.0.0.1:9", "--cursor", str(pod_cursor)],
-                b"the TAP cursor holds last_ts, recent, which this command never writes",
+                f"cursor file {pod_cursor} holds last_ts, recent, which this command never".encode(),
             ),
             (
                 [
@@ -148,11 +148,11 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
                     "--cursor",
                     str(tap_cursor),
                 ],
-                b"the PoD resume file holds cursor, pending, seen, which this command never writes",
+                f"cursor file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
             ),
             (
                 ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tap_cursor)],
-                f"position file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
+                f"cursor file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
             ),
             (
                 ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],

@@ -280,6 +280,7 @@ def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):
     state = json.loads((tmp_path / "pod-maillog.json").read_text())
     assert state["last_ts"] == records[-1]["ts"]
     assert len(state["recent"]) == 250
+    assert state["type"] == "maillog"  # the message stream refuses this file as its own
 
 
 def test_stop_closes_flushes_and_saves(simulator, tmp_path):

@@ -18,9 +18,17 @@ CURSORS = {
         '{"pending": [["2022-02-20T08:00:00", "2022-02-20T08:30:00"]]}',
         '{"seen": 5}',
         "[]",
+        '{"last_ts": null, "recent": []}',  # another command's file
     ],
-    "pod": ['{"recent": 5}', '{"recent": [1]}', '{"last_ts": {}}', "7"],
-    "follow": ['{"offset": "abc"}', '{"offset": -5}', '["x"]'],
+    "pod": [
+        '{"recent": 5}',
+        '{"recent": [1]}',
+        '{"last_ts": {}}',
+        "7",
+        '{"cursor": "2022-02-20T08:00:00+00:00"}',  # the TAP cursor
+        '{"type": "maillog", "last_ts": null, "recent": []}',  # the other type's: run with --type message
+    ],
+    "follow": ['{"offset": "abc"}', '{"offset": -5}', '["x"]', '{"cursor": "2022-02-20T08:00:00+00:00"}'],
 }
 COMMANDS = {
     "tap": ["tap", "fetch", "--cursor", "{state}", "--base-url", "http://127.0.0.1:9"],

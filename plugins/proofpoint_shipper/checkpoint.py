@@ -47,6 +47,10 @@ class FileCursorStore:
             raise ConfigError(f"cursor file {self.path} is a folder: name a file in it")
         self._lock: int | None = None  # held until the process ends
 
+    @property
+    def where(self) -> str:
+        return f"cursor file {self.path}"
+
     def claim(self) -> None:
         """Take the cursor for this process (a lock file beside it), or CursorConflict."""
         if self._lock is not None:
@@ -105,11 +109,15 @@ class S3CursorStore:
         self.key = key
         self._etag: str | None = None  # what we read: our write must replace exactly that
 
+    @property
+    def where(self) -> str:
+        return f"cursor s3://{self.bucket}/{self.key}"
+
     def claim(self) -> None:
         """Nothing to take: the conditional writes of `save` let only one collector advance."""
 
     def load(self) -> dict | None:
-        where = f"cursor s3://{self.bucket}/{self.key}"
+        where = self.where
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
             body = response["Body"].read()

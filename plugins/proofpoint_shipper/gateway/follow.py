@@ -104,8 +104,9 @@ class FollowedFile:
         saved = self.positions.load()
         if not saved:
             return self._open_at(0)
-        what = f"position file {self.positions.path}"
-        refuse_foreign(saved, frozenset({"device", "inode", "offset"}), what, "--position-file")
+        refuse_foreign(
+            saved, frozenset({"device", "inode", "offset"}), self.positions.where, "--position-file"
+        )
         identity = (saved.get("device"), saved.get("inode"))
         offset = saved.get("offset", 0)
         if not isinstance(offset, int) or offset < 0:

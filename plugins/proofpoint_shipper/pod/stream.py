@@ -96,7 +96,7 @@ class PodStream:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> StreamSummary:
-        state = _checked_state(self.store.load() or {})
+        state = _checked_state(self.store.load() or {}, self.kind, self.store.where)
         for key in state.get("recent", []):
             self._remember(key)
         self._last_ts = state.get("last_ts")
@@ -282,7 +282,8 @@ class PodStream:
             except DeliveryError as exc:
                 self._hold(exc, failures, written)
         RECORDS_OUT.inc(written, self.table)
-        self.store.save({"last_ts": self._last_ts, "recent": list(self._recent)})  # only after flush
+        state = {"type": self.kind, "last_ts": self._last_ts, "recent": list(self._recent)}
+        self.store.save(state)  # only after the flush
         self._flushed_at = time.monotonic()
         if (resumes_at := event_time({"ts": self._last_ts})) is not None:
             CURSOR_LAG.set((datetime.now(UTC) - resumes_at).total_seconds(), self.table)
@@ -350,9 +351,18 @@ def refusal(exc: InvalidStatus) -> ConfigError:
     return ConfigError(f"the PoD log API refused the request ({status}): {text}")
 
 
-def _checked_state(state: dict) -> dict:
-    """The saved resume point, its fields as this stream writes them; else one clear ConfigError."""
-    refuse_foreign(state, frozenset({"last_ts", "recent"}), "the PoD resume file", "--cursor")
+def _checked_state(state: dict, kind: str, where: str) -> dict:
+    """The saved resume point, its fields as this stream writes them; else one clear ConfigError.
+
+    The message and maillog streams write the same fields: `type` tells their files apart (a file
+    saved before it was written is taken for either).
+    """
+    refuse_foreign(state, frozenset({"type", "last_ts", "recent"}), where, "--cursor")
+    if state.get("type", kind) != kind:
+        raise ConfigError(
+            f"{where} is the resume point of the {state['type']!r} stream, not of {kind!r}: "
+            "give each type its own --cursor"
+        )
     recent, last_ts = state.get("recent", []), state.get("last_ts")
     if not (isinstance(recent, list) and all(isinstance(key, str) for key in recent)) or not (
         last_ts is None or isinstance(last_ts, str)

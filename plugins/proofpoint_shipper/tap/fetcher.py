@@ -69,7 +69,7 @@ class TapFetcher:
     def poll(self, since: datetime | None = None, backfill: bool = False) -> PollSummary:
         """Catch up to now minus the lag: first the windows of an interrupted run, else from the
         cursor; `since` starts a first run (no cursor yet), or re-plans with `backfill`."""
-        document = _checked(self.store.load() or {})
+        document = _checked(self.store.load() or {}, self.store.where)
         windows = [(_time(a), _time(b)) for a, b in document.get("pending") or []]
         if windows:
             log.info("finishing the %d windows of an interrupted run first", len(windows))
@@ -245,9 +245,9 @@ class TapFetcher:
 CURSOR_KEYS = frozenset({"cursor", "seen", "pending"})
 
 
-def _checked(document: dict) -> dict:
+def _checked(document: dict, where: str) -> dict:
     """The saved cursor, its fields as this fetcher writes them; else one clear ConfigError."""
-    refuse_foreign(document, CURSOR_KEYS, "the TAP cursor", "--cursor")
+    refuse_foreign(document, CURSOR_KEYS, where, "--cursor")
     try:
         if document.get("cursor"):
             _time(document["cursor"])
