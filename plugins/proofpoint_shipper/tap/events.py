@@ -180,9 +180,10 @@ def replay(path: Path, indexing_delay: timedelta = timedelta(0)) -> Iterator[Tap
             if not line.strip():
                 continue
             try:
-                yield _replayed(orjson.loads(line), indexing_delay)
+                event = _replayed(orjson.loads(line), indexing_delay)
             except ValueError as exc:  # orjson's JSONDecodeError among them
                 raise ConfigError(f"{path}:{number}: {exc}") from None
+            yield event
 
 
 def _replayed(item: object, indexing_delay: timedelta) -> TapEvent:
