@@ -1,5 +1,9 @@
 """Timestamp normalisation: every header form to %Y-%m-%dT%H:%M:%S.%f%z, BSD years and zones."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -135,3 +139,27 @@ def test_bad_zones_are_config_errors(name):
 def test_local_zone_honours_tz(monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     assert resolve_zone(None).utcoffset(datetime(2022, 1, 1)) == timezone(timedelta(hours=9)).utcoffset(None)
+
+
+@pytest.mark.parametrize(
+    "tz, winter, summer",
+    [
+        ("UTC+3", "-03:00", "-03:00"),  # POSIX: three hours west of UTC
+        ("EST5EDT,M3.2.0,M11.1.0", "-05:00", "-04:00"),  # a rule with its DST dates
+        ("<+0530>-5:30", "+05:30", "+05:30"),
+    ],
+)
+def test_a_posix_tz_rule_is_read_as_the_c_library_reads_it(tz, winter, summer):
+    """$TZ as syslog's C library read it when it wrote the line; before, /etc/localtime was taken."""
+    lines = b"Feb  3 08:35:00 mx1 sendmail[1]: x\nJul  3 08:35:00 mx1 sendmail[1]: x\n"
+    command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse"]
+    result = subprocess.run(
+        [*command, "--reference-time", "2022-08-01T00:00:00+00:00"],
+        input=lines,
+        env={**os.environ, "TZ": tz},  # the C library reads it at the start of the process
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    times = [json.loads(line)["time"] for line in result.stdout.splitlines()]
+    assert times == [f"2022-02-03T08:35:00.000000{winter}", f"2022-07-03T08:35:00.000000{summer}"]

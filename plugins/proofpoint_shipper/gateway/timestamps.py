@@ -5,6 +5,7 @@ stamps; `resolve_zone` turns the --timezone setting into a tzinfo.
 """
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -159,15 +160,40 @@ def _fixed_offset(text: str) -> tzinfo:
 
 
 def local_zone() -> tzinfo:
-    """The machine's zone with its DST rules: $TZ, else /etc/localtime, else today's offset."""
+    """The machine's zone with its DST rules: $TZ, else /etc/localtime, else today's offset.
+
+    A $TZ that names no zone file (a POSIX rule such as "UTC+3" or "<+0530>-5:30", a path) is
+    read as the C library reads it, as syslog did when it wrote the line: taking /etc/localtime
+    instead gave those lines another offset, in silence.
+    """
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            pass
+            return LibcZone()
     localtime = Path("/etc/localtime")
     if localtime.exists():
         with localtime.open("rb") as handle:
             return ZoneInfo.from_file(handle, key="localtime")
     return datetime.now().astimezone().tzinfo or UTC
+
+
+class LibcZone(tzinfo):
+    """The local zone as the C library has it from $TZ (`time.localtime`), DST rules included."""
+
+    def utcoffset(self, moment: datetime | None) -> timedelta:
+        if moment is None:
+            return timedelta(seconds=time.localtime().tm_gmtoff)
+        wall = (*moment.replace(tzinfo=None).timetuple()[:8], -1)  # -1: the C library tells DST
+        return timedelta(seconds=time.localtime(time.mktime(wall)).tm_gmtoff)
+
+    def dst(self, moment: datetime | None) -> None:
+        return None  # the offset above already holds it
+
+    def tzname(self, moment: datetime | None) -> str:
+        return time.strftime("%Z")
+
+    def fromutc(self, moment: datetime) -> datetime:
+        seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
+        return moment + timedelta(seconds=time.localtime(seconds).tm_gmtoff)
