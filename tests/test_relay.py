@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from proofpoint_shipper.errors import SharedKeyRefused
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
+from tests.certificates import self_signed
 from tests.conftest import golden_lines, run_ppship
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
@@ -142,6 +144,30 @@ def test_no_ack_while_upstream_is_down_and_nothing_lost_when_it_returns():
         acking.stop()
     finally:
         stop_relay(relay)
+
+
+def test_tls_clients_are_served_and_a_plain_one_is_told_in_the_log(tmp_path):
+    cert, key = self_signed(tmp_path)
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        secure = ForwardSink("127.0.0.1", port, tls=ssl.create_default_context(cafile=str(cert)))
+        secure.write_entries("gateway.raw", [[EventTime(1645367700, 7), {"log": FILTER_LINE}]])
+        secure.flush()  # acked by the relay once the receiver acked: over TLS both ways
+        secure.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:  # a TCP health check
+            pass
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:  # TLS left off
+            plain.sendall(codec.encode("forward", "gateway.raw", [(EventTime(1645367700, 8), {"log": "x"})]))
+            assert plain.recv(4096) == b""  # closed
+    finally:
+        stderr = stop_relay(relay).decode()
+        receiver.stop()
+    assert [(tag, record["raw"]) for tag, _, record in receiver.entries] == [
+        ("proofpoint.gateway.filter", FILTER_LINE)
+    ]
+    (closed,) = [line for line in stderr.splitlines() if "closing the connection" in line]
+    assert closed.endswith("TLS handshake failed: WRONG_VERSION_NUMBER")  # the health check: no line
 
 
 def test_a_wrong_shared_key_is_refused(tmp_path):

@@ -10,6 +10,7 @@ from fluent.sender import EventTime
 from proofpoint_shipper.errors import ConfigError, DeliveryError, SharedKeyRefused
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import DEFAULT_CHUNK_BYTES, ForwardSink
+from tests.certificates import self_signed
 from tests.forward_receiver import ForwardReceiver
 
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
@@ -162,47 +163,10 @@ def test_a_refused_shared_key_is_a_clear_error_without_retries():
         guarded.stop()
 
 
-def _self_signed(tmp_path):
-    """A certificate for 127.0.0.1 and its key, made here (no files shipped, nothing fetched)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 def test_tls_with_a_verified_receiver(tmp_path):
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     secure = ForwardReceiver(tls=server_context, shared_key="k").start()

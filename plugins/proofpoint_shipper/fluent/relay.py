@@ -101,8 +101,7 @@ class ForwardRelay:
             self._connection,
             self.settings.host,
             self.settings.port,
-            ssl=self.settings.tls,
-            reuse_port=self.settings.reuse_port or None,
+            reuse_port=self.settings.reuse_port or None,  # TLS is started per connection: see _secure
             limit=2**16,  # read-ahead per connection while delivery waits
         )
         return self._server.sockets[0].getsockname()[:2]
@@ -135,9 +134,11 @@ class ForwardRelay:
         peer = writer.get_extra_info("peername")
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if self.settings.tls is not None:
+                await self._secure(writer)
             if self.settings.shared_key is None or await self._handshake(reader, writer):
                 await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ssl.SSLEOFError):
             pass
         except codec.ProtocolError as exc:
             log.warning("relay: closing the connection from %s: %s", peer, exc)
@@ -153,6 +154,18 @@ class ForwardRelay:
                 if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward does
                     writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
                     await writer.drain()
+
+    async def _secure(self, writer: asyncio.StreamWriter) -> None:
+        """The TLS handshake, here rather than in the server: asyncio drops a failed one without a
+        word, and a client sending plain forward traffic to a TLS relay would be closed unseen.
+        A peer that leaves before its hello (a TCP health check), or sends none within the
+        handshake time (asyncio aborts it: a ConnectionError), is not worth a line."""
+        try:
+            await writer.start_tls(self.settings.tls, ssl_handshake_timeout=self.settings.handshake_seconds)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            raise ConnectionResetError("gone before the TLS handshake") from None
+        except ssl.SSLError as exc:
+            raise codec.ProtocolError(f"TLS handshake failed: {exc.reason or exc}") from None
 
     async def _handshake(self, reader, writer) -> bool:
         nonce = os.urandom(16)
