@@ -193,8 +193,26 @@ def run_fetch(args: argparse.Namespace) -> int:
         return _fetch(args)
 
 
+DAILY_REQUESTS = 1800  # about what the API allows these credentials in a rolling day, all tools included
+
+
+def _warn_of_quota(interval: timedelta) -> None:
+    """A poll is a request at least: polling faster than the day's budget allows ends in 429s."""
+    polls = timedelta(days=1) / interval
+    if polls > DAILY_REQUESTS:
+        log.warning(
+            "--interval %s: about %d polls a day, over the ~%d requests the TAP API allows these "
+            "credentials a day (shared by every tool that uses them); expect 429 answers and delays",
+            f"{interval.total_seconds():g} s",
+            polls,
+            DAILY_REQUESTS,
+        )
+
+
 def _fetch(args: argparse.Namespace) -> int:
     principal, secret = credentials(args.secret_file)
+    if args.follow:
+        _warn_of_quota(args.interval)
     store = _cursor_store(args)
     store.claim()  # a second collector on this cursor stops here
     store.load()  # an unreadable cursor fails now, before any request
