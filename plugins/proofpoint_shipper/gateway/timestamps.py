@@ -183,17 +183,22 @@ class LibcZone(tzinfo):
     """The local zone as the C library has it from $TZ (`time.localtime`), DST rules included."""
 
     def utcoffset(self, moment: datetime | None) -> timedelta:
-        if moment is None:
-            return timedelta(seconds=time.localtime().tm_gmtoff)
-        wall = (*moment.replace(tzinfo=None).timetuple()[:8], -1)  # -1: the C library tells DST
-        return timedelta(seconds=time.localtime(time.mktime(wall)).tm_gmtoff)
+        return timedelta(seconds=_local(moment).tm_gmtoff)
 
     def dst(self, moment: datetime | None) -> None:
         return None  # the offset above already holds it
 
     def tzname(self, moment: datetime | None) -> str:
-        return time.strftime("%Z")
+        return _local(moment).tm_zone
 
     def fromutc(self, moment: datetime) -> datetime:
         seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
         return moment + timedelta(seconds=time.localtime(seconds).tm_gmtoff)
+
+
+def _local(moment: datetime | None) -> time.struct_time:
+    """The C library's local time at a wall time of its zone (now, for None)."""
+    if moment is None:
+        return time.localtime()
+    wall = (*moment.replace(tzinfo=None).timetuple()[:8], -1)  # -1: the C library tells DST
+    return time.localtime(time.mktime(wall))
