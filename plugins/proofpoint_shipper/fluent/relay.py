@@ -142,6 +142,8 @@ class ForwardRelay:
             pass
         except codec.ProtocolError as exc:
             log.warning("relay: closing the connection from %s: %s", peer, exc)
+        except ssl.SSLError as exc:  # a TLS record that does not decrypt, after the handshake
+            log.warning("relay: closing the connection from %s: TLS error: %s", peer, exc.reason or exc)
         finally:
             self._handlers.discard(task)
             writer.close()
