@@ -1,8 +1,8 @@
 """Where our servers listen: checked before a server's own thread binds, on IPv4 or IPv6.
 
-`check_can_listen(host, port)` fails early with one clear ConfigError; `http_server` is the
-standard library's threading HTTP server on either family; `url_host` writes an address as a
-URL's host (an IPv6 address in brackets).
+`check_can_listen(host, port)` fails early with one clear ConfigError (`bound_socket` gives the
+bound socket itself, to hold a port); `http_server` is the standard library's threading HTTP
+server on either family; `url_host` writes an address as a URL's host (IPv6 in brackets).
 """
 
 import socket
@@ -15,16 +15,24 @@ def check_can_listen(host: str, port: int) -> None:
     """A ConfigError now when host:port is taken, not ours, or a name that does not resolve (port
     0 included): servers that bind in a thread of their own fail there with a traceback, or
     (moto) wait for good for a start that never comes."""
+    bound_socket(host, port, socket.SO_REUSEADDR).close()  # as the servers bind
+
+
+def bound_socket(host: str, port: int, reuse: int) -> socket.socket:
+    """A TCP socket bound to host:port (not listening) with the `reuse` option set
+    (SO_REUSEADDR, SO_REUSEPORT); a ConfigError naming the address when it cannot be."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except OSError as exc:  # gaierror: its errno is the resolver's, not the OS's
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot listen on {url_host(host)}:{port}: {exc.strerror or exc}") from None
+    bound = socket.socket(family, kind, proto)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, reuse, 1)
+        bound.bind(address)
+    except OSError as exc:
+        bound.close()
+        raise ConfigError(f"cannot listen on {url_host(host)}:{port}: {exc.strerror or exc}") from None
+    return bound
 
 
 def http_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:

@@ -21,6 +21,7 @@ from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, 
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.options import reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.listening import bound_socket, url_host
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import (
     add_operability_arguments,
@@ -267,19 +268,8 @@ def _one_address_for_all(listen: str) -> tuple[str, socket.socket | None]:
     host, port = host_and_port(listen, "--listen")
     if port != 0:
         return listen, None
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-        reservation = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-    try:
-        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reservation.bind(address)
-    except OSError as exc:
-        reservation.close()
-        raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-    port = reservation.getsockname()[1]
-    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), reservation
+    reservation = bound_socket(host, 0, socket.SO_REUSEPORT)
+    return f"{url_host(host)}:{reservation.getsockname()[1]}", reservation
 
 
 def _supervise(children: list[subprocess.Popen], stopping: list) -> int:
