@@ -25,8 +25,8 @@ from proofpoint_shipper.rawio import write_file_durably
 log = logging.getLogger("proofpoint_shipper")
 
 
-def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str) -> dict:
-    """`document`, if it holds only keys of `written`; else ConfigError naming the others.
+def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str) -> None:
+    """A ConfigError naming the keys of `document` that are not among `written`.
 
     Another command's file (the same --cursor given twice in copied configs) would otherwise read
     as "no saved state": a start from the default, then that command's progress overwritten.
@@ -37,7 +37,6 @@ def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str
             f"{what} holds {', '.join(foreign)}, which this command never writes: is it another "
             f"command's file? Give each command its own {flag}"
         )
-    return document
 
 
 class FileCursorStore:
