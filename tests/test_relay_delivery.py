@@ -7,8 +7,6 @@ loop is what is under test, and the command's five-attempt default would make th
 import asyncio
 import logging
 import socket
-import subprocess
-import sys
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -23,9 +21,7 @@ from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.forward_receiver import ForwardReceiver
-from tests.test_relay import FILTER_LINE, SENDMAIL_LINE
-
-PPSHIP_RELAY = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
+from tests.test_relay import FILTER_LINE, SENDMAIL_LINE, start_relay
 
 
 class RelayInThread:
@@ -147,12 +143,9 @@ def test_an_upstream_that_refuses_our_shared_key_stops_the_relay_with_its_reason
     receiver = ForwardReceiver(shared_key="right-key").start()
     key = tmp_path / "upstream.key"
     key.write_text("wrong-key\n")
-    command = [*PPSHIP_RELAY, "--upstream", f"127.0.0.1:{receiver.port}", "--drain-seconds", "1"]
-    with subprocess.Popen(
-        [*command, "--upstream-shared-key-file", str(key)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as relay:
+    relay, port = start_relay(receiver.port, "--drain-seconds", "1", "--upstream-shared-key-file", str(key))
+    with relay:
         try:
-            port = int(relay.stdout.readline().rsplit(b":", 1)[1])
             entries = [(EventTime(1645367700, 5), {"log": FILTER_LINE})]
             with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
                 client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="c"))
