@@ -4,10 +4,12 @@
 runs a context-managed server, prints one line about it, and returns 0 once a signal came.
 `add_operability_arguments` and `operate(args)` give the collectors and the relay their
 `--log-format` and `--metrics-port`; `read_secret` reads a secret from a file, never echoing it.
+`tune_gc_for_long_lived_state()` suits the garbage collector to commands that hold many objects.
 """
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -46,6 +48,22 @@ class StopOnSignals:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+
+
+# Tracked objects allocated, net, between two young collections (CPython's default: 700).
+YOUNG_GENERATION_THRESHOLD = 10_000
+
+
+def tune_gc_for_long_lived_state() -> None:
+    """Collect cyclic garbage less often, for a command that keeps many objects alive.
+
+    The assembler holds thousands of open messages for minutes. At CPython's default threshold
+    a collection runs every few hundred lines, and every tenth of those re-scans the older
+    generations, open messages included: a quarter of the assembler's time, spent finding no
+    garbage, as its structures hold no cycles. A higher threshold leaves at most that many more
+    objects waiting for a collection.
+    """
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def serve_until_stopped(server, banner: Callable[[object], str]) -> int:

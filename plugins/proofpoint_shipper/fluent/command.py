@@ -31,6 +31,7 @@ from proofpoint_shipper.service import (
     positive_seconds,
     read_secret,
     seconds,
+    tune_gc_for_long_lived_state,
 )
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, check_output_flags, open_s3_sink, output_only
@@ -159,7 +160,10 @@ def _run_one(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    assembler = Assembler(AssemblySettings(idle_timeout=args.idle_timeout)) if args.assemble else None
+    assembler = None
+    if args.assemble:
+        assembler = Assembler(AssemblySettings(idle_timeout=args.idle_timeout))
+        tune_gc_for_long_lived_state()
     relay = ForwardRelay(
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),
         upstream,
