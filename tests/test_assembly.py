@@ -34,6 +34,7 @@ def test_the_golden_cases_cover_the_bad_input_the_issue_names():
         "out_of_order",  # lines out of order
         "qid_twice",  # a queue id named by two messages
         "no_disconnect",  # a session that never disconnects
+        "clock_jump",  # a line dated decades ahead
     }
 
 
@@ -62,6 +63,24 @@ def test_a_deferred_delivery_ends_with_its_final_status():
     (delivery,) = records[0]["deliveries"]
     assert (delivery["dsn"], delivery["stat"]) == ("2.0.0", "Sent (Ok: queued as 4Jx2)")
     assert records[0]["lines"]["count"] == 10  # every line, the two deferrals included
+
+
+def test_a_line_dated_past_the_machines_clock_does_not_move_the_time():
+    lines = read_lines(GOLDEN_ASSEMBLY / "clock_jump.log")
+    out, assembler = feed_all(lines)  # no finish(): only what the clock pushed out
+    assert [(record["connection"]["sid"], record["complete"]) for record in out] == [("jmp1", True)]
+    assert assembler.counts["lines dated ahead of this machine's clock (time not used)"] == 1
+
+
+def test_the_bound_on_line_times_follows_the_machines_clock():
+    connect = "2022-02-20T{}.000000+00:00 mx1 filter_instance1[1]: rprt s={} mod=session cmd=connect"
+    now = 1645351200.0 - 86_400 - 60  # this machine's clock: a day and a minute before 10:00
+    assembler = Assembler(ASSEMBLY_SETTINGS, wall_clock=lambda: now)
+    parser = golden_parser()
+    for stamp, sid in (("09:00:00", "a"), ("09:58:00", "b"), ("10:00:00", "c")):
+        assembler.feed(parser.parse(connect.format(stamp, sid)))
+    assert assembler.clock == 1645351200.0 - 120  # 09:58 moved it; 10:00 is over a day ahead
+    assert assembler.counts["lines dated ahead of this machine's clock (time not used)"] == 1
 
 
 def test_hosts_keep_their_own_queue_ids():

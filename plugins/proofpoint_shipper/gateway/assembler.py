@@ -10,10 +10,15 @@ A message comes out `complete` once its session disconnected (and `settle` secon
 passed, for lines that arrive a little late) and its deliveries are final. Anything idle for
 `idle_timeout` seconds comes out with `complete: false`, and so does the least recently active
 session when `max_open` are open: memory is bounded and nothing is held forever. Time is the
-lines' own (the newest seen), so a file replayed gives the same records as the live stream.
+lines' own (the newest seen), so a file replayed gives the same records as the live stream. A
+line dated more than `max_ahead` after this machine's clock (a gateway whose clock jumped) is
+assembled but does not move the time: believed, it would time out every open message at once
+and leave later ones waiting for a time that is years away.
 """
 
+import time as wall
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +34,7 @@ class AssemblySettings:
     idle_timeout: float = 600.0  # seconds of log time without a line
     max_open: int = 50_000  # sessions and lone queue ids held at once
     settle: float = 2.0  # seconds after a disconnect in which late lines still join
+    max_ahead: float = 86_400.0  # seconds a line's time may be after this machine's clock
 
 
 @dataclass(slots=True)
@@ -43,9 +49,11 @@ class Session:
 
 
 class Assembler:
-    def __init__(self, settings: AssemblySettings | None = None):
+    def __init__(self, settings: AssemblySettings | None = None, wall_clock: Callable[[], float] = wall.time):
         self.settings = settings or AssemblySettings()
         self.clock = 0.0  # the newest line time seen, epoch seconds
+        self._wall_clock = wall_clock
+        self._believable_until = 0.0  # line times up to this move the clock; refreshed when passed
         self.counts: Counter[str] = Counter()
         self.lines = 0
         self._open: OrderedDict[tuple, Session] = OrderedDict()  # least recently active first
@@ -72,7 +80,7 @@ class Assembler:
         if moment is None:
             moment = self._seconds(time)
         if moment is not None and moment > self.clock:
-            self.clock = moment
+            self._advance(moment)
         self.lines += 1
         stream = record.get("stream")
         if stream == FILTER:
@@ -85,6 +93,14 @@ class Assembler:
             self._expired_at = self.clock
             out += self.expire(self.clock)
         return out
+
+    def _advance(self, moment: float) -> None:
+        if moment > self._believable_until:
+            self._believable_until = self._wall_clock() + self.settings.max_ahead
+            if moment > self._believable_until:
+                self.counts["lines dated ahead of this machine's clock (time not used)"] += 1
+                return
+        self.clock = moment
 
     def _seconds(self, time) -> float | None:
         """Epoch seconds of a line's time, to the whole second (all the clock needs), parsed
