@@ -22,6 +22,10 @@ REFUSED = [
     (["relay", "--drain-seconds", "-5", *UPSTREAM], b"--drain-seconds: expected a number of seconds"),
     (["relay", "--upstream-timeout", "nan", *UPSTREAM], b"--upstream-timeout: expected a number of"),
     (["relay", "--assemble", "--idle-timeout", "nan", *UPSTREAM], b"--idle-timeout: expected a number"),
+    (["relay", "--assemble", "--max-open", "0", *UPSTREAM], b"--max-open: expected a positive whole number"),
+    # the assembler's flags alone would be ignored
+    (["relay", "--idle-timeout", "60", *UPSTREAM], b"--idle-timeout is for --assemble, which is not given"),
+    (["relay", "--max-open", "10", "--workers", "2", *UPSTREAM], b"--max-open is for --assemble"),
     (["relay", "--upstream", "127.0.0.1:99999"], b"--upstream wants HOST:PORT (port 0-65535)"),
     (["relay", "--listen", "127.0.0.1:65536", *UPSTREAM], b"--listen wants HOST:PORT (port 0-65535)"),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--flush-records", "0"], b"--flush-records"),

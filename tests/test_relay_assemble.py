@@ -40,6 +40,20 @@ def test_messages_come_out_beside_the_lines_and_open_ones_at_sigterm():
     receiver.stop()
 
 
+def test_max_open_bounds_the_sessions_the_relay_holds():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port, *SETTINGS, "--max-open", "1")
+    try:
+        assert send_chunk(port, "forward", entries_of("interleaved"), chunk="c1") == {"ack": "c1"}
+        # interleaved sessions: holding one at a time, the relay writes the other out unfinished
+        _wait_for(
+            lambda: any(tag == MESSAGE_TAG and not record["complete"] for tag, _, record in receiver.entries)
+        )
+    finally:
+        stop_relay(relay)
+        receiver.stop()
+
+
 def test_the_message_table_is_written_by_the_s3_output(local_s3, bucket):
     s3 = ("--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url)
     relay, port = start_relay(None, *SETTINGS, *s3, env={**os.environ, **LOCAL_ENV})

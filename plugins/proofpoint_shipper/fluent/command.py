@@ -19,6 +19,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
+from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.listening import bound_socket, url_host
@@ -117,9 +118,14 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     relay.add_argument(
         "--idle-timeout",
         type=positive_seconds,
-        default=600.0,
         help="with --assemble: seconds a message may go without a line before it is sent with "
-        "complete=false (default: %(default)s)",
+        f"complete=false (default: {AssemblySettings.idle_timeout})",
+    )
+    relay.add_argument(
+        "--max-open",
+        type=positive_int,
+        help="with --assemble: sessions held open at once; beyond it the least recently active is "
+        f"sent with complete=false (default: {AssemblySettings.max_open})",
     )
     relay.add_argument(
         "--workers", type=positive_int, default=1, help="processes sharing the port (default: 1)"
@@ -135,6 +141,7 @@ def _secret(path: Path | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_assemble_flags(args)
     if args.workers > 1:
         setup_logging(args.log_format)
         return _run_workers(args)
@@ -157,12 +164,11 @@ def _run_one(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
     )
-    from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
     assembler = None
     if args.assemble:
-        assembler = Assembler(AssemblySettings(idle_timeout=args.idle_timeout))
+        assembler = Assembler(_assembly_settings(args))
         tune_gc_for_long_lived_state()
     relay = ForwardRelay(
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),
@@ -174,6 +180,22 @@ def _run_one(args: argparse.Namespace) -> int:
     with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
         upstream.close()
     return code
+
+
+def _check_assemble_flags(args: argparse.Namespace) -> None:
+    """The assembler's flags without --assemble would be ignored: a ConfigError instead."""
+    for flag, value in (("--idle-timeout", args.idle_timeout), ("--max-open", args.max_open)):
+        if value is not None and not args.assemble:
+            raise ConfigError(f"{flag} is for --assemble, which is not given")
+
+
+def _assembly_settings(args: argparse.Namespace) -> AssemblySettings:
+    settings = AssemblySettings()
+    if args.idle_timeout is not None:
+        settings.idle_timeout = args.idle_timeout
+    if args.max_open is not None:
+        settings.max_open = args.max_open
+    return settings
 
 
 def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
