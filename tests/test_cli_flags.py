@@ -58,6 +58,9 @@ REFUSED = [
     (["tap", "fetch", "--lag", "1e400"], b"--lag: not a duration of 0 or more"),
     (["tap", "fetch", "--lookback=-5m"], b"--lookback: not a duration of 0 or more"),
     (["tap", "fetch", "--follow", "--interval", "0"], b"--interval: a polling period must be above 0"),
+    # a flag of --follow alone would be ignored
+    (["tap", "fetch", "--interval", "5m"], b"--interval needs --follow: without it, one catch-up run"),
+    (["gateway", "parse", "--rotate-wait", "3"], b"--rotate-wait needs --follow"),
     (["pod", "stream", "--type", "message", "--since", "2999-01-01"], b"is in the future"),
     (
         ["pod", "stream", "--type", "message", "--since", "2022-01-02", "--until", "2022-01-01"],

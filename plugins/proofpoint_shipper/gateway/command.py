@@ -121,10 +121,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parse.add_argument(
         "--rotate-wait",
         type=seconds,
-        default=DEFAULT_ROTATE_WAIT_SECONDS,
         metavar="SECONDS",
-        help="with --follow: after a rotation by rename, read the old file on until it stayed "
-        "quiet this long, as syslog writes to it until it reopens the path (default: %(default)s)",
+        help="with --follow: after a rotation by rename, read the old file on until it stayed quiet "
+        "this long, as syslog writes to it until it reopens the path "
+        f"(default: {DEFAULT_ROTATE_WAIT_SECONDS})",
     )
     parse.add_argument(
         "--position-file",
@@ -151,8 +151,9 @@ def _streams(text: str) -> frozenset[str]:
 def run(args: argparse.Namespace) -> int:
     if args.follow:
         return _run_follow(args)
-    if args.position_file:
-        raise InputError("--position-file needs --follow")
+    for flag, value in (("--position-file", args.position_file), ("--rotate-wait", args.rotate_wait)):
+        if value is not None:
+            raise InputError(f"{flag} needs --follow")
     sources = open_inputs(args.files)
     job = _job(args)
     with job.signals_handled():
@@ -182,9 +183,10 @@ def _run_follow(args: argparse.Namespace) -> int:
     positions = FileCursorStore(position_file)
     positions.claim()  # a second follower on this position would write every line again
     logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
+    rotate_wait = DEFAULT_ROTATE_WAIT_SECONDS if args.rotate_wait is None else args.rotate_wait
     job = _job(args)
     with job.signals_handled():
-        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going, args.rotate_wait))
+        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going, rotate_wait))
     job.report()
     return 0
 

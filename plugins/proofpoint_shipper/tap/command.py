@@ -77,8 +77,7 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
     fetch.add_argument(
         "--interval",
         type=_period,
-        default=timedelta(minutes=5),
-        help="polling period with --follow, e.g. 300, 5m (default: 5m)",
+        help=f"polling period with --follow, e.g. 300, 5m (default: {DEFAULT_INTERVAL.seconds // 60}m)",
     )
     fetch.add_argument(
         "--lookback",
@@ -193,6 +192,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         return _fetch(args)
 
 
+DEFAULT_INTERVAL = timedelta(minutes=5)
 DAILY_REQUESTS = 1800  # about what the API allows these credentials in a rolling day, all tools included
 
 
@@ -210,6 +210,9 @@ def _warn_of_quota(interval: timedelta) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    if args.interval is not None and not args.follow:
+        raise ConfigError("--interval needs --follow: without it, one catch-up run and no polling")
+    args.interval = args.interval or DEFAULT_INTERVAL
     principal, secret = credentials(args.secret_file)
     if args.follow:
         _warn_of_quota(args.interval)
