@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -277,9 +278,41 @@ def test_a_frame_that_splits_but_does_not_decode_closes_its_connection_with_one_
     assert "undecodable frame: int is not allowed for map key" in stderr and "Traceback" not in stderr
 
 
-def _wait_for(condition, seconds: float = 30.0) -> None:
-    import time
+def _frame_start(size: int) -> bytes:
+    """The first bytes of a PackedForward frame whose entries take `size` bytes: a frame that is
+    still arriving for as long as the rest is not sent."""
+    return b"\x92" + _str8(b"gateway.raw") + b"\xc6" + size.to_bytes(4, "big")
 
+
+def _closed_by_the_relay(connection: socket.socket, data: bytes) -> bool:
+    try:
+        connection.sendall(data)
+        return connection.recv(4096) == b""
+    except (ConnectionResetError, BrokenPipeError):  # closed with our bytes unread
+        return True
+
+
+def test_frames_still_arriving_on_many_connections_are_bounded_together():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port, "--max-in-flight-bytes", "1000000")  # 500 kB arriving
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as first,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as second,
+    ):
+        first.sendall(_frame_start(2_000_000) + b"x" * 600_000)  # alone: let in, past the bound
+        time.sleep(0.5)
+        assert _closed_by_the_relay(second, _frame_start(2_000_000) + b"x" * 400_000)
+        first.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            first.recv(4096)  # the first is still open, waiting for the rest of its frame
+        entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+        assert send_chunk(port, "forward", entries, chunk="small") == {"ack": "small"}
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert "frames still arriving on all connections take over 1000000 bytes" in stderr
+
+
+def _wait_for(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out"

@@ -99,7 +99,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=64 * 1024 * 1024,
         help="memory of the records being delivered upstream at once, over all clients, estimated "
-        f"as {MEMORY_PER_WIRE_BYTE} times their size on the wire (default: %(default)s)",
+        f"as {MEMORY_PER_WIRE_BYTE} times their size on the wire; frames still arriving are held to "
+        "as much again (default: %(default)s)",
     )
     relay.add_argument(
         "--drain-seconds",

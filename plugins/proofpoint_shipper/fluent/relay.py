@@ -6,7 +6,7 @@ record's gateway line (under `log`, then `message`) is parsed and the record re-
 filter and sendmail records gain `text`, their line as the gateway text tables hold it. A
 client's chunk is acked only after upstream acked it. While delivery waits, that connection is
 not read (back-pressure), and a bound on the memory of records in flight over all connections
-caps memory. A
+caps memory; frames still arriving, over all connections, are held to the same bound apart. A
 garbage or oversized frame closes only its own connection, with a logged reason.
 """
 
@@ -39,6 +39,8 @@ log = logging.getLogger("proofpoint_shipper")
 # 8 more once parsed, 3 more packed for upstream (measured on the bench's mixed lines). In-flight
 # room is charged at this rate.
 MEMORY_PER_WIRE_BYTE = 17
+# A frame still arriving is held twice: in the splitter's unpacker, and in the copy it is cut from.
+ARRIVING_MEMORY_PER_WIRE_BYTE = 2
 TAGS = {name: BY_NAME[name].tag for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER_TAG}
 TABLES = {name: BY_NAME[name].table for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER}
 MESSAGE = BY_NAME["gateway_message"]  # the extra table of assembled messages (--assemble)
@@ -78,6 +80,7 @@ class ForwardRelay:
         self.upstream = upstream
         self.settings = settings
         self.in_flight = 0
+        self.arriving = 0  # wire bytes of frames not yet whole, over all connections
         self.relayed = 0
         self._room = asyncio.Condition()
         self._deliveries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upstream")
@@ -149,13 +152,39 @@ class ForwardRelay:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frames = FrameSplitter(self.settings.max_frame_bytes)
-        while not self._closing and (data := await reader.read(65536)):
-            for frame in frames.feed(data):
-                options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE)
-                if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward does
-                    writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
-                    await writer.drain()
+        frames, counted = FrameSplitter(self.settings.max_frame_bytes), 0  # counted: in self.arriving
+        try:
+            while not self._closing and (data := await reader.read(65536)):
+                for frame in frames.feed(data):
+                    options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE)
+                    if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward
+                        writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
+                        await writer.drain()
+                self.arriving += frames.pending_bytes - counted
+                counted = frames.pending_bytes
+                if self._too_much_arriving(counted):
+                    raise codec.ProtocolError(
+                        "frames still arriving on all connections take over "
+                        f"{self.settings.max_in_flight_bytes} bytes (--max-in-flight-bytes); "
+                        "its chunk is left for its client to send again"
+                    )
+        finally:
+            self.arriving -= counted
+
+    def _too_much_arriving(self, mine: int) -> bool:
+        """Whether a connection's partial frame of `mine` bytes takes those of all connections past
+        the in-flight bound (a bound of their own).
+
+        Without it, many clients each sending a frame just under --max-frame-bytes, slowly, would
+        hold memory without bound. A frame that no other connection's shares the bound with is let
+        in whatever its size (up to --max-frame-bytes), as a lone frame is let in flight.
+        """
+        others = self.arriving - mine
+        return (
+            mine > 0
+            and others > 0
+            and self.arriving * ARRIVING_MEMORY_PER_WIRE_BYTE > self.settings.max_in_flight_bytes
+        )
 
     async def _secure(self, writer: asyncio.StreamWriter) -> None:
         """The TLS handshake, here rather than in the server: asyncio drops a failed one without a
@@ -364,6 +393,10 @@ class FrameSplitter:
         self._unpacker = protocol.unpacker(max_frame_bytes)
         self._pending = bytearray()  # bytes fed since the last whole frame
         self._told = 0  # the unpacker's position after that frame
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
 
     def feed(self, data: bytes):
         try:
