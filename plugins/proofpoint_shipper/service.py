@@ -59,7 +59,7 @@ def tune_gc_for_long_lived_state() -> None:
 
     The assembler holds thousands of open messages for minutes. At CPython's default threshold
     a collection runs every few hundred lines, and every tenth of those re-scans the older
-    generations, open messages included: a quarter of the assembler's time, spent finding no
+    generations, open messages included: over a third of the assembler's time, spent finding no
     garbage, as its structures hold no cycles. A higher threshold leaves at most that many more
     objects waiting for a collection.
     """

@@ -176,8 +176,8 @@ class ForwardRelay:
         the in-flight bound (a bound of their own).
 
         Without it, many clients each sending a frame just under --max-frame-bytes, slowly, would
-        hold memory without bound. A frame that no other connection's shares the bound with is let
-        in whatever its size (up to --max-frame-bytes), as a lone frame is let in flight.
+        hold memory without bound. A partial frame alone (no other connection holds part of one)
+        is let in whatever its size (up to --max-frame-bytes), as a lone frame is let in flight.
         """
         others = self.arriving - mine
         return (

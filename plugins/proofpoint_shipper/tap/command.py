@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from proofpoint_shipper.tap.fetcher import TapFetcher
 
 log = logging.getLogger("proofpoint_shipper")
+DEFAULT_INTERVAL = timedelta(minutes=5)  # of --follow
 
 
 def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -192,7 +193,6 @@ def run_fetch(args: argparse.Namespace) -> int:
         return _fetch(args)
 
 
-DEFAULT_INTERVAL = timedelta(minutes=5)
 DAILY_REQUESTS = 1800  # about what the API allows these credentials in a rolling day, all tools included
 
 
