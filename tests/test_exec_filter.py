@@ -14,6 +14,11 @@ COMMAND = [sys.executable, "-m", "proofpoint_shipper", "gateway", "exec-filter",
 
 
 def run_filter(items: list, *args: str) -> list:
+    return run_filter_with_log(items, *args)[0]
+
+
+def run_filter_with_log(items: list, *args: str) -> tuple[list, bytes]:
+    """The maps that came back, and what the co-process wrote on stderr."""
     with subprocess.Popen(
         [*COMMAND, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as child:
@@ -30,7 +35,7 @@ def run_filter(items: list, *args: str) -> list:
         stderr = child.stderr.read()
         child.wait(timeout=60)
     assert child.returncode == 0, stderr.decode()[-500:]
-    return out
+    return out, stderr
 
 
 def test_100k_records_round_trip_in_order():
@@ -50,6 +55,16 @@ def test_key_fallbacks_bytes_and_inputs_without_a_line():
     assert out[3]["error"] == "input is not a map"
     custom = run_filter([{"line": line}], "--key", "line")
     assert custom[0]["stream"] == "gateway_sendmail"
+
+
+def test_what_came_in_is_counted_on_stderr_at_the_end():
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    header_alone = line[:50]  # partial: no message after the header
+    _, stderr = run_filter_with_log([{"log": line}, {"log": header_alone}, {"other": 1}, [1, 2]])
+    assert stderr == (
+        b"ppship gateway exec-filter: 4 inputs: gateway_filter 0 parsed; gateway_sendmail 1 parsed, "
+        b"1 partial; other 0 parsed; 1 not maps; 1 without a line under log or message\n"
+    )
 
 
 def test_bytes_that_are_not_msgpack_end_it_with_one_line_after_what_came_before():
@@ -110,7 +125,8 @@ def test_sigterm_writes_what_was_read_then_exits_0():
     unpacker.feed(rest)
     assert child.returncode == 0, stderr.decode()
     assert [item["n"] for item in unpacker] == [1]
-    assert (
-        stderr
-        == b"ppship gateway exec-filter: stopped in the middle of a msgpack object (10 bytes not read)\n"
+    assert stderr == (
+        b"ppship gateway exec-filter: stopped in the middle of a msgpack object (10 bytes not read)\n"
+        b"ppship gateway exec-filter: 1 inputs (stopped early): gateway_filter 0 parsed; "
+        b"gateway_sendmail 1 parsed; other 0 parsed\n"
     )

@@ -4,8 +4,8 @@ Reads a stream of msgpack maps on stdin and writes one map per input, in order, 
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
 `message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
 every read; EOF on stdin ends the run with exit code 0, and so does SIGTERM or SIGINT once what
-was read is written. Bytes that are not msgpack, or an object cut off by EOF, give one error line
-and exit code 2 (what came before is written first).
+was read is written, with counts per stream on stderr. Bytes that are not msgpack, or an object
+cut off by EOF, give one error line and exit code 2 (what came before is written first).
 """
 
 import argparse
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gateway.counts import StreamCounts
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import wait_readable
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     coprocess = CoProcess(args.key or ["log", "message"], GatewayParser(zone=resolve_zone(args.timezone)))
     with StopOnSignals(coprocess):
         coprocess.run()
+    coprocess.report()
     return 0
 
 
@@ -67,6 +69,8 @@ class CoProcess:
         self.stdout = stdout_fd()
         self.fed = self.taken = 0  # bytes read from stdin; bytes of the whole objects among them
         self.stopping = False
+        self.counts = StreamCounts()
+        self.not_maps = self.without_line = 0
 
     def run(self) -> None:
         while wait_readable(STDIN, lambda: not self.stopping) and (chunk := os.read(STDIN, READ_BYTES)):
@@ -90,12 +94,34 @@ class CoProcess:
         out: list[bytes] = []
         try:
             for item in self.unpacker:
-                out.append(self.pack(_filtered(item, self.keys, self.parser)))
+                out.append(self.pack(self._filtered(item)))
                 self.taken = self.unpacker.tell()
         except ValueError as exc:  # msgpack's FormatError and StackError
             _write(self.stdout, out)  # what came before the fault goes out
             raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
         _write(self.stdout, out)
+
+    def _filtered(self, item: object) -> dict:
+        if not isinstance(item, dict):
+            self.not_maps += 1
+            return {"error": "input is not a map", "input": repr(item)[:200]}
+        line = agent_line(item, self.keys)
+        if line is None:
+            self.without_line += 1
+            return {**item, "error": f"no gateway line under {' or '.join(self.keys)}"}
+        record = self.parser.parse_with_text(line, problem=decoding_problem(line))
+        self.counts.add(record)
+        return {**item, **record}
+
+    def report(self) -> None:
+        total = self.counts.total() + self.not_maps + self.without_line
+        parts = [self.counts.summary()]
+        if self.not_maps:
+            parts.append(f"{self.not_maps} not maps")
+        if self.without_line:
+            parts.append(f"{self.without_line} without a line under {' or '.join(self.keys)}")
+        ending = " (stopped early)" if self.stopping else ""
+        print(f"ppship gateway exec-filter: {total} inputs{ending}: " + "; ".join(parts), file=sys.stderr)
 
 
 def _write(stdout: int, packed: list[bytes]) -> None:
@@ -103,12 +129,3 @@ def _write(stdout: int, packed: list[bytes]) -> None:
         write_all(stdout, b"".join(packed))
     except OSError as exc:
         raise stdout_failed(exc) from exc
-
-
-def _filtered(item: object, keys: list[str], parser: "GatewayParser") -> dict:
-    if not isinstance(item, dict):
-        return {"error": "input is not a map", "input": repr(item)[:200]}
-    line = agent_line(item, keys)
-    if line is None:
-        return {**item, "error": f"no gateway line under {' or '.join(keys)}"}
-    return {**item, **parser.parse_with_text(line, problem=decoding_problem(line))}
