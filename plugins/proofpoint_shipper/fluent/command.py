@@ -167,10 +167,8 @@ def _run_one(args: argparse.Namespace) -> int:
     )
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    assembler = None
-    if args.assemble:
-        assembler = Assembler(_assembly_settings(args))
-        tune_gc_for_long_lived_state()
+    tune_gc_for_long_lived_state()  # records in flight, and with --assemble open messages
+    assembler = Assembler(_assembly_settings(args)) if args.assemble else None
     relay = ForwardRelay(
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),
         upstream,
