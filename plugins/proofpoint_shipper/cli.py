@@ -13,6 +13,7 @@ from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.gateway import command as gateway_command
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.rawio import occupy_closed_standard_streams
+from proofpoint_shipper.service import tune_gc_for_long_lived_state
 from proofpoint_shipper.tap import command as tap_command
 
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     occupy_closed_standard_streams()
     args = build_parser().parse_args(argv)
+    tune_gc_for_long_lived_state()
     try:
         return args.run(args)
     except ShipperError as exc:

@@ -32,7 +32,6 @@ from proofpoint_shipper.service import (
     positive_seconds,
     read_secret,
     seconds,
-    tune_gc_for_long_lived_state,
 )
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, check_output_flags, open_s3_sink, output_only
@@ -167,7 +166,6 @@ def _run_one(args: argparse.Namespace) -> int:
     )
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    tune_gc_for_long_lived_state()  # records in flight, and with --assemble open messages
     assembler = Assembler(_assembly_settings(args)) if args.assemble else None
     relay = ForwardRelay(
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time),

@@ -19,12 +19,7 @@ from proofpoint_shipper.gateway.options import host_name, open_inputs, reference
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
-from proofpoint_shipper.service import (
-    StopOnSignals,
-    positive_int,
-    positive_seconds,
-    tune_gc_for_long_lived_state,
-)
+from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.records import json_record
 
 if TYPE_CHECKING:
@@ -77,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     stdout_fd()  # started with stdout closed: say so now, not at the first message
     sources = open_inputs(args.files)
-    tune_gc_for_long_lived_state()
     job = AssembleJob(
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
