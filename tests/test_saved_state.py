@@ -24,6 +24,7 @@ CURSORS = {
         '{"recent": 5}',
         '{"recent": [1]}',
         '{"last_ts": {}}',
+        '{"last_ts": "yesterday", "recent": []}',  # a string, but no time
         "7",
         '{"cursor": "2022-02-20T08:00:00+00:00"}',  # the TAP cursor
         '{"type": "maillog", "last_ts": null, "recent": []}',  # the other type's: run with --type message

@@ -181,7 +181,7 @@ class PodStream:
     def _report_gap(self) -> None:
         if not self._last_ts:
             return
-        last = datetime.fromisoformat(self._last_ts).astimezone(UTC)
+        last = event_time({"ts": self._last_ts})  # a time: the saved one was checked at start
         oldest_live = datetime.now(UTC) - LIVE_RESUME
         if last < oldest_live:
             self.summary.gap = (last.isoformat(), oldest_live.isoformat())
@@ -365,7 +365,7 @@ def _checked_state(state: dict, kind: str, where: str) -> dict:
         )
     recent, last_ts = state.get("recent", []), state.get("last_ts")
     if not (isinstance(recent, list) and all(isinstance(key, str) for key in recent)) or not (
-        last_ts is None or isinstance(last_ts, str)
+        last_ts is None or event_time({"ts": last_ts}) is not None
     ):
         raise ConfigError(
             "the PoD resume file holds what this version does not write; move it aside to start over"
