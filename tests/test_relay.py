@@ -232,6 +232,19 @@ def test_a_garbage_frame_closes_only_its_connection(pipeline):
         assert next(unpacker) == {"ack": "ok"}
 
 
+def test_a_client_refused_in_a_loop_does_not_fill_the_log():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    for _ in range(15):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+            bad.sendall(b"\xc1 not msgpack")
+            assert bad.recv(4096) == b""  # closed by the relay
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert stderr.count("relay: closing the connection from") == 10  # the first ten of the minute
+    assert "relay: 5 more clients refused in " in stderr
+
+
 def test_a_binary_chunk_id_is_acked_as_it_came(pipeline):
     _, port = pipeline
     entries = [[EventTime(1645367700, 1), {"log": FILTER_LINE}]]

@@ -26,6 +26,7 @@ import msgpack
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
+from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.sinks.records import record_time
 from proofpoint_shipper.streams import BY_NAME, OTHER, OTHER_TAG
@@ -90,6 +91,8 @@ class ForwardRelay:
         self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
         self._delivery_task: asyncio.Task | None = None
         self.broken: asyncio.Event | None = None  # set when delivery stopped on an unexpected error
+        # A client refused in a loop (garbage, a wrong shared key) would fill the log: ten lines a minute.
+        self._refusals = Throttled(log, logging.WARNING, "relay: {count} more clients refused in {seconds} s")
         self.failure: ConfigError | None = None  # why, when it was a setting: the command's error
 
     async def start(self) -> tuple[str, int]:
@@ -122,6 +125,7 @@ class ForwardRelay:
             await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
             handler.cancel()
+        self._refusals.close()  # the refusals not told yet
         if self.assembler is not None:
             await self._deliver_open_messages()
         self.upstream.abandon()  # unblock a delivery still waiting for upstream
@@ -134,6 +138,7 @@ class ForwardRelay:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._handlers.add(task)
+        self._refusals.tell_due()
         peer = writer.get_extra_info("peername")
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -144,9 +149,11 @@ class ForwardRelay:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError, ssl.SSLEOFError):
             pass
         except codec.ProtocolError as exc:
-            log.warning("relay: closing the connection from %s: %s", peer, exc)
+            self._refusals.log("relay: closing the connection from %s: %s", peer, exc)
         except ssl.SSLError as exc:  # a TLS record that does not decrypt, after the handshake
-            log.warning("relay: closing the connection from %s: TLS error: %s", peer, exc.reason or exc)
+            self._refusals.log(
+                "relay: closing the connection from %s: TLS error: %s", peer, exc.reason or exc
+            )
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -232,7 +239,7 @@ class ForwardRelay:
         writer.write(msgpack.packb(["PONG", ok, "" if ok else "shared key mismatch", hostname, digest]))
         await writer.drain()
         if not ok:
-            log.warning("relay: refused a client whose shared key does not match")
+            self._refusals.log("relay: refused a client whose shared key does not match")
         return ok
 
     # -- delivery -----------------------------------------------------------------------------
