@@ -104,3 +104,27 @@ def test_one_bad_entry_among_good_ones_is_named(bad):
     with pytest.raises(codec.ProtocolError, match="not an entry") as refused:
         codec.decode(["t", [[1, {"log": "a"}], bad, [2, {"log": "b"}]]])
     assert str(bad)[:20] in str(refused.value)
+
+
+def test_float_times_become_event_times_and_no_time_floats_the_time_received():
+    received = 1_700_000_000.5
+    sent = [
+        (1645367700.25, {"n": 0}),
+        (float("nan"), {"n": 1}),
+        (float("inf"), {"n": 2}),
+        (-3.5, {"n": 3}),
+        (2.0**32, {"n": 4}),
+        (7, {"n": 5}),
+        (EventTime(9, 8), {"n": 6}),
+    ]
+    fixed, no_time = codec.spec_times(sent, received)
+    assert no_time == 4
+    assert [record for _, record in fixed] == [record for _, record in sent]
+    assert fixed[0][0] == EventTime(1645367700, 250_000_000)
+    assert [time for time, _ in fixed[1:5]] == [EventTime(1_700_000_000, 500_000_000)] * 4
+    assert fixed[5:] == sent[5:]  # the spec's own times, untouched
+
+
+def test_entries_without_float_times_are_passed_as_they_are():
+    sent = [(7, {"n": 0}), (EventTime(9, 8), {"n": 1})]
+    assert codec.spec_times(sent, 1.0) == (sent, 0)

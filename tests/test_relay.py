@@ -255,6 +255,21 @@ def test_a_binary_chunk_id_is_acked_as_it_came(pipeline):
         assert next(unpacker) == {"ack": b"\x01id"}
 
 
+def test_float_times_reach_upstream_as_event_times_and_no_time_as_the_time_received():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    entries = [(1645367700.25, {"log": FILTER_LINE}), (float("nan"), {"log": SENDMAIL_LINE})]
+    before = int(time.time())
+    assert send_chunk(port, "forward", entries) == {"ack": "chunk-1"}
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    (_, exact, _), (_, stamped, relayed) = receiver.entries
+    assert exact == EventTime(1645367700, 250_000_000)  # Fluentd refuses float times
+    assert type(stamped) is EventTime and before <= int.from_bytes(stamped.data[:4], "big") <= time.time()
+    assert relayed["qid"] == "w3HMWjG3039079"  # the record itself is passed on
+    assert "held 1 float times that are no time" in stderr
+
+
 def _str8(data: bytes) -> bytes:
     """A msgpack str holding these bytes as they are, UTF-8 or not (as Fluent Bit sends a tailed
     Latin-1 line)."""

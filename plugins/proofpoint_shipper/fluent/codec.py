@@ -2,12 +2,14 @@
 
 `decode(message)` turns a decoded client message into (tag, entries, options) for Message,
 Forward, PackedForward and CompressedPackedForward (gzip) modes, with EventTime or integer times;
-anything else raises ProtocolError. `encode(mode, tag, entries, chunk)` writes any of them.
+anything else raises ProtocolError. `spec_times(entries, received)` turns float times, which the
+protocol does not have, into EventTime. `encode(mode, tag, entries, chunk)` writes any mode.
 Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bounded buffer).
 """
 
 import gzip
 import io
+import math
 import zlib
 from operator import itemgetter
 
@@ -72,6 +74,28 @@ _time, _record = itemgetter(0), itemgetter(1)
 
 def _is_entry(entry: object) -> bool:
     return type(entry) in _ENTRY_TYPES and len(entry) == 2 and _is_time(entry[0]) and type(entry[1]) is dict
+
+
+def spec_times(entries: list[tuple[object, dict]], received: float) -> tuple[list, int]:
+    """The entries with every float time as an EventTime, and how many floats were no time at all.
+
+    The spec has integer and EventTime times only: Fluentd refuses a float further down its
+    pipeline. A float that is NaN, infinite or outside EventTime's range (1970 to 2106) becomes
+    `received`, as Fluentd's in_forward stamps a record that has no time.
+    """
+    if float not in set(map(type, map(_time, entries))):
+        return entries, 0  # the common case, checked in a C loop
+    fixed, bad = [], 0
+    for time, record in entries:
+        if type(time) is float:
+            if not (math.isfinite(time) and 0 <= time < _EVENT_TIME_END):
+                time, bad = received, bad + 1
+            time = protocol.EventTime(time)
+        fixed.append((time, record))
+    return fixed, bad
+
+
+_EVENT_TIME_END = 2.0**32  # EventTime's seconds are an unsigned 32-bit number
 
 
 def _gunzip(data: bytes) -> bytes:

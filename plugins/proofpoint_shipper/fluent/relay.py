@@ -19,6 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import monotonic
+from time import time as epoch_seconds
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -93,6 +94,11 @@ class ForwardRelay:
         self.broken: asyncio.Event | None = None  # set when delivery stopped on an unexpected error
         # A client refused in a loop (garbage, a wrong shared key) would fill the log: ten lines a minute.
         self._refusals = Throttled(log, logging.WARNING, "relay: {count} more clients refused in {seconds} s")
+        self._odd_times = Throttled(
+            log,
+            logging.WARNING,
+            "relay: {count} more frames with records whose time is no time in {seconds} s",
+        )
         self.failure: ConfigError | None = None  # why, when it was a setting: the command's error
 
     async def start(self) -> tuple[str, int]:
@@ -126,6 +132,7 @@ class ForwardRelay:
         for handler in self._handlers:
             handler.cancel()
         self._refusals.close()  # the refusals not told yet
+        self._odd_times.close()
         if self.assembler is not None:
             await self._deliver_open_messages()
         self.upstream.abandon()  # unblock a delivery still waiting for upstream
@@ -159,11 +166,12 @@ class ForwardRelay:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
         frames, counted = FrameSplitter(self.settings.max_frame_bytes), 0  # counted: in self.arriving
         try:
             while not self._closing and (data := await reader.read(65536)):
                 for frame in frames.feed(data):
-                    options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE)
+                    options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
                     if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward
                         writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
                         await writer.drain()
@@ -244,7 +252,7 @@ class ForwardRelay:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    async def _relay(self, frame: bytes, size: int) -> dict:
+    async def _relay(self, frame: bytes, size: int, peer: object) -> dict:
         """Deliver one frame's records once there is room for them; returns the frame's options.
 
         Room is taken before the frame is decoded and parsed, which is where memory grows: a
@@ -257,6 +265,14 @@ class ForwardRelay:
             self.in_flight += size
         try:
             _, entries, options = codec.decode(_unpacked(frame))
+            entries, no_time = codec.spec_times(entries, epoch_seconds())
+            if no_time:
+                self._odd_times.log(
+                    "relay: a frame from %s held %d float times that are no time (NaN, infinite "
+                    "or outside 1970 to 2106): those records are stamped with the time received",
+                    peer,
+                    no_time,
+                )
             done = asyncio.get_running_loop().create_future()
             await self._queue.put((self._retag(entries), done))
             await done  # upstream acked these records
