@@ -128,3 +128,55 @@ def test_float_times_become_event_times_and_no_time_floats_the_time_received():
 def test_entries_without_float_times_are_passed_as_they_are():
     sent = [(7, {"n": 0}), (EventTime(9, 8), {"n": 1})]
     assert codec.spec_times(sent, 1.0) == (sent, 0)
+
+
+def _with_metadata(entries, metadata):
+    """Entries as Fluent Bit 5.0.5 and later sends them: [[time, {metadata}], record]."""
+    return [[[time, meta], record] for (time, record), meta in zip(entries, metadata, strict=True)]
+
+
+def _packed(events) -> bytes:
+    return b"".join(msgpack.packb(event, use_bin_type=True) for event in events)
+
+
+def test_events_with_empty_metadata_read_as_plain_entries_in_every_batched_mode():
+    sent = [(EventTime(1645367700, 5), {"log": "a"}), (EventTime(1645367701, 6), {"log": "b"})]
+    events = _with_metadata(sent, [{}, {}])
+    options = {"size": 2, "chunk": "c", "fluent_signal": 0}
+    for message in (
+        ["t", events, options],
+        ["t", _packed(events), options],
+        ["t", gzip.compress(_packed(events)), {**options, "compressed": "gzip"}],
+    ):
+        assert through_the_wire(msgpack.packb(message, use_bin_type=True)) == ("t", sent, message[2])
+
+
+def test_metadata_that_holds_anything_is_kept_in_the_record():
+    sent = [(1, {"log": "a"}), (EventTime(2, 0), {"log": "b"}), (3, {"log": "c"})]
+    events = [*_with_metadata(sent[:2], [{"otlp": {"severity": 9}}, {}]), list(sent[2])]  # one plain
+    _, entries, _ = codec.decode(["t", events])
+    assert [time for time, _ in entries] == [1, EventTime(2, 0), 3]
+    assert [record for _, record in entries] == [
+        {"log": "a", "fluent_metadata": {"otlp": {"severity": 9}}},
+        {"log": "b"},
+        {"log": "c"},
+    ]
+
+
+def test_message_mode_with_metadata():
+    message = ["t", [EventTime(7, 8), {"k": "v"}], {"log": "a"}, {"chunk": "c"}]
+    assert codec.decode(message) == (
+        "t",
+        [(EventTime(7, 8), {"log": "a", "fluent_metadata": {"k": "v"}})],
+        {"chunk": "c"},
+    )
+
+
+@pytest.mark.parametrize(
+    "time",
+    [[], [EventTime(1, 0), "not a map"], ["not a time", {}], [[1, {}], {}], [True, {}]],
+    ids=["empty", "metadata not a map", "no time", "nested", "bool time"],
+)
+def test_a_time_with_bad_metadata_is_not_an_entry(time):
+    with pytest.raises(codec.ProtocolError, match="not an entry"):
+        codec.decode(["t", [[1, {"log": "a"}], [time, {"log": "b"}]]])

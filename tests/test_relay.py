@@ -124,6 +124,32 @@ def test_our_encoder_in_every_batched_mode_is_acked_after_upstream(pipeline, mod
     }
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["forward", "compressed"])
+def test_fluent_bit_5_events_with_metadata_are_relayed_as_plain_entries(pipeline, compressed):
+    """Fluent Bit 5.0.5 and later sends [[time, {metadata}], record] by default (forward
+    protocol v1.5); what goes upstream is [time, record], which every receiver reads."""
+    receiver, port = pipeline
+    times = [EventTime(1645367700, 157994000), EventTime(1645367701, 5)]
+    events = [[[times[0], {}], {"log": FILTER_LINE}], [[times[1], {}], {"log": SENDMAIL_LINE}]]
+    options = {"size": 2, "chunk": "fb5", "fluent_signal": 0}
+    if compressed:
+        packed = b"".join(msgpack.packb(event, use_bin_type=True) for event in events)
+        message = ["gateway.raw", gzip.compress(packed), {**options, "compressed": "gzip"}]
+    else:
+        message = ["gateway.raw", events, options]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(msgpack.packb(message, use_bin_type=True))
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        assert next(unpacker) == {"ack": "fb5"}
+    assert [(tag, time) for tag, time, _ in receiver.entries] == [
+        ("proofpoint.gateway.filter", times[0]),
+        ("proofpoint.gateway.sendmail", times[1]),
+    ]
+    assert [record["raw"] for _, _, record in receiver.entries] == [FILTER_LINE, SENDMAIL_LINE]
+    assert not any("fluent_metadata" in record for _, _, record in receiver.entries)
+
+
 def test_no_ack_while_upstream_is_down_and_nothing_lost_when_it_returns():
     silent = ForwardReceiver(ack=False).start()
     port_up = silent.port

@@ -2,8 +2,12 @@
 
 `decode(message)` turns a decoded client message into (tag, entries, options) for Message,
 Forward, PackedForward and CompressedPackedForward (gzip) modes, with EventTime or integer times;
-anything else raises ProtocolError. `spec_times(entries, received)` turns float times, which the
-protocol does not have, into EventTime. `encode(mode, tag, entries, chunk)` writes any mode.
+anything else raises ProtocolError. An event may carry metadata, as forward protocol v1.5 has it
+and Fluent Bit sends by default since 5.0.5: `[[time, {metadata}...], record]`. Its time is read
+as any other; metadata maps that hold anything are kept in the record under `fluent_metadata`, so
+that the entries are plain `[time, record]` for any receiver (older Fluentd refuses the other
+form). `spec_times(entries, received)` turns float times, which the protocol does not have, into
+EventTime. `encode(mode, tag, entries, chunk)` writes any mode.
 Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bounded buffer).
 """
 
@@ -28,10 +32,10 @@ def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
     if not isinstance(message, list) or len(message) < 2 or not isinstance(message[0], str):
         raise ProtocolError(f"not a forward message: {str(message)[:80]!r}")
     tag, body = message[0], message[1]
-    if _is_time(body):  # Message mode: [tag, time, record, options?]
+    if _is_time(body) or _is_time_with_metadata(body):  # Message mode: [tag, time, record, options?]
         if len(message) < 3 or not isinstance(message[2], dict):
             raise ProtocolError("Message mode without a record")
-        return tag, [(body, message[2])], _options(message, 3)
+        return tag, _entries([(body, message[2])]), _options(message, 3)
     options = _options(message, 2)
     if isinstance(body, list):  # Forward mode: [tag, [[time, record], ...], options?]
         return tag, _entries(body), options
@@ -44,6 +48,16 @@ def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
 
 def _is_time(value: object) -> bool:
     return type(value) in _TIME_TYPES
+
+
+def _is_time_with_metadata(value: object) -> bool:
+    """[time, {metadata}...]: an event's time as forward protocol v1.5 allows it."""
+    return (
+        type(value) in _ENTRY_TYPES
+        and len(value) >= 1
+        and _is_time(value[0])
+        and all(type(metadata) is dict for metadata in value[1:])
+    )
 
 
 def _options(message: list, index: int) -> dict:
@@ -60,11 +74,43 @@ def _entries(candidates: list) -> list[tuple[object, dict]]:
         set(map(type, candidates)) <= _ENTRY_TYPES
         and set(map(len, candidates)) <= {2}
         and set(map(type, map(_record, candidates))) <= {dict}
-        and set(map(type, map(_time, candidates))) <= _TIME_TYPES
     ):
-        bad = next(entry for entry in candidates if not _is_entry(entry))
-        raise ProtocolError(f"not an entry [time, record]: {str(bad)[:80]!r}")
-    return list(zip(map(_time, candidates), map(_record, candidates), strict=True))
+        raise _not_an_entry(candidates)
+    times = list(map(_time, candidates))
+    if not set(map(type, times)) <= _TIME_TYPES:
+        return _entries_with_metadata(candidates, times)
+    return list(zip(times, map(_record, candidates), strict=True))
+
+
+def _entries_with_metadata(candidates: list, times: list) -> list[tuple[object, dict]]:
+    """Entries some of whose times are [time, {metadata}...]. Fluent Bit sends `{}` as the
+    metadata of a tailed line: a batch of those is read in bulk too."""
+    if (
+        set(map(type, times)) <= _ENTRY_TYPES
+        and set(map(len, times)) <= {2}
+        and set(map(type, map(_time, times))) <= _TIME_TYPES
+        and set(map(type, map(_record, times))) <= {dict}
+        and not any(map(_record, times))  # every metadata map empty
+    ):
+        return list(zip(map(_time, times), map(_record, candidates), strict=True))
+    entries = []
+    for time, record in candidates:
+        if not (_is_time(time) or _is_time_with_metadata(time)):
+            raise _not_an_entry(candidates)
+        if not _is_time(time):
+            time, metadata = time[0], [kept for kept in time[1:] if kept]
+            if metadata:
+                record[METADATA_KEY] = metadata[0] if len(metadata) == 1 else metadata
+        entries.append((time, record))
+    return entries
+
+
+METADATA_KEY = "fluent_metadata"  # where an event's metadata maps are kept, when not empty
+
+
+def _not_an_entry(candidates: list) -> ProtocolError:
+    bad = next(entry for entry in candidates if not _is_entry(entry))
+    return ProtocolError(f"not an entry [time, record]: {str(bad)[:80]!r}")
 
 
 _ENTRY_TYPES = frozenset({list, tuple})
@@ -73,7 +119,12 @@ _time, _record = itemgetter(0), itemgetter(1)
 
 
 def _is_entry(entry: object) -> bool:
-    return type(entry) in _ENTRY_TYPES and len(entry) == 2 and _is_time(entry[0]) and type(entry[1]) is dict
+    return (
+        type(entry) in _ENTRY_TYPES
+        and len(entry) == 2
+        and (_is_time(entry[0]) or _is_time_with_metadata(entry[0]))
+        and type(entry[1]) is dict
+    )
 
 
 def spec_times(entries: list[tuple[object, dict]], received: float) -> tuple[list, int]:
