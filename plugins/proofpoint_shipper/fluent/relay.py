@@ -126,12 +126,13 @@ class ForwardRelay:
         """
         self._closing = True
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            self._server.close()  # no new connections
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
             handler.cancel()
+        if self._server is not None:
+            await self._connections_closed()
         self._refusals.close()  # the refusals not told yet
         self._odd_times.close()
         if self.assembler is not None:
@@ -140,6 +141,18 @@ class ForwardRelay:
         if self._delivery_task is not None:
             self._delivery_task.cancel()
         self._deliveries.shutdown(wait=True, cancel_futures=True)
+
+    async def _connections_closed(self) -> None:
+        """Since Python 3.12 the server's wait_closed() waits for every client connection to
+        close: only once their handlers ended, and bounded, as a client may never read its last
+        bytes."""
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=1.0)
+        try:
+            async with asyncio.timeout(1.0):
+                await self._server.wait_closed()
+        except TimeoutError:
+            log.warning("relay: stopping with client connections still closing")
 
     # -- one client connection ----------------------------------------------------------------
 
