@@ -5,10 +5,10 @@ record's gateway line (under `log`, then `message`) is parsed and the record re-
 (`proofpoint.gateway.filter|sendmail|other`) with its original time (a float as the EventTime it
 stands for: the protocol has no floats), then delivered upstream; filter and sendmail records
 gain `text`, their line as the gateway text tables hold it. A client's chunk is acked only after
-upstream acked it. While delivery waits, that connection is
-not read (back-pressure), and a bound on the memory of records in flight over all connections
-caps memory; frames still arriving, over all connections, are held to the same bound apart. A
-garbage or oversized frame closes only its own connection, with a logged reason.
+upstream acked it. While delivery waits, that connection is not read (back-pressure), and a
+bound on the memory of records in flight over all connections caps memory; frames still
+arriving, over all connections, are held to the same bound apart. A garbage or oversized frame
+closes only its own connection, with a logged reason.
 """
 
 import asyncio
