@@ -180,3 +180,18 @@ def test_message_mode_with_metadata():
 def test_a_time_with_bad_metadata_is_not_an_entry(time):
     with pytest.raises(codec.ProtocolError, match="not an entry"):
         codec.decode(["t", [[1, {"log": "a"}], [time, {"log": "b"}]]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["forward", "packed"]), entries, st.data())
+def test_any_events_with_metadata_read_as_their_plain_entries(mode, batch, data):
+    metadata = data.draw(st.lists(st.one_of(st.just({}), records), min_size=len(batch), max_size=len(batch)))
+    events = _with_metadata(batch, metadata)
+    body = events if mode == "forward" else _packed(events)
+    _, got, _ = through_the_wire(msgpack.packb(["t", body, {}], use_bin_type=True))
+    assert [time for time, _ in got] == [time for time, _ in batch]
+    expected = [
+        record | ({"fluent_metadata": meta} if meta else {})
+        for (_, record), meta in zip(batch, metadata, strict=True)
+    ]
+    assert [record for _, record in got] == expected
