@@ -20,6 +20,20 @@ from tests.conftest import run_ppship
 
 pytestmark = pytest.mark.docker
 IMAGES = {"fluent-bit": "fluent/fluent-bit:4.2", "vector": "timberio/vector:0.49.0-debian"}
+# Fluent Bit 5.0.5 and later send events with metadata to a forward output by default.
+FLUENT_BIT_RELEASES = ["fluent/fluent-bit:4.2", "fluent/fluent-bit:5.0.6"]
+FILTER_LINE = (
+    "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[21074]: rprt s=3ebnb6gs7y m=1 "
+    "x=3ebnb6gs7y-1 mod=session cmd=disconnect"
+)
+# table -> (the line as the gateway wrote it, the line as the text table holds it)
+GATEWAY_LINES = {
+    "proofpoint_gateway_filter_logs": (FILTER_LINE, FILTER_LINE),  # already normal: byte-identical
+    "proofpoint_gateway_sendmail_logs": (
+        "Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent",
+        "2022-02-03T08:35:00.000000+00:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent",
+    ),
+}
 SAMPLES = Path(__file__).parent / "data" / "tap_seed_samples.ndjson"
 TAP_TABLES = {
     "messagesDelivered": "proofpoint_tap_messages_delivered",
@@ -137,3 +151,62 @@ def test_tap_flow_lands_the_four_tables(engine, local_s3, bucket, tmp_path, agen
     assert set(landed) == set(TAP_TABLES.values()), logs
     for records in landed.values():
         assert all("date" not in record and "table" not in record for record in records), records
+
+
+@pytest.mark.parametrize("image", FLUENT_BIT_RELEASES)
+def test_gateway_flow_through_the_relay_lands_the_two_text_tables(engine, local_s3, bucket, tmp_path, image):
+    """Fluent Bit tails the mail log and forwards it to the real relay, which sends the parsed
+    records back to Fluent Bit's forward input; the S3 outputs write the normalised lines."""
+    from tests.test_relay import start_relay, stop_relay
+
+    config_dir, data = tmp_path / "config", tmp_path / "data"
+    config_dir.mkdir()
+    data.mkdir(mode=0o777)
+    (data / "maillog").write_text("".join(sent + "\n" for sent, _ in GATEWAY_LINES.values()))
+    # upstream: the agent's forward input; BSD years against 2022, as the expected lines have them
+    relay, relay_port = start_relay(24224, "--reference-time", "2022-03-01T00:00:00+00:00")
+    shipped = (CONFIGS / "fluent-bit" / "gateway.yaml").read_text()
+    edits = [
+        ("upload_timeout: 10m", "upload_timeout: 5s"),
+        ("read_from_head: false", "read_from_head: true"),  # the lines are there before it starts
+        ("port: 24225", f"port: {relay_port}"),
+    ]
+    for old, new in edits:
+        assert old in shipped
+        shipped = shipped.replace(old, new)
+    (config_dir / "gateway.yaml").write_text(shipped)
+    environment = _environment(local_s3, bucket, "/data") | {
+        "GATEWAY_LOG": "/data/maillog",
+        "FLB_DB_DIR": "/data",
+    }
+    container = engine.containers.run(
+        image,
+        ["-c", "/config/gateway.yaml"],
+        detach=True,
+        network_mode="host",
+        environment=environment,
+        volumes={
+            str(config_dir): {"bind": "/config", "mode": "ro"},
+            str(data): {"bind": "/data", "mode": "rw"},
+        },
+    )
+    try:
+        landed = _text_tables_landed(local_s3.client(), bucket, set(GATEWAY_LINES))
+    finally:
+        logs = container.logs().decode(errors="replace")[-3000:]
+        container.stop(timeout=30)
+        container.remove()
+        relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
+    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, (
+        logs + relay_log
+    )
+
+
+def _text_tables_landed(client, bucket: str, tables: set[str], seconds: float = 120) -> dict[str, list[str]]:
+    deadline, landed = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline and set(landed) != tables:
+        for item in client.list_objects_v2(Bucket=bucket, Prefix="lake/").get("Contents", []):
+            body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            landed[item["Key"].split("/")[1]] = body.decode().splitlines()
+        time.sleep(2)
+    return landed
