@@ -195,3 +195,11 @@ def test_any_events_with_metadata_read_as_their_plain_entries(mode, batch, data)
         for (_, record), meta in zip(batch, metadata, strict=True)
     ]
     assert [record for _, record in got] == expected
+
+
+def test_a_compression_other_than_gzip_is_refused_by_name():
+    packed = _packed([[1, {"log": "a"}]])
+    for plain in ("text", "none"):  # "text" is Fluentd's word for none; entries that read are read
+        assert codec.decode(["t", packed, {"compressed": plain}])[1] == [(1, {"log": "a"})]
+    with pytest.raises(codec.ProtocolError, match="compressed with 'zstd': only gzip is read here"):
+        codec.decode(["t", b"\x28\xb5\x2f\xfd" + packed, {"compressed": "zstd"}])

@@ -40,10 +40,22 @@ def decode(message: object) -> tuple[str, list[tuple[object, dict]], dict]:
     if isinstance(body, list):  # Forward mode: [tag, [[time, record], ...], options?]
         return tag, _entries(body), options
     if isinstance(body, bytes):  # PackedForward, gzip-compressed or not
-        if options.get("compressed") == "gzip":
-            body = _gunzip(body)
-        return tag, _entries(_unpack_stream(body)), options
+        return tag, _packed_entries(body, options.get("compressed")), options
     raise ProtocolError(f"unknown mode for tag {tag!r}")
+
+
+def _packed_entries(body: bytes, compression: object) -> list[tuple[object, dict]]:
+    if compression == "gzip":
+        body = _gunzip(body)
+    try:
+        return _entries(_unpack_stream(body))
+    except ProtocolError:
+        if compression in (None, "gzip", "text"):  # "text": Fluentd's word for none
+            raise
+        raise ProtocolError(  # Fluentd's out_forward also offers zstd
+            f"PackedForward compressed with {str(compression)[:20]!r}: only gzip is read "
+            "here; set the client's compression to gzip or none"
+        ) from None
 
 
 def _is_time(value: object) -> bool:
