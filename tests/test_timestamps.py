@@ -163,3 +163,14 @@ def test_a_posix_tz_rule_is_read_as_the_c_library_reads_it(tz, winter, summer):
     )
     times = [json.loads(line)["time"] for line in result.stdout.splitlines()]
     assert times == [f"2022-02-03T08:35:00.000000{winter}", f"2022-07-03T08:35:00.000000{summer}"]
+
+
+def test_zones_resolve_on_a_machine_without_zone_files():
+    """Slim container images carry no (or no legacy) zone files: the tzdata package stands in."""
+    line = b"Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent\n"
+    command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", "--format", "text"]
+    command += ["--timezone", "US/Central", "--reference-time", "2022-03-01T00:00:00+00:00"]
+    no_zone_files = {**os.environ, "PYTHONTZPATH": ""}  # zoneinfo then looks in no folder
+    result = subprocess.run(command, input=line, capture_output=True, env=no_zone_files, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.startswith(b"2022-02-03T08:35:00.000000-06:00 mx1 sendmail[1]: ")
