@@ -20,7 +20,7 @@ from tests.conftest import run_ppship
 
 pytestmark = pytest.mark.docker
 IMAGES = {"fluent-bit": "fluent/fluent-bit:4.2", "vector": "timberio/vector:0.49.0-debian"}
-# Fluent Bit 5.0.5 and later send events with metadata to a forward output by default.
+# Fluent Bit 5.0.4 and later send events with metadata to a forward output by default.
 FLUENT_BIT_RELEASES = ["fluent/fluent-bit:4.2", "fluent/fluent-bit:5.0.6"]
 FILTER_LINE = (
     "2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[21074]: rprt s=3ebnb6gs7y m=1 "

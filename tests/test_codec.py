@@ -131,7 +131,7 @@ def test_entries_without_float_times_are_passed_as_they_are():
 
 
 def _with_metadata(entries, metadata):
-    """Entries as Fluent Bit 5.0.5 and later sends them: [[time, {metadata}], record]."""
+    """Entries as Fluent Bit 5.0.4 and later sends them: [[time, {metadata}], record]."""
     return [[[time, meta], record] for (time, record), meta in zip(entries, metadata, strict=True)]
 
 

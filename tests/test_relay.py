@@ -126,7 +126,7 @@ def test_our_encoder_in_every_batched_mode_is_acked_after_upstream(pipeline, mod
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["forward", "compressed"])
 def test_fluent_bit_5_events_with_metadata_are_relayed_as_plain_entries(pipeline, compressed):
-    """Fluent Bit 5.0.5 and later sends [[time, {metadata}], record] by default (forward
+    """Fluent Bit 5.0.4 and later sends [[time, {metadata}], record] by default (forward
     protocol v1.5); what goes upstream is [time, record], which every receiver reads."""
     receiver, port = pipeline
     times = [EventTime(1645367700, 157994000), EventTime(1645367701, 5)]

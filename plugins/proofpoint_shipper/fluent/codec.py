@@ -3,12 +3,12 @@
 `decode(message)` turns a decoded client message into (tag, entries, options) for Message,
 Forward, PackedForward and CompressedPackedForward (gzip) modes, with EventTime or integer times;
 anything else raises ProtocolError. An event may carry metadata, as forward protocol v1.5 has it
-and Fluent Bit sends by default since 5.0.5: `[[time, {metadata}...], record]`. Its time is read
+and Fluent Bit sends by default since 5.0.4: `[[time, {metadata}...], record]`. Its time is read
 as any other; metadata maps that hold anything are kept in the record under `fluent_metadata`, so
-that the entries are plain `[time, record]` for any receiver (older Fluentd refuses the other
-form). `spec_times(entries, received)` turns float times, which the protocol does not have, into
-EventTime. `encode(mode, tag, entries, chunk)` writes any mode.
-Streams are read with `protocol.unpacker()` (msgpack's streaming Unpacker, bounded buffer).
+that the entries are plain `[time, record]` for any receiver (Fluentd and Vector refuse the
+other form). `spec_times(entries, received)` turns float times, which the protocol does not have,
+into EventTime. `encode(mode, tag, entries, chunk)` writes any mode. Streams are read with
+`protocol.unpacker()` (msgpack's streaming Unpacker, bounded buffer).
 """
 
 import gzip
