@@ -203,3 +203,46 @@ def test_a_compression_other_than_gzip_is_refused_by_name():
         assert codec.decode(["t", packed, {"compressed": plain}])[1] == [(1, {"log": "a"})]
     with pytest.raises(codec.ProtocolError, match="compressed with 'zstd': only gzip is read here"):
         codec.decode(["t", b"\x28\xb5\x2f\xfd" + packed, {"compressed": "zstd"}])
+
+
+def _fluentd_frame(tag: str, entries: bytes, options: dict) -> bytes:
+    """A PackedForward frame as Fluentd's out_forward writes it: entries as a msgpack str32."""
+    return (
+        b"\x93"
+        + msgpack.packb(tag)
+        + b"\xdb"
+        + len(entries).to_bytes(4, "big")
+        + entries
+        + msgpack.packb(options)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries, st.booleans())
+def test_entries_sent_as_a_msgpack_str_read_as_the_bytes_they_are(batch, compressed):
+    packed = _packed([list(entry) for entry in batch])
+    body, options = (gzip.compress(packed), {"compressed": "gzip"}) if compressed else (packed, {})
+    frame = _fluentd_frame("t", body, {"size": len(batch), "compressed": "text", **options})
+    assert codec.decode(protocol.unpack_frame(frame))[:2] == ("t", batch)
+
+
+def test_a_short_str_and_a_two_item_frame_are_read_too():
+    packed = _packed([[1, {}]])  # 3 bytes: a fixstr
+    frame = b"\x92" + msgpack.packb("t") + bytes([0xA0 | len(packed)]) + packed
+    assert codec.decode(protocol.unpack_frame(frame)) == ("t", [(1, {})], {})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=12), st.binary(max_size=40), st.sampled_from([b"\x92", b"\x93"]))
+def test_a_frame_with_str_entries_of_any_bytes_decodes_or_is_refused(body, rest, array):
+    frame = array + b"\xa1t" + bytes([0xD9, len(body)]) + body + rest  # [tag "t", str8 body, ...]
+    try:
+        message = protocol.unpack_frame(frame)
+    except (ValueError, msgpack.UnpackException):
+        return
+    assert message[1] == body  # read whole, as sent: never cut short
+
+
+def test_str_entries_that_claim_more_bytes_than_the_frame_holds_are_refused():
+    with pytest.raises(ValueError, match="runs past the end of the frame"):
+        protocol.unpack_frame(b"\x92\xa1t\xdb\x00\x00\x10\x00" + b"abc")

@@ -137,17 +137,40 @@ def test_fluent_bit_5_events_with_metadata_are_relayed_as_plain_entries(pipeline
         message = ["gateway.raw", gzip.compress(packed), {**options, "compressed": "gzip"}]
     else:
         message = ["gateway.raw", events, options]
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(msgpack.packb(message, use_bin_type=True))
-        unpacker = protocol.unpacker()
-        unpacker.feed(client.recv(4096))
-        assert next(unpacker) == {"ack": "fb5"}
+    assert send_raw(port, msgpack.packb(message, use_bin_type=True)) == {"ack": "fb5"}
     assert [(tag, time) for tag, time, _ in receiver.entries] == [
         ("proofpoint.gateway.filter", times[0]),
         ("proofpoint.gateway.sendmail", times[1]),
     ]
     assert [record["raw"] for _, _, record in receiver.entries] == [FILTER_LINE, SENDMAIL_LINE]
     assert not any("fluent_metadata" in record for _, _, record in receiver.entries)
+
+
+def test_fluentd_packed_entries_sent_as_a_msgpack_str_are_relayed(pipeline):
+    """Fluentd's out_forward writes PackedForward entries as str32, its option `compressed` as
+    "text" or "gzip", and its chunk id in base64 with a line break."""
+    receiver, port = pipeline
+    times = [EventTime(1645367700, 157994000), EventTime(1645367701, 5)]
+    lines = [FILTER_LINE, SENDMAIL_LINE]
+    packed = b"".join(
+        msgpack.packb([time, {"message": line}], use_bin_type=True)
+        for time, line in zip(times, lines, strict=True)
+    )
+    for compression, entries in (("text", packed), ("gzip", gzip.compress(packed))):
+        options = msgpack.packb({"size": 2, "compressed": compression, "chunk": "Y2h1bmsx\n"})
+        frame = b"\x93" + msgpack.packb("gateway.raw") + b"\xdb" + len(entries).to_bytes(4, "big")
+        assert send_raw(port, frame + entries + options) == {"ack": "Y2h1bmsx\n"}
+    assert [(time, record["raw"]) for _, time, record in receiver.entries] == list(
+        zip(times, lines, strict=True)
+    ) * 2
+
+
+def send_raw(port: int, frame: bytes) -> object:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(frame)
+        unpacker = protocol.unpacker()
+        unpacker.feed(client.recv(4096))
+        return next(unpacker)
 
 
 def test_no_ack_while_upstream_is_down_and_nothing_lost_when_it_returns():

@@ -46,8 +46,53 @@ def unpacker(max_buffer_size: int = MAX_SERVER_MESSAGE_BYTES) -> msgpack.Unpacke
 
 
 def unpack_frame(frame: bytes) -> object:
-    """One whole msgpack object, decoded as `unpacker()` would."""
+    """One whole msgpack object, decoded as `unpacker()` would; but PackedForward entries sent
+    as a msgpack str come as the bytes they are.
+
+    Fluentd's out_forward always sends its entries as str32 (a format older than msgpack's bin):
+    read as text, their bytes would be mangled into U+FFFD and the chunk lost.
+    """
+    if frame[:1] in _ARRAYS_OF_2_OR_3:
+        message = _with_raw_entries(frame)
+        if message is not None:
+            return message
     return msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook, unicode_errors="replace")
+
+
+_ARRAYS_OF_2_OR_3 = (b"\x92", b"\x93")  # [tag, entries] or [tag, entries, options]
+
+
+def _with_raw_entries(frame: bytes) -> list | None:
+    """[tag, entries, options?] with entries as bytes when both tag and entries were sent as
+    msgpack str; None otherwise (the frame is then decoded whole)."""
+    tag = _str_extent(frame, 1)
+    entries = tag and _str_extent(frame, tag[1])
+    if entries is None:
+        return None
+    message = [frame[tag[0] : tag[1]].decode("utf-8", "replace"), frame[entries[0] : entries[1]]]
+    if frame[0] == 0x93:
+        message.append(unpack_frame(frame[entries[1] :]))  # the options: exactly one object
+    elif entries[1] != len(frame):
+        raise msgpack.ExtraData(message, frame[entries[1] :])
+    return message
+
+
+def _str_extent(frame: bytes, at: int) -> tuple[int, int] | None:
+    """Where the body of the msgpack str at `at` begins and ends; None for any other type."""
+    kind = frame[at] if at < len(frame) else None
+    if kind is not None and 0xA0 <= kind <= 0xBF:  # fixstr
+        begin, end = at + 1, at + 1 + (kind & 0x1F)
+    elif (width := _STR_LENGTH_WIDTHS.get(kind)) is not None:
+        begin = at + 1 + width
+        end = begin + int.from_bytes(frame[at + 1 : begin], "big")
+    else:
+        return None
+    if end > len(frame):
+        raise ValueError(f"a str of {end - begin} bytes runs past the end of the frame")
+    return begin, end
+
+
+_STR_LENGTH_WIDTHS = {0xD9: 1, 0xDA: 2, 0xDB: 4}  # str8, str16, str32
 
 
 # EventTime is a msgpack ExtType, a (code, data) tuple: built from the bytes as they came, it

@@ -403,7 +403,7 @@ class ForwardRelay:
 def _unpacked(frame: bytes) -> object:
     try:
         return protocol.unpack_frame(frame)
-    except ValueError as exc:  # a map key that is not a string, for one; split fine, decodes not
+    except (ValueError, msgpack.UnpackException) as exc:  # a map key that is not a string, for one
         raise codec.ProtocolError(f"undecodable frame: {exc}") from exc
 
 
