@@ -19,7 +19,11 @@ from tests.agent_configs import CONFIGS
 from tests.conftest import run_ppship
 
 pytestmark = pytest.mark.docker
-IMAGES = {"fluent-bit": "fluent/fluent-bit:4.2", "vector": "timberio/vector:0.49.0-debian"}
+IMAGES = {
+    "fluent-bit": "fluent/fluent-bit:4.2",
+    "vector": "timberio/vector:0.49.0-debian",
+    "fluentd": "fluent/fluentd:v1.19-2",
+}
 # Fluent Bit 5.0.4 and later send events with metadata to a forward output by default.
 FLUENT_BIT_RELEASES = ["fluent/fluent-bit:4.2", "fluent/fluent-bit:5.0.6"]
 FILTER_LINE = (
@@ -210,3 +214,49 @@ def _text_tables_landed(client, bucket: str, tables: set[str], seconds: float = 
             landed[item["Key"].split("/")[1]] = body.decode().splitlines()
         time.sleep(2)
     return landed
+
+
+def test_fluentd_flow_through_the_relay_gets_the_parsed_records_back(engine, tmp_path):
+    """Fluentd's out_forward (PackedForward entries as str32) to the real relay, and the parsed
+    records back on its forward input, written by the config's stdout output."""
+    from tests.test_relay import start_relay, stop_relay
+
+    config_dir, data = tmp_path / "config", tmp_path / "data"
+    config_dir.mkdir()
+    data.mkdir(mode=0o777)
+    (data / "maillog").write_text("".join(sent + "\n" for sent, _ in GATEWAY_LINES.values()))
+    relay, relay_port = start_relay(24224, "--reference-time", "2022-03-01T00:00:00+00:00")
+    shipped = (CONFIGS / "fluentd" / "relay-forward.conf").read_text()
+    edits = [
+        ("port 24225", f"port {relay_port}"),
+        (
+            "  tag gateway.raw\n",
+            "  tag gateway.raw\n  read_from_head true\n",
+        ),  # lines written before it starts
+    ]
+    for old, new in edits:
+        assert old in shipped
+        shipped = shipped.replace(old, new)
+    (config_dir / "relay-forward.conf").write_text(shipped)
+    container = engine.containers.run(
+        IMAGES["fluentd"],
+        ["fluentd", "-c", "/config/relay-forward.conf"],
+        detach=True,
+        network_mode="host",
+        environment={"GATEWAY_LOG": "/data/maillog", "FLUENTD_STATE_DIR": "/data"},
+        volumes={
+            str(config_dir): {"bind": "/config", "mode": "ro"},
+            str(data): {"bind": "/data", "mode": "rw"},
+        },
+    )
+    wanted = ["proofpoint.gateway.filter: ", "proofpoint.gateway.sendmail: ", '"qid":"w3HMWjG3039079"']
+    try:
+        deadline, logs = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and not all(part in logs for part in wanted):
+            time.sleep(2)
+            logs = container.logs().decode(errors="replace")
+    finally:
+        container.stop(timeout=30)
+        container.remove()
+        relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
+    assert all(part in logs for part in wanted), logs[-3000:] + relay_log
