@@ -127,31 +127,15 @@ def _tables_landed(client, bucket: str, seconds: float = 120) -> dict[str, list[
     ],
 )
 def test_tap_flow_lands_the_four_tables(engine, local_s3, bucket, tmp_path, agent, edit, command):
-    config_dir, data = tmp_path / "config", tmp_path / "data"
-    config_dir.mkdir()
-    data.mkdir(mode=0o777)
-    shipped = (CONFIGS / agent / "tap.yaml").read_text()
-    assert edit[0] in shipped
-    (config_dir / "tap.yaml").write_text(shipped.replace(edit[0], edit[1]))
-    container = engine.containers.run(
-        IMAGES[agent],
-        command,
-        detach=True,
-        network_mode="host",
-        environment=_environment(local_s3, bucket, "/data"),
-        volumes={
-            str(config_dir): {"bind": "/config", "mode": "ro"},
-            str(data): {"bind": "/data", "mode": "rw"},
-        },
-    )
+    config_dir = _folders(tmp_path)
+    _write_config(config_dir, CONFIGS / agent / "tap.yaml", [edit])
+    container = _run_agent(engine, IMAGES[agent], command, _environment(local_s3, bucket, "/data"), tmp_path)
     try:
         _wait_for_port(24224)
         _ship_tap_samples(tmp_path)
         landed = _tables_landed(local_s3.client(), bucket)
     finally:
-        logs = container.logs().decode(errors="replace")[-3000:]
-        container.stop(timeout=30)
-        container.remove()
+        logs = _stopped(container)
     assert set(landed) == set(TAP_TABLES.values()), logs
     for records in landed.values():
         assert all("date" not in record and "table" not in record for record in records), records
@@ -161,45 +145,25 @@ def test_tap_flow_lands_the_four_tables(engine, local_s3, bucket, tmp_path, agen
 def test_gateway_flow_through_the_relay_lands_the_two_text_tables(engine, local_s3, bucket, tmp_path, image):
     """Fluent Bit tails the mail log and forwards it to the real relay, which sends the parsed
     records back to Fluent Bit's forward input; the S3 outputs write the normalised lines."""
-    from tests.test_relay import start_relay, stop_relay
+    from tests.test_relay import stop_relay
 
-    config_dir, data = tmp_path / "config", tmp_path / "data"
-    config_dir.mkdir()
-    data.mkdir(mode=0o777)
-    (data / "maillog").write_text("".join(sent + "\n" for sent, _ in GATEWAY_LINES.values()))
-    # upstream: the agent's forward input; BSD years against 2022, as the expected lines have them
-    relay, relay_port = start_relay(24224, "--reference-time", "2022-03-01T00:00:00+00:00")
-    shipped = (CONFIGS / "fluent-bit" / "gateway.yaml").read_text()
+    config_dir = _folders(tmp_path, with_mail_log=True)
+    relay, relay_port = _relay_to_the_agent()
     edits = [
         ("upload_timeout: 10m", "upload_timeout: 5s"),
         ("read_from_head: false", "read_from_head: true"),  # the lines are there before it starts
         ("port: 24225", f"port: {relay_port}"),
     ]
-    for old, new in edits:
-        assert old in shipped
-        shipped = shipped.replace(old, new)
-    (config_dir / "gateway.yaml").write_text(shipped)
+    _write_config(config_dir, CONFIGS / "fluent-bit" / "gateway.yaml", edits)
     environment = _environment(local_s3, bucket, "/data") | {
         "GATEWAY_LOG": "/data/maillog",
         "FLB_DB_DIR": "/data",
     }
-    container = engine.containers.run(
-        image,
-        ["-c", "/config/gateway.yaml"],
-        detach=True,
-        network_mode="host",
-        environment=environment,
-        volumes={
-            str(config_dir): {"bind": "/config", "mode": "ro"},
-            str(data): {"bind": "/data", "mode": "rw"},
-        },
-    )
+    container = _run_agent(engine, image, ["-c", "/config/gateway.yaml"], environment, tmp_path)
     try:
         landed = _text_tables_landed(local_s3.client(), bucket, set(GATEWAY_LINES))
     finally:
-        logs = container.logs().decode(errors="replace")[-3000:]
-        container.stop(timeout=30)
-        container.remove()
+        logs = _stopped(container)
         relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
     assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, (
         logs + relay_log
@@ -219,14 +183,10 @@ def _text_tables_landed(client, bucket: str, tables: set[str], seconds: float = 
 def test_fluentd_flow_through_the_relay_gets_the_parsed_records_back(engine, tmp_path):
     """Fluentd's out_forward (PackedForward entries as str32) to the real relay, and the parsed
     records back on its forward input, written by the config's stdout output."""
-    from tests.test_relay import start_relay, stop_relay
+    from tests.test_relay import stop_relay
 
-    config_dir, data = tmp_path / "config", tmp_path / "data"
-    config_dir.mkdir()
-    data.mkdir(mode=0o777)
-    (data / "maillog").write_text("".join(sent + "\n" for sent, _ in GATEWAY_LINES.values()))
-    relay, relay_port = start_relay(24224, "--reference-time", "2022-03-01T00:00:00+00:00")
-    shipped = (CONFIGS / "fluentd" / "relay-forward.conf").read_text()
+    config_dir = _folders(tmp_path, with_mail_log=True)
+    relay, relay_port = _relay_to_the_agent()
     edits = [
         ("port 24225", f"port {relay_port}"),
         (
@@ -234,21 +194,10 @@ def test_fluentd_flow_through_the_relay_gets_the_parsed_records_back(engine, tmp
             "  tag gateway.raw\n  read_from_head true\n",
         ),  # lines written before it starts
     ]
-    for old, new in edits:
-        assert old in shipped
-        shipped = shipped.replace(old, new)
-    (config_dir / "relay-forward.conf").write_text(shipped)
-    container = engine.containers.run(
-        IMAGES["fluentd"],
-        ["fluentd", "-c", "/config/relay-forward.conf"],
-        detach=True,
-        network_mode="host",
-        environment={"GATEWAY_LOG": "/data/maillog", "FLUENTD_STATE_DIR": "/data"},
-        volumes={
-            str(config_dir): {"bind": "/config", "mode": "ro"},
-            str(data): {"bind": "/data", "mode": "rw"},
-        },
-    )
+    _write_config(config_dir, CONFIGS / "fluentd" / "relay-forward.conf", edits)
+    environment = {"GATEWAY_LOG": "/data/maillog", "FLUENTD_STATE_DIR": "/data"}
+    command = ["fluentd", "-c", "/config/relay-forward.conf"]
+    container = _run_agent(engine, IMAGES["fluentd"], command, environment, tmp_path)
     wanted = ["proofpoint.gateway.filter: ", "proofpoint.gateway.sendmail: ", '"qid":"w3HMWjG3039079"']
     try:
         deadline, logs = time.monotonic() + 120, ""
@@ -256,7 +205,55 @@ def test_fluentd_flow_through_the_relay_gets_the_parsed_records_back(engine, tmp
             time.sleep(2)
             logs = container.logs().decode(errors="replace")
     finally:
-        container.stop(timeout=30)
-        container.remove()
+        _stopped(container)
         relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
     assert all(part in logs for part in wanted), logs[-3000:] + relay_log
+
+
+def _folders(tmp_path: Path, with_mail_log: bool = False) -> Path:
+    """config/ (read-only in the container, returned) and data/ (writable by the agent's user)."""
+    config_dir, data = tmp_path / "config", tmp_path / "data"
+    config_dir.mkdir()
+    data.mkdir(mode=0o777)
+    if with_mail_log:
+        (data / "maillog").write_text("".join(sent + "\n" for sent, _ in GATEWAY_LINES.values()))
+    return config_dir
+
+
+def _write_config(config_dir: Path, shipped: Path, edits: list[tuple[str, str]]) -> None:
+    """The shipped config with only these edits, each checked to apply."""
+    text = shipped.read_text()
+    for old, new in edits:
+        assert old in text, f"{shipped.name} no longer holds {old!r}"
+        text = text.replace(old, new)
+    (config_dir / shipped.name).write_text(text)
+
+
+def _run_agent(engine, image: str, command: list[str], environment: dict, tmp_path: Path):
+    return engine.containers.run(
+        image,
+        command,
+        detach=True,
+        network_mode="host",
+        environment=environment,
+        volumes={
+            str(tmp_path / "config"): {"bind": "/config", "mode": "ro"},
+            str(tmp_path / "data"): {"bind": "/data", "mode": "rw"},
+        },
+    )
+
+
+def _stopped(container) -> str:
+    """Stop and remove the container; the end of its log."""
+    logs = container.logs().decode(errors="replace")[-3000:]
+    container.stop(timeout=30)
+    container.remove()
+    return logs
+
+
+def _relay_to_the_agent():
+    """The real relay, sending to the agent's forward input; BSD years against 2022, as the
+    expected lines have them."""
+    from tests.test_relay import start_relay
+
+    return start_relay(24224, "--reference-time", "2022-03-01T00:00:00+00:00")
