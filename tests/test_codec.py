@@ -205,7 +205,7 @@ def test_a_compression_other_than_gzip_is_refused_by_name():
         codec.decode(["t", b"\x28\xb5\x2f\xfd" + packed, {"compressed": "zstd"}])
 
 
-def _fluentd_frame(tag: str, entries: bytes, options: dict) -> bytes:
+def fluentd_frame(tag: str, entries: bytes, options: dict) -> bytes:
     """A PackedForward frame as Fluentd's out_forward writes it: entries as a msgpack str32."""
     return (
         b"\x93"
@@ -222,7 +222,7 @@ def _fluentd_frame(tag: str, entries: bytes, options: dict) -> bytes:
 def test_entries_sent_as_a_msgpack_str_read_as_the_bytes_they_are(batch, compressed):
     packed = _packed([list(entry) for entry in batch])
     body, options = (gzip.compress(packed), {"compressed": "gzip"}) if compressed else (packed, {})
-    frame = _fluentd_frame("t", body, {"size": len(batch), "compressed": "text", **options})
+    frame = fluentd_frame("t", body, {"size": len(batch), "compressed": "text", **options})
     assert codec.decode(protocol.unpack_frame(frame))[:2] == ("t", batch)
 
 

@@ -25,6 +25,7 @@ from tests.certificates import self_signed
 from tests.conftest import golden_lines, run_ppship
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
+from tests.test_codec import fluentd_frame
 
 FILTER_LINE = (
     "2022-02-20T08:35:00.157994-06:00 myserver123 filter_instance1[21074]: rprt s=3ebnb6gs7y "
@@ -70,9 +71,14 @@ def pipeline():
 
 
 def send_chunk(port: int, mode: str, entries, chunk="chunk-1", timeout=10.0):
-    """Send one frame and return the relay's reply (None when no ack came within the timeout)."""
+    """Send one frame of our encoder's; the relay's reply, as `send_raw` gives it."""
+    return send_raw(port, codec.encode(mode, "gateway.raw", entries, chunk=chunk), timeout)
+
+
+def send_raw(port: int, frame: bytes, timeout=10.0):
+    """Send these bytes and return the relay's reply (None when no ack came within the timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
-        client.sendall(codec.encode(mode, "gateway.raw", entries, chunk=chunk))
+        client.sendall(frame)
         unpacker = protocol.unpacker()
         try:
             while True:
@@ -157,20 +163,11 @@ def test_fluentd_packed_entries_sent_as_a_msgpack_str_are_relayed(pipeline):
         for time, line in zip(times, lines, strict=True)
     )
     for compression, entries in (("text", packed), ("gzip", gzip.compress(packed))):
-        options = msgpack.packb({"size": 2, "compressed": compression, "chunk": "Y2h1bmsx\n"})
-        frame = b"\x93" + msgpack.packb("gateway.raw") + b"\xdb" + len(entries).to_bytes(4, "big")
-        assert send_raw(port, frame + entries + options) == {"ack": "Y2h1bmsx\n"}
+        options = {"size": 2, "compressed": compression, "chunk": "Y2h1bmsx\n"}
+        assert send_raw(port, fluentd_frame("gateway.raw", entries, options)) == {"ack": "Y2h1bmsx\n"}
     assert [(time, record["raw"]) for _, time, record in receiver.entries] == list(
         zip(times, lines, strict=True)
     ) * 2
-
-
-def send_raw(port: int, frame: bytes) -> object:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(frame)
-        unpacker = protocol.unpacker()
-        unpacker.feed(client.recv(4096))
-        return next(unpacker)
 
 
 def test_no_ack_while_upstream_is_down_and_nothing_lost_when_it_returns():
@@ -297,11 +294,8 @@ def test_a_client_refused_in_a_loop_does_not_fill_the_log():
 def test_a_binary_chunk_id_is_acked_as_it_came(pipeline):
     _, port = pipeline
     entries = [[EventTime(1645367700, 1), {"log": FILTER_LINE}]]
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(msgpack.packb(["gateway.raw", entries, {"chunk": b"\x01id"}], use_bin_type=True))
-        unpacker = protocol.unpacker()
-        unpacker.feed(client.recv(4096))
-        assert next(unpacker) == {"ack": b"\x01id"}
+    frame = msgpack.packb(["gateway.raw", entries, {"chunk": b"\x01id"}], use_bin_type=True)
+    assert send_raw(port, frame) == {"ack": b"\x01id"}
 
 
 def test_float_times_reach_upstream_as_event_times_and_no_time_as_the_time_received():
@@ -331,11 +325,7 @@ def test_a_line_that_is_not_utf8_is_relayed_marked_not_refused(pipeline):
     record = b"\x81" + _str8(b"log") + _str8(latin1)
     frame = b"\x93" + _str8(b"gateway.raw") + b"\x91\x92\xce" + (1645367700).to_bytes(4, "big") + record
     frame += msgpack.packb({"chunk": "latin1"})
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(frame)
-        unpacker = protocol.unpacker()
-        unpacker.feed(client.recv(4096))
-        assert next(unpacker) == {"ack": "latin1"}
+    assert send_raw(port, frame) == {"ack": "latin1"}
     ((tag, _, relayed),) = receiver.entries
     assert tag == "proofpoint.gateway.sendmail" and relayed["fields"]["stat"] == "Envoy\ufffd"
     assert relayed["error"] == "invalid UTF-8 (replaced with U+FFFD)"
