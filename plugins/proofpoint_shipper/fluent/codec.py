@@ -107,12 +107,12 @@ def _entries_with_metadata(candidates: list, times: list) -> list[tuple[object, 
         return list(zip(map(_time, times), map(_record, candidates), strict=True))
     entries = []
     for time, record in candidates:
-        if not (_is_time(time) or _is_time_with_metadata(time)):
-            raise _not_an_entry(candidates)
-        if not _is_time(time):
+        if _is_time_with_metadata(time):
             time, metadata = time[0], [kept for kept in time[1:] if kept]
             if metadata:
                 record[METADATA_KEY] = metadata[0] if len(metadata) == 1 else metadata
+        elif not _is_time(time):
+            raise _not_an_entry(candidates)
         entries.append((time, record))
     return entries
 
