@@ -3,17 +3,23 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A pip constraints file the environment is installed under (none: the newest releases allowed).
+CONSTRAINTS :=
 
-.PHONY: test itest bench lint golden demo clean
+.PHONY: test test-lowest itest bench lint golden demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS))
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite on the oldest release of each dependency that pyproject.toml allows.
+test-lowest:
+	$(MAKE) test VENV=.venv-lowest CONSTRAINTS=tests/lowest-versions.txt
 
 # The shipped agent configs run by the real agents in containers: needs a Docker engine.
 itest: $(STAMP)
@@ -40,4 +46,4 @@ demo: $(STAMP)
 	$(BIN)/ppship demo
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest build dist .pytest_cache .ruff_cache

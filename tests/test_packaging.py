@@ -1,10 +1,16 @@
-"""The grammars ship inside the wheel and load from the installed package."""
+"""The grammars ship inside the wheel and load from the installed package; the dependencies'
+lower bounds are the ones `make test-lowest` runs on."""
 
 import subprocess
 import sys
+import tomllib
 import zipfile
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from proofpoint_shipper.gateway import grammar
 
@@ -70,3 +76,42 @@ def test_the_cli_imports_no_command_engine_until_one_runs():
 def test_the_gateway_parse_command_loads_the_grammars_and_no_network_client():
     code = "from proofpoint_shipper import cli; cli.main(['gateway', 'parse', '/dev/null'])"  # no output
     assert loaded_after(code) == ["lark", "proofpoint_shipper.gateway.parser"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def declared_lower_bounds() -> dict[str, Requirement]:
+    """Each dependency of pyproject.toml (the extras' too), by name."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = [text for group in project["optional-dependencies"].values() for text in group]
+    declared: dict[str, Requirement] = {}
+    for text in project["dependencies"] + extras:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert declared.setdefault(name, requirement).specifier == requirement.specifier, text
+    return declared
+
+
+def lowest_pins() -> dict[str, Version]:
+    pins = {}
+    for line in (ROOT / "tests" / "lowest-versions.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (pin,) = requirement.specifier
+            assert pin.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = Version(pin.version)
+    return pins
+
+
+def test_the_lowest_versions_file_pins_every_dependency_at_its_lower_bound():
+    declared, pins = declared_lower_bounds(), lowest_pins()
+    assert sorted(pins) == sorted(declared)
+    for name, requirement in declared.items():
+        floors = [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
+        assert len(floors) == 1, f"{requirement}: one lower bound (>=), the oldest release it works with"
+        # A bound names a release series (lark>=1.2); the pin is that series' first release (1.2.1).
+        (floor,) = floors
+        pin = pins[name]
+        assert pin in requirement.specifier, f"{name}=={pin} is outside {requirement}"
+        assert pin.release[: len(floor.release)] == floor.release, f"{name}=={pin} is not {floor}"
