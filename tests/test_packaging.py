@@ -108,8 +108,8 @@ def test_the_lowest_versions_file_pins_every_dependency_at_its_lower_bound():
     declared, pins = declared_lower_bounds(), lowest_pins()
     assert sorted(pins) == sorted(declared)
     for name, requirement in declared.items():
-        floors = [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
-        assert len(floors) == 1, f"{requirement}: one lower bound (>=), the oldest release it works with"
+        floors = [Version(spec.version) for spec in requirement.specifier if spec.operator in (">=", "==")]
+        assert len(floors) == 1, f"{requirement}: one lower bound (>=, or == for a pinned tool)"
         # A bound names a release series (lark>=1.2); the pin is that series' first release (1.2.1).
         (floor,) = floors
         pin = pins[name]
