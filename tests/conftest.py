@@ -1,6 +1,7 @@
 """Shared fixtures: parsers with the golden settings, and a runner for the real `ppship` command."""
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -105,7 +106,11 @@ def local_s3():
 
 @pytest.fixture
 def bucket(local_s3, request) -> str:
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    """A bucket of the test's own: its name, cut to fit, then a digest of the whole test id, so the
+    cases of one parametrized test (names alike for 50 characters) never share one."""
+    readable = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:44].strip("-")
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"t-{readable}-{digest}"
     local_s3.client().create_bucket(Bucket=name)
     return name
 
