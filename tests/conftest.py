@@ -15,9 +15,12 @@ import pytest
 
 from proofpoint_shipper.gateway import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
+from proofpoint_shipper.proxies import bypass_proxies_for_loopback
 
 # Never let boto3 look for credentials at the cloud metadata address: tests talk to 127.0.0.1 only.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Nor ask a proxy set for the machine: the clients in this process skip it for 127.0.0.1, as `ppship` does.
+bypass_proxies_for_loopback()
 
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
@@ -57,9 +60,11 @@ def lark_parser() -> GatewayParser:
     return golden_parser(fast=False)
 
 
-def run_ppship(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run the real console command as a user would, in a child process."""
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
+def run_ppship(
+    *args: str, input: bytes = b"", timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real console command as a user would, in a child process; `env` adds variables."""
+    env = {**os.environ, "PYTHONWARNINGS": "error", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "proofpoint_shipper", *args],
         input=input,

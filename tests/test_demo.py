@@ -2,8 +2,11 @@
 
 import gzip
 import json
+import socket
 from collections import Counter
 from datetime import datetime
+
+import pytest
 
 from proofpoint_shipper.demo import GATEWAY_LOG, GATEWAY_REFERENCE, GATEWAY_ZONE
 from proofpoint_shipper.gateway import GatewayParser
@@ -40,11 +43,21 @@ def _expected_gateway_counts() -> Counter:
     return Counter(table for table in tables if table is not None)
 
 
-def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket):
+def machine_proxy() -> dict[str, str]:
+    """A proxy set for the whole machine, as on many collector nodes, that nothing answers at."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed when the block ends
+    return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "ALL_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
+
+
+# Behind a proxy: the local S3 (boto3), the TAP simulator (httpx) and the PoD one (websockets) are
+# all on 127.0.0.1, which no proxy can reach for us.
+@pytest.mark.parametrize("environment", [{}, machine_proxy()], ids=["no proxy", "behind a proxy"])
+def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket, environment):
     flags = ["--tap-hours", "2", "--pod-events", str(POD_EVENTS), "--gateway-lines", str(GATEWAY_LINES)]
-    result = run_ppship(
-        "demo", *flags, "--endpoint-url", local_s3.endpoint_url, "--bucket", bucket, timeout=300
-    )
+    flags += ["--endpoint-url", local_s3.endpoint_url, "--bucket", bucket]
+    result = run_ppship("demo", *flags, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     landed = _landed(local_s3.client(), bucket)
     assert set(landed) == {stream.table for stream in STREAMS}

@@ -12,6 +12,7 @@ from proofpoint_shipper.errors import ShipperError
 from proofpoint_shipper.fluent import command as relay_command
 from proofpoint_shipper.gateway import command as gateway_command
 from proofpoint_shipper.pod import command as pod_command
+from proofpoint_shipper.proxies import bypass_proxies_for_loopback
 from proofpoint_shipper.rawio import occupy_closed_standard_streams
 from proofpoint_shipper.service import tune_gc_for_long_lived_state
 from proofpoint_shipper.tap import command as tap_command
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     occupy_closed_standard_streams()
     args = build_parser().parse_args(argv)
     tune_gc_for_long_lived_state()
+    bypass_proxies_for_loopback()
     try:
         return args.run(args)
     except ShipperError as exc:
