@@ -3,6 +3,8 @@ the real command behind a proxy that nothing answers at)."""
 
 import urllib.request
 
+import httpx
+
 from proofpoint_shipper.proxies import LOOPBACK, bypass_proxies_for_loopback
 
 PROXY = "http://proxy.corp.example:3128"
@@ -44,3 +46,4 @@ def test_the_clients_read_it_as_no_proxy_for_loopback(monkeypatch):
     bypass_proxies_for_loopback()
     assert urllib.request.proxy_bypass("127.0.0.1:9000") and urllib.request.proxy_bypass("localhost")
     assert not urllib.request.proxy_bypass("s3.amazonaws.com")
+    httpx.Client().close()  # httpx reads every NO_PROXY entry when a client is made, and refuses some

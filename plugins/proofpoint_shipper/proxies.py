@@ -10,7 +10,7 @@ NO_PROXY, for this process and the commands it starts, and keeps every entry alr
 import os
 from collections.abc import MutableMapping
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # not "[::1]": httpx cannot read that entry
 _NAMES = ("no_proxy", "NO_PROXY")  # read in this order: the lower case wins, as in urllib
 
 
