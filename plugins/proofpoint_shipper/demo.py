@@ -187,7 +187,8 @@ class Children:
             child.wait()
 
     def log_tail(self, name: str) -> str:
-        text = (self.state / f"{name.replace(' ', '-')}.log").read_text(errors="replace").strip()
+        log = self.state / f"{name.replace(' ', '-')}.log"
+        text = log.read_text(encoding="utf-8", errors="replace").strip()
         return text.splitlines()[-1] if text else "(no output)"
 
     def wait_for_interrupt(self) -> None:
