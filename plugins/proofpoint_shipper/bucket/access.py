@@ -11,6 +11,7 @@ import uuid
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proofpoint_shipper.bucket.layout import under
+from proofpoint_shipper.trust import BOTO_CA_VARIABLE, untrusted_certificate, what_to_do
 
 CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId",
@@ -75,7 +76,8 @@ def reason(exc: Exception, bucket: str) -> str:
             return f"S3 refused our credentials for bucket {bucket} ({code})"
         return f"S3 refused bucket {bucket}: {code or exc}"
     if isinstance(exc, BotoCoreError):
-        return f"cannot reach S3 for bucket {bucket}: {exc}"
+        hint = f"; {what_to_do(BOTO_CA_VARIABLE)}" if untrusted_certificate(exc) else ""
+        return f"cannot reach S3 for bucket {bucket}: {exc}{hint}"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -11,6 +11,7 @@ import base64
 import itertools
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.trust import not_trusted
 
 log = logging.getLogger("proofpoint_shipper")
 LIVE_RESUME = timedelta(hours=1)
@@ -134,6 +136,8 @@ class PodStream:
                 break  # told to stop, or the archive was sent whole
             except InvalidStatus as exc:
                 raise refusal(exc) from None
+            except ssl.SSLCertVerificationError as exc:
+                raise not_trusted(f"the PoD log API at {self.url}", exc) from None
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
                 if isinstance(exc, ConnectionClosedOK) and since is not None:
                     break  # an archive backfill ends with a normal close once all is sent; live, it

@@ -18,6 +18,7 @@ from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.metrics import TAP_QUOTA_USED, RequestLog
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.tap.events import wire_time
+from proofpoint_shipper.trust import not_trusted, untrusted_certificate
 
 log = logging.getLogger("proofpoint_shipper")
 API_RETRY = RetryPolicy(attempts=6, base_delay=2.0, max_delay=300.0)
@@ -85,6 +86,8 @@ class TapClient:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
         except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            if failure := untrusted_certificate(exc):
+                raise not_trusted(f"the TAP API at {self.http.base_url}", failure) from None
             raise Retryable(f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod

@@ -1,0 +1,33 @@
+"""A server certificate we do not trust: told at once with what to do, never retried.
+
+Retrying cannot make a certificate trusted, so the collectors stop with one line. The common
+cause is a proxy that re-signs TLS with a company CA; the clients take that CA from the
+environment (httpx and websockets from SSL_CERT_FILE, botocore from AWS_CA_BUNDLE).
+"""
+
+import ssl
+
+from proofpoint_shipper.errors import ConfigError
+
+CA_VARIABLE = "SSL_CERT_FILE"  # read by httpx (the TAP API) and by OpenSSL (websockets: PoD)
+BOTO_CA_VARIABLE = "AWS_CA_BUNDLE"  # botocore (S3) ships its own bundle and reads this instead
+
+
+def untrusted_certificate(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind a client library's error (wrapped a few times), if any."""
+    for _ in range(8):  # libraries wrap it two or three deep; a loop in the chain ends here
+        if exc is None or isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def what_to_do(variable: str) -> str:
+    return f"if a proxy on this network re-signs TLS, set {variable} to a CA bundle that holds its CA"
+
+
+def not_trusted(server: str, failure: ssl.SSLCertVerificationError) -> ConfigError:
+    return ConfigError(
+        f"{server} presented a certificate we do not trust ({failure.verify_message}); "
+        + what_to_do(CA_VARIABLE)
+    )
