@@ -4,6 +4,7 @@ every S3 prefix against streams.py, and the Fluent Bit rules that a config can s
 import contextlib
 import io
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,36 @@ def test_every_ppship_command_line_is_accepted_by_the_real_cli(command):
 def test_the_commands_are_found():
     """The check above is only worth something if it sees the commands: count them."""
     assert sum(1 for _ in _commands()) >= 15
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
+def test_each_claim_a_workload_mounts_is_in_the_file_and_held_by_that_workload_alone(path):
+    """`kubectl apply -f` of one file gives every workload its volumes, and no two share a claim:
+    a ReadWriteOnce volume attaches to one node, so the second could wait for good."""
+    documents = [document for document in yaml.safe_load_all(path.read_text()) if document]
+    defined = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"}
+    holders = Counter(
+        volume["persistentVolumeClaim"]["claimName"]
+        for doc in documents
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+        for volume in doc["spec"]["template"]["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    )
+    assert set(holders) <= defined
+    assert all(count == 1 for count in holders.values()), holders
+
+
+@pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
+def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
+    """A new volume is root's: without fsGroup, the image's non-root user cannot save its state."""
+    user = re.search(r"useradd .*--uid (\d+)", (CONFIGS.parent / "Dockerfile").read_text()).group(1)
+    for doc in yaml.safe_load_all(path.read_text()):
+        pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        if any("persistentVolumeClaim" in volume for volume in pod.get("volumes", [])):
+            assert pod.get("securityContext", {}).get("fsGroup") == int(user), doc["metadata"]["name"]
 
 
 # -- Fluent Bit ----------------------------------------------------------------------------------
