@@ -102,6 +102,24 @@ def test_each_claim_a_workload_mounts_is_in_the_file_and_held_by_that_workload_a
 
 
 @pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
+def test_each_secret_and_config_map_the_header_names_reaches_the_containers(path):
+    """What the file's opening comment tells users to create is what the containers read."""
+    text = path.read_text()
+    named = set(re.findall(r"(secret|config map) `([\w-]+)`", text))
+    assert named, "the header names what to create"
+    referenced = set()
+    for doc in yaml.safe_load_all(text):
+        pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []):
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    referenced.add(("secret", source["secretRef"]["name"]))
+                if "configMapRef" in source:
+                    referenced.add(("config map", source["configMapRef"]["name"]))
+    assert named <= referenced
+
+
+@pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
 def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
     """A new volume is root's: without fsGroup, the image's non-root user cannot save its state."""
     user = re.search(r"useradd .*--uid (\d+)", (CONFIGS.parent / "Dockerfile").read_text()).group(1)
