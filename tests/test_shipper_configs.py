@@ -2,6 +2,7 @@
 every S3 prefix against streams.py, and the Fluent Bit rules that a config can silently break."""
 
 import contextlib
+import fnmatch
 import io
 import re
 from collections import Counter
@@ -12,7 +13,7 @@ import yaml
 
 from proofpoint_shipper.cli import build_parser
 from proofpoint_shipper.sinks.options import check_output_flags
-from proofpoint_shipper.streams import BY_TABLE, STREAMS
+from proofpoint_shipper.streams import BY_NAME, BY_TABLE, STREAMS
 from tests.agent_configs import (
     CONFIGS,
     FLUENT_BIT,
@@ -29,7 +30,13 @@ TABLE_IN_KEY = re.compile(r"/(proofpoint_[a-z_]+)/%Y/%m/%d/%H/")
 TAP = {s.table for s in STREAMS if s.collection == "tap_api"}
 POD = {s.table for s in STREAMS if s.collection == "pod_stream"}
 GATEWAY = {s.table for s in STREAMS if s.collection == "gateway_syslog"}
-EXPECTED_TABLES = {"tap": TAP, "pod": POD, "gateway": GATEWAY, "all-in-one": TAP | POD | GATEWAY}
+EXPECTED_TABLES = {
+    "tap": TAP,
+    "pod": POD,
+    "collectors": TAP | POD,
+    "gateway": GATEWAY,
+    "all-in-one": TAP | POD | GATEWAY,
+}
 
 
 def _size(text: str) -> int:
@@ -129,6 +136,30 @@ def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
             assert pod.get("securityContext", {}).get("fsGroup") == int(user), doc["metadata"]["name"]
 
 
+SIDECAR = CONFIGS / "sidecar" / "collectors-with-fluent-bit.yaml"
+
+
+def test_the_sidecars_fluent_bit_has_an_output_for_every_tag_its_collectors_send():
+    """Fluent Bit acks what its forward input took and drops a record no output matches: a tag
+    without an output is lost in silence, with the collector's cursor already past it."""
+    (deployment,) = [doc for doc in yaml.safe_load_all(SIDECAR.read_text()) if doc]
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (agent,) = [c for c in containers if c["image"].startswith("fluent/fluent-bit")]
+    config = FLUENT_BIT / Path(agent["args"][agent["args"].index("-c") + 1]).name
+    assert f"--from-file=shipper_configs/fluent-bit/{config.name}" in SIDECAR.read_text()
+    matches = [body["match"] for name, body in fluent_bit_yaml(config) if name == "OUTPUT"]
+    sent = set()
+    for container in containers:
+        args = container.get("args", [])
+        if args[:2] == ["tap", "fetch"]:
+            sent |= {stream.tag for stream in STREAMS if stream.collection == "tap_api"}
+        if args[:2] == ["pod", "stream"]:
+            sent.add(BY_NAME["pod_" + args[args.index("--type") + 1]].tag)
+    assert sent == {stream.tag for stream in STREAMS if stream.table in TAP | POD}, "all six tables"
+    for tag in sent:
+        assert any(fnmatch.fnmatchcase(tag, pattern) for pattern in matches), f"no output for {tag}"
+
+
 # -- Fluent Bit ----------------------------------------------------------------------------------
 
 
@@ -208,6 +239,7 @@ def test_vector_sinks_cover_the_flows_tables_durably(path):
 def test_vector_routes_name_every_event_type_the_collectors_write():
     written = {"tap": {"messagesDelivered", "messagesBlocked", "clicksPermitted", "clicksBlocked"}}
     written["pod"] = {"pod_message", "pod_maillog"}
+    written["collectors"] = written["tap"] | written["pod"]
     for path in VECTOR:
         config = yaml.safe_load(path.read_text())
         routes = [t for t in config.get("transforms", {}).values() if t["type"] == "route"]
