@@ -3,8 +3,8 @@
 httpx, botocore and websockets all take a proxy from the environment (HTTPS_PROXY and the like,
 common on collector nodes), and none of them leaves loopback out on its own. A proxy elsewhere
 can only reach its own loopback, so the local S3, the simulators and an S3-compatible store on
-127.0.0.1 failed with "cannot connect to proxy". `bypass_proxies_for_loopback` adds them to
-NO_PROXY, for this process and the commands it starts, and keeps every entry already there.
+127.0.0.1 would fail with "cannot connect to proxy". `bypass_proxies_for_loopback` adds these
+addresses to NO_PROXY, for this process and the commands it starts, keeping every entry there.
 """
 
 import os
