@@ -251,6 +251,14 @@ def test_vector_routes_name_every_event_type_the_collectors_write():
 # -- Fluentd -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "fluentd").glob("*.conf")), ids=lambda p: p.name)
+def test_every_fluentd_buffer_is_on_disk(path):
+    """in_tail moves its position once a record is in the next buffer: one held in memory is
+    lost when Fluentd stops or crashes before it went on."""
+    buffers = re.findall(r"<buffer[^>]*>(.*?)</buffer>", path.read_text(), re.S)
+    assert buffers and all(re.search(r"^\s*@type file\b", body, re.M) for body in buffers)
+
+
 def test_fluentd_gateway_writes_both_text_tables_through_the_exec_filter():
     text = (CONFIGS / "fluentd" / "gateway.conf").read_text()
     assert "@type exec_filter" in text and text.count("@type msgpack") == 2
