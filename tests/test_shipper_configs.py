@@ -88,6 +88,14 @@ def test_the_commands_are_found():
     assert sum(1 for _ in _commands()) >= 15
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "systemd").glob("*.service")), ids=lambda p: p.name)
+def test_a_unit_says_how_to_create_the_user_it_runs_as(path):
+    """systemd refuses to start a unit whose User= does not exist (status 217/USER)."""
+    text = path.read_text()
+    (user,) = re.findall(r"^User=(\S+)$", text, re.M)
+    assert re.search(rf"^#.*`useradd [^`]*\b{re.escape(user)}`", text, re.M)
+
+
 # -- Kubernetes ----------------------------------------------------------------------------------
 
 
