@@ -63,6 +63,7 @@ def test_every_file_is_listed_in_the_readme(path):
 
 
 DEPLOY = sorted((CONFIGS.parent / "deploy" / "kubernetes").glob("*.yaml"))
+SIDECAR = CONFIGS / "sidecar" / "collectors-with-fluent-bit.yaml"
 
 
 def _commands():
@@ -116,7 +117,7 @@ def test_each_claim_a_workload_mounts_is_in_the_file_and_held_by_that_workload_a
     assert all(count == 1 for count in holders.values()), holders
 
 
-@pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*DEPLOY, SIDECAR], ids=lambda p: p.name)
 def test_each_secret_and_config_map_the_header_names_reaches_the_containers(path):
     """What the file's opening comment tells users to create is what the containers read."""
     text = path.read_text()
@@ -142,9 +143,6 @@ def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
         pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
         if any("persistentVolumeClaim" in volume for volume in pod.get("volumes", [])):
             assert pod.get("securityContext", {}).get("fsGroup") == int(user), doc["metadata"]["name"]
-
-
-SIDECAR = CONFIGS / "sidecar" / "collectors-with-fluent-bit.yaml"
 
 
 def test_the_sidecars_fluent_bit_has_an_output_for_every_tag_its_collectors_send():
