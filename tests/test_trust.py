@@ -66,6 +66,21 @@ def test_s3_names_aws_ca_bundle(untrusted):
     assert "set AWS_CA_BUNDLE to a CA bundle that holds its CA" in one_error(result)
 
 
+def test_doctor_names_the_variable_for_each_source(untrusted):
+    url, _ = untrusted
+    stream = url.replace("https://", "wss://") + "/v1/stream"
+    flags = ["--tap-base-url", url, "--pod-url", stream, "--pod-cluster-id", "c1"]
+    flags += ["--bucket", "lake", "--endpoint-url", url]
+    result = run_ppship("doctor", *flags, env={**CREDENTIALS, **AWS})
+    failed = {
+        line.split()[1]: line for line in result.stdout.decode().splitlines() if line.startswith("FAIL")
+    }
+    assert result.returncode == 1
+    assert "certificate we do not trust" in failed["tap"] and "SSL_CERT_FILE" in failed["tap"]
+    assert "certificate we do not trust" in failed["pod"] and "SSL_CERT_FILE" in failed["pod"]
+    assert "AWS_CA_BUNDLE" in failed["s3"]
+
+
 def test_only_a_certificate_failure_is_taken_for_one():
     failure = ssl.SSLCertVerificationError("certificate verify failed")
     try:

@@ -9,6 +9,7 @@ that ran passed, 1 otherwise, also when nothing could be checked. Secrets are ne
 
 import argparse
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.service import seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
+from proofpoint_shipper.trust import not_trusted, untrusted_certificate
 
 TIMEOUT = 10.0  # seconds for each network check: a doctor answers quickly or says why not
 
@@ -134,6 +136,8 @@ class Doctor:
                 headers={"User-Agent": f"proofpoint-shipper/{__version__} doctor"},
             )
         except httpx.HTTPError as exc:
+            if failure := untrusted_certificate(exc):
+                return Finding("FAIL", "tap api", str(not_trusted(url, failure)))
             return Finding("FAIL", "tap api", f"cannot reach {url}: {type(exc).__name__}: {exc}")
         took = time.monotonic() - started
         self._server_clock("tap api", response.headers.get("Date"), took)
@@ -189,6 +193,8 @@ class Doctor:
                 self._server_clock("pod stream", websocket.response.headers.get("Date"), took)
         except InvalidStatus as exc:
             return Finding("FAIL", "pod stream", str(refusal(exc)))
+        except ssl.SSLCertVerificationError as exc:
+            return Finding("FAIL", "pod stream", str(not_trusted(url, exc)))
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             return Finding("FAIL", "pod stream", f"cannot reach {url}: {type(exc).__name__}: {exc}")
         return Finding("ok", "pod stream", f"{url} accepted the token ({took:.2f} s); session closed")
