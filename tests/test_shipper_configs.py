@@ -22,6 +22,7 @@ from tests.agent_configs import (
     fluent_bit_yaml,
     ppship_commands,
 )
+from tests.test_demo import EVENT_TYPES  # the eventType each collector writes, by table
 
 ALL_FILES = sorted(p for p in CONFIGS.rglob("*") if p.is_file() and p.name != "README.md")
 FB_YAML = sorted(FLUENT_BIT.glob("*.yaml"))
@@ -256,17 +257,6 @@ def test_vector_routes_name_every_event_type_the_collectors_write():
             assert named == written[_kind(path)]
 
 
-# The eventType each collector writes, by the table it belongs to.
-EVENT_TYPE_OF_TABLE = {
-    "proofpoint_tap_messages_delivered": "messagesDelivered",
-    "proofpoint_tap_messages_blocked": "messagesBlocked",
-    "proofpoint_tap_clicks_permitted": "clicksPermitted",
-    "proofpoint_tap_clicks_blocked": "clicksBlocked",
-    "proofpoint_on_demand_message": "pod_message",
-    "proofpoint_on_demand_maillog": "pod_maillog",
-}
-
-
 @pytest.mark.parametrize("path", [p for p in VECTOR if _kind(p) != "gateway"], ids=lambda p: p.name)
 def test_each_vector_sink_takes_the_route_of_its_own_tables_events(path):
     """A sink fed by another table's route would file every event under the wrong table."""
@@ -276,7 +266,7 @@ def test_each_vector_sink_takes_the_route_of_its_own_tables_events(path):
         (source,) = sink["inputs"]
         transform, _, route = source.partition(".")
         condition = config["transforms"][transform]["route"][route]
-        assert condition == f'.eventType == "{EVENT_TYPE_OF_TABLE[table]}"', (table, condition)
+        assert condition == f'.eventType == "{EVENT_TYPES[table]}"', (table, condition)
 
 
 # -- Fluentd -------------------------------------------------------------------------------------
