@@ -101,17 +101,29 @@ def test_a_unit_says_how_to_create_the_user_it_runs_as(path):
 # -- Kubernetes ----------------------------------------------------------------------------------
 
 
+def _manifests(path: Path) -> list[dict]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def _pods(path: Path) -> list[tuple[str, dict]]:
+    """(name, pod spec) of every workload in a manifest file."""
+    workloads = ("Deployment", "StatefulSet", "DaemonSet")
+    return [
+        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
+        for doc in _manifests(path)
+        if doc["kind"] in workloads
+    ]
+
+
 @pytest.mark.parametrize("path", DEPLOY, ids=lambda p: p.name)
 def test_each_claim_a_workload_mounts_is_in_the_file_and_held_by_that_workload_alone(path):
     """`kubectl apply -f` of one file gives every workload its volumes, and no two share a claim:
     a ReadWriteOnce volume attaches to one node, so the second could wait for good."""
-    documents = [document for document in yaml.safe_load_all(path.read_text()) if document]
-    defined = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"}
+    defined = {doc["metadata"]["name"] for doc in _manifests(path) if doc["kind"] == "PersistentVolumeClaim"}
     holders = Counter(
         volume["persistentVolumeClaim"]["claimName"]
-        for doc in documents
-        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
-        for volume in doc["spec"]["template"]["spec"].get("volumes", [])
+        for _, pod in _pods(path)
+        for volume in pod.get("volumes", [])
         if "persistentVolumeClaim" in volume
     )
     assert set(holders) <= defined
@@ -125,9 +137,8 @@ def test_each_secret_and_config_map_the_header_names_reaches_the_containers(path
     named = set(re.findall(r"(secret|config map) `([\w-]+)`", text))
     assert named, "the header names what to create"
     referenced = set()
-    for doc in yaml.safe_load_all(text):
-        pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
-        for container in pod.get("containers", []):
+    for _, pod in _pods(path):
+        for container in pod["containers"]:
             for source in container.get("envFrom", []):
                 if "secretRef" in source:
                     referenced.add(("secret", source["secretRef"]["name"]))
@@ -140,17 +151,16 @@ def test_each_secret_and_config_map_the_header_names_reaches_the_containers(path
 def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
     """A new volume is root's: without fsGroup, the image's non-root user cannot save its state."""
     user = re.search(r"useradd .*--uid (\d+)", (CONFIGS.parent / "Dockerfile").read_text()).group(1)
-    for doc in yaml.safe_load_all(path.read_text()):
-        pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+    for name, pod in _pods(path):
         if any("persistentVolumeClaim" in volume for volume in pod.get("volumes", [])):
-            assert pod.get("securityContext", {}).get("fsGroup") == int(user), doc["metadata"]["name"]
+            assert pod.get("securityContext", {}).get("fsGroup") == int(user), name
 
 
 def test_the_sidecars_fluent_bit_has_an_output_for_every_tag_its_collectors_send():
     """Fluent Bit acks what its forward input took and drops a record no output matches: a tag
     without an output is lost in silence, with the collector's cursor already past it."""
-    (deployment,) = [doc for doc in yaml.safe_load_all(SIDECAR.read_text()) if doc]
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    ((_, pod),) = _pods(SIDECAR)
+    containers = pod["containers"]
     (agent,) = [c for c in containers if c["image"].startswith("fluent/fluent-bit")]
     config = FLUENT_BIT / Path(agent["args"][agent["args"].index("-c") + 1]).name
     assert f"--from-file=shipper_configs/fluent-bit/{config.name}" in SIDECAR.read_text()
