@@ -75,6 +75,14 @@ def run_ppship(
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a command that stopped on a clear error wrote (exit 2, no traceback)."""
+    assert result.returncode == 2, result.stdout.decode()
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
 # The real command with files over a size unwritable (EFBIG), as on a full disk; set in the child
 # itself, as preexec_fn is not safe beside the servers' threads in the test process.
 _LIMITED_PPSHIP = """

@@ -14,7 +14,7 @@ import termios
 
 import pytest
 
-from tests.conftest import checking_s3, run_ppship, wait_for
+from tests.conftest import checking_s3, one_error_line, run_ppship, wait_for
 
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -175,13 +175,6 @@ def test_a_line_over_the_record_bound_is_skipped_and_the_next_one_shipped():
     assert result.returncode == 0, result.stderr[-300:]
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1]
     assert b"<stdin>:1: longer than 67108864 bytes; skipped" in result.stderr
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2
-    lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0]
-    return lines[0]
 
 
 def test_unknown_table(local_s3):

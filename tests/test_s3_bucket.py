@@ -18,7 +18,7 @@ from proofpoint_shipper.bucket.check import format_problem
 from proofpoint_shipper.bucket.layout import misplacement
 from proofpoint_shipper.sinks.s3 import S3Sink
 from proofpoint_shipper.streams import BY_TABLE, STREAMS
-from tests.conftest import checking_s3
+from tests.conftest import checking_s3, one_error_line
 from tests.test_cli_ship import LOCAL_ENV
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:lake-new-objects"
@@ -38,13 +38,6 @@ def s3(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def at(local_s3, bucket: str, *extra: str) -> tuple[str, ...]:
     return ("--bucket", bucket, "--endpoint-url", local_s3.endpoint_url, *extra)
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout.decode()
-    lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    return lines[0]
 
 
 def rules(client, bucket: str) -> dict[str, dict]:
