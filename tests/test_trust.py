@@ -7,7 +7,7 @@ import pytest
 
 from proofpoint_shipper.trust import untrusted_certificate
 from tests.certificates import https_server
-from tests.conftest import run_ppship
+from tests.conftest import one_error_line, run_ppship
 
 SECRETS = (b"tap-secret-value", b"pod-token-value")
 CREDENTIALS = {"TAP_PRINCIPAL": "principal", "TAP_SECRET": "tap-secret-value", "POD_TOKEN": "pod-token-value"}
@@ -20,12 +20,6 @@ def untrusted(tmp_path):
         yield url, certificate
 
 
-def one_error(result) -> str:
-    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("ppship: error:")]
-    assert result.returncode == 2 and len(errors) == 1, result.stderr.decode()[-2000:]
-    return errors[0]
-
-
 def tap_fetch(url: str, tmp_path, **env: str):
     cursor = str(tmp_path / "cursor.json")
     flags = ["--once", "--base-url", url, "--cursor", cursor, "--output", "stdout"]
@@ -35,7 +29,7 @@ def tap_fetch(url: str, tmp_path, **env: str):
 def test_tap_fetch_stops_at_once_and_names_ssl_cert_file(untrusted, tmp_path):
     url, _ = untrusted
     result = tap_fetch(url, tmp_path)
-    error = one_error(result)
+    error = one_error_line(result)
     assert f"the TAP API at {url} presented a certificate we do not trust (self-signed" in error
     assert "set SSL_CERT_FILE to a CA bundle" in error
     assert b"retry" not in result.stderr  # retrying cannot make it trusted
@@ -54,7 +48,7 @@ def test_pod_stream_stops_at_once_and_names_ssl_cert_file(untrusted, tmp_path):
     stream = url.replace("https://", "wss://") + "/v1/stream"
     flags = ["--type", "message", "--cluster-id", "c1", "--url", stream, "--output", "stdout"]
     result = run_ppship("pod", "stream", *flags, "--cursor", str(tmp_path / "pod.json"), env=CREDENTIALS)
-    error = one_error(result)
+    error = one_error_line(result)
     assert f"the PoD log API at {stream} presented a certificate we do not trust" in error
     assert "set SSL_CERT_FILE" in error and b"reconnect" not in result.stderr
     assert not any(secret in result.stderr for secret in SECRETS)
@@ -63,7 +57,7 @@ def test_pod_stream_stops_at_once_and_names_ssl_cert_file(untrusted, tmp_path):
 def test_s3_names_aws_ca_bundle(untrusted):
     url, _ = untrusted
     result = run_ppship("s3", "check", "--bucket", "lake", "--endpoint-url", url, env=AWS)
-    assert "set AWS_CA_BUNDLE to a CA bundle that holds its CA" in one_error(result)
+    assert "set AWS_CA_BUNDLE to a CA bundle that holds its CA" in one_error_line(result)
 
 
 def test_doctor_names_the_variable_for_each_source(untrusted):
