@@ -20,7 +20,7 @@ import pytest
 from proofpoint_shipper.tap.command import poll_loop
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
-from tests.conftest import limited_ppship, wait_for
+from tests.conftest import limited_ppship, one_error_line, wait_for
 from tests.tap_harness import PRINCIPAL, SECRET, tap_fetcher
 
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
@@ -250,3 +250,18 @@ def test_an_answer_that_cannot_be_written_is_one_line_and_the_windows_stay_pendi
     )
     assert json.loads((tmp_path / "cursor.json").read_text())["pending"]  # fetched on the next run
     assert list((tmp_path / "partial").iterdir()) == []  # no half answer left behind
+
+
+def test_a_disk_with_no_room_at_all_stops_the_fetch_before_it_reads_naming_the_cursor(simulator, tmp_path):
+    ppship_args = fetch_command(simulator, tmp_path, "--output", "stdout")[3:]
+    result = subprocess.run(
+        limited_ppship(0, *ppship_args),  # not one byte fits, as on a full disk
+        env=environment(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert one_error_line(result) == (
+        f"ppship: error: cursor file {tmp_path / 'cursor.json'} cannot be locked: File too large"
+    )
+    assert result.stdout == b""  # nothing fetched that the cursor could not then record

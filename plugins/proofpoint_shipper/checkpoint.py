@@ -77,8 +77,12 @@ class FileCursorStore:
                 exc.strerror,
             )
             return
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        try:  # the holder's pid, for the message a second collector gets
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the cursor could not be saved either, so stop now
+            os.close(handle)
+            raise ConfigError(f"cursor file {self.path} cannot be locked: {exc.strerror}") from exc
         self._lock = handle
 
     def load(self) -> dict | None:
