@@ -2,10 +2,14 @@
 
 It acks every chunk (unless told not to), can demand a shared key (HELO/PING/PONG), can be
 stopped and started again on the same port, and keeps what it received for the test to check.
+While stopped, its port stays bound without listening: a connection is refused, as by an agent
+that is down, and no other server of the test (a relay, a child process) is handed that port by
+the system in the meantime, which would turn "upstream is down" into "upstream is that server".
 With keep=False it only counts the records, decoding in msgpack's C code alone: a stand-in for an
 agent's own forward input (C in Fluent Bit, Rust in Vector) where a benchmark measures the sender.
 """
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -22,6 +26,28 @@ def decode_ext(code: int, data: bytes):
     if code == 0:
         return EventTime(int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big"))
     return msgpack.ExtType(code, data)
+
+
+_HELD_PORTS: dict[int, socket.socket] = {}  # port -> a bound socket that does not listen
+
+
+def _hold(port: int) -> None:
+    """Keep `port` bound, not listening, until a receiver starts on it again."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", port))
+    except OSError:  # taken in the moment since the listener closed: nothing left to keep
+        holder.close()
+        return
+    _HELD_PORTS[port] = holder
+
+
+@atexit.register
+def _release_held_ports() -> None:
+    for holder in _HELD_PORTS.values():
+        holder.close()
+    _HELD_PORTS.clear()
 
 
 class ForwardReceiver:
@@ -53,7 +79,16 @@ class ForwardReceiver:
                 receiver._serve(self.request)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self._server = socketserver.ThreadingTCPServer(
+            ("127.0.0.1", self.port), Handler, bind_and_activate=False
+        )
+        held = _HELD_PORTS.pop(self.port, None) if self.port else None
+        if held is not None:  # listen on the very socket that kept the port while we were down
+            self._server.socket.close()
+            self._server.socket = held
+        else:
+            self._server.server_bind()
+        self._server.server_activate()
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -65,6 +100,7 @@ class ForwardReceiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            _hold(self.port)
         with self.lock:
             for connection in self._connections:
                 with contextlib.suppress(OSError):
