@@ -2,14 +2,12 @@
 
 It acks every chunk (unless told not to), can demand a shared key (HELO/PING/PONG), can be
 stopped and started again on the same port, and keeps what it received for the test to check.
-While stopped, its port stays bound without listening: a connection is refused, as by an agent
-that is down, and no other server of the test (a relay, a child process) is handed that port by
-the system in the meantime, which would turn "upstream is down" into "upstream is that server".
+While stopped, its port stays bound without listening (tests/ports.py): connections are refused,
+as by an agent that is down, and no other server of the test is handed that port meanwhile.
 With keep=False it only counts the records, decoding in msgpack's C code alone: a stand-in for an
 agent's own forward input (C in Fluent Bit, Rust in Vector) where a benchmark measures the sender.
 """
 
-import atexit
 import contextlib
 import hashlib
 import os
@@ -20,34 +18,14 @@ import threading
 import msgpack
 from fluent.sender import EventTime
 
+from tests import ports
+
 
 def decode_ext(code: int, data: bytes):
     """Decode EventTime with fluent-logger's own type, as an interoperable peer would."""
     if code == 0:
         return EventTime(int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big"))
     return msgpack.ExtType(code, data)
-
-
-_HELD_PORTS: dict[int, socket.socket] = {}  # port -> a bound socket that does not listen
-
-
-def _hold(port: int) -> None:
-    """Keep `port` bound, not listening, until a receiver starts on it again."""
-    holder = socket.socket()
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        holder.bind(("127.0.0.1", port))
-    except OSError:  # taken in the moment since the listener closed: nothing left to keep
-        holder.close()
-        return
-    _HELD_PORTS[port] = holder
-
-
-@atexit.register
-def _release_held_ports() -> None:
-    for holder in _HELD_PORTS.values():
-        holder.close()
-    _HELD_PORTS.clear()
 
 
 class ForwardReceiver:
@@ -82,7 +60,7 @@ class ForwardReceiver:
         self._server = socketserver.ThreadingTCPServer(
             ("127.0.0.1", self.port), Handler, bind_and_activate=False
         )
-        held = _HELD_PORTS.pop(self.port, None) if self.port else None
+        held = ports.take(self.port) if self.port else None
         if held is not None:  # listen on the very socket that kept the port while we were down
             self._server.socket.close()
             self._server.socket = held
@@ -100,7 +78,7 @@ class ForwardReceiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-            _hold(self.port)
+            ports.hold(self.port)
         with self.lock:
             for connection in self._connections:
                 with contextlib.suppress(OSError):

@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import socket
 from collections import Counter
 from datetime import datetime
 
@@ -12,6 +11,7 @@ from proofpoint_shipper.demo import GATEWAY_LOG, GATEWAY_REFERENCE, GATEWAY_ZONE
 from proofpoint_shipper.gateway import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.streams import STREAMS
+from tests import ports
 from tests.conftest import run_ppship
 
 GATEWAY_LINES, POD_EVENTS = 300, 40
@@ -45,9 +45,7 @@ def _expected_gateway_counts() -> Counter:
 
 def machine_proxy() -> dict[str, str]:
     """A proxy set for the whole machine, as on many collector nodes, that nothing answers at."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed when the block ends
+    proxy = f"http://127.0.0.1:{ports.refused_port()}"
     return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "ALL_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
 
 

@@ -24,6 +24,7 @@ from proofpoint_shipper import metrics
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.streams import BY_NAME
+from tests import ports
 from tests.conftest import golden_lines
 from tests.forward_receiver import ForwardReceiver
 from tests.tap_harness import PRINCIPAL, SECRET
@@ -94,9 +95,7 @@ def test_the_request_log_forgets_requests_older_than_its_period():
 
 
 def test_relay_counts_records_in_out_parse_errors_and_upstream_retries():
-    with socket.socket() as probe:  # a port where upstream will come up later
-        probe.bind(("127.0.0.1", 0))
-        upstream_port = probe.getsockname()[1]
+    upstream_port = ports.refused_port()  # where upstream will come up later
     command = [*PPSHIP, "relay", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream_port}"]
     command += ["--timezone", "UTC", "--metrics-port", "0", "--log-format", "json"]
     relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
