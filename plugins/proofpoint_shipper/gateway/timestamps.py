@@ -5,6 +5,7 @@ stamps; `resolve_zone` turns the --timezone setting into a tzinfo.
 """
 
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -159,18 +160,31 @@ def _fixed_offset(text: str) -> tzinfo:
     return timezone(-delta if text[0] == "-" else delta)
 
 
+# A POSIX TZ rule: a name (3 letters or more, or <quoted>) and its offset, maybe a DST part.
+_NAME, _OFFSET = r"(?:[A-Za-z]{3,}|<[A-Za-z0-9+-]{3,}>)", r"[+-]?\d{1,2}(?::\d{1,2}){0,2}"
+_POSIX_RULE = re.compile(f"{_NAME}{_OFFSET}(?:{_NAME}(?:{_OFFSET})?(?:,.+)?)?\\Z")
+
+
 def local_zone() -> tzinfo:
     """The machine's zone with its DST rules: $TZ, else /etc/localtime, else today's offset.
 
     A $TZ that names no zone file (a POSIX rule such as "UTC+3" or "<+0530>-5:30", a path) is
     read as the C library reads it, as syslog did when it wrote the line: taking /etc/localtime
-    instead gave those lines another offset, in silence.
+    instead gave those lines another offset, in silence. A $TZ that is neither (a zone name with
+    a typo, "CST" with no offset) is a ConfigError: the C library would take it for UTC, again
+    in silence, and every BSD time would be hours off.
     """
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
+            if not (_POSIX_RULE.match(name) or (name.startswith("/") and Path(name).is_file())):
+                raise ConfigError(
+                    f"TZ is {name!r}, which is no time zone this machine knows and no POSIX rule "
+                    "(the C library reads it as UTC): set TZ to a zone such as America/Chicago, "
+                    "or give --timezone"
+                ) from None
             return LibcZone()
     localtime = Path("/etc/localtime")
     if localtime.exists():
