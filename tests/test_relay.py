@@ -34,6 +34,9 @@ FILTER_LINE = (
 SENDMAIL_LINE = "Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
 
 
+PPSHIP_RELAY = [sys.executable, "-m", "proofpoint_shipper", "relay", "--timezone", "UTC"]
+
+
 def start_relay(upstream_port: int | None, *extra: str, env=None) -> tuple[subprocess.Popen, int]:
     """The real relay command; upstream_port None leaves the output to `extra`."""
     upstream = ["--upstream", f"127.0.0.1:{upstream_port}"] if upstream_port is not None else []
@@ -75,9 +78,9 @@ def send_chunk(port: int, mode: str, entries, chunk="chunk-1", timeout=10.0):
     return send_raw(port, codec.encode(mode, "gateway.raw", entries, chunk=chunk), timeout)
 
 
-def send_raw(port: int, frame: bytes, timeout=10.0):
+def send_raw(port: int, frame: bytes, timeout=10.0, host="127.0.0.1"):
     """Send these bytes and return the relay's reply (None when no ack came within the timeout)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+    with socket.create_connection((host, port), timeout=timeout) as client:
         client.sendall(frame)
         unpacker = protocol.unpacker()
         try:
@@ -509,3 +512,19 @@ def test_output_forward_without_upstream_is_one_clear_error():
     assert result.stderr.decode().strip().splitlines() == [
         "ppship: error: --output forward needs --upstream HOST:PORT"
     ]
+
+
+def test_on_ipv6_the_banner_gives_an_address_that_can_be_pasted_back():
+    receiver = ForwardReceiver().start()
+    command = [*PPSHIP_RELAY, "--listen", "[::1]:0", "--upstream", f"127.0.0.1:{receiver.port}"]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        banner = relay.stdout.readline().decode()
+        match = re.fullmatch(r"relay listening on \[::1\]:(\d+)\n", banner)
+        assert match, banner  # as --listen and --upstream take it: "::1:24224" is no address
+        entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+        frame = codec.encode("forward", "gateway.raw", entries, chunk="v6")
+        assert send_raw(int(match.group(1)), frame, host="::1") == {"ack": "v6"}
+    finally:
+        stop_relay(relay)
+        receiver.stop()

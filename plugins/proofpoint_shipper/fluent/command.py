@@ -232,7 +232,7 @@ async def _serve(relay: ForwardRelay) -> int:
     try:
         host, port = await relay.start()
     except OSError as exc:
-        where = f"{relay.settings.host}:{relay.settings.port}"
+        where = f"{url_host(relay.settings.host)}:{relay.settings.port}"
         if isinstance(exc, socket.gaierror):  # a name that does not resolve: its errno is no OS error
             reason = exc.strerror
         else:
@@ -240,7 +240,7 @@ async def _serve(relay: ForwardRelay) -> int:
         raise ConfigError(f"cannot listen on {where}: {reason}") from None
     # One write with its newline: --workers print into one pipe, and unbuffered (PYTHONUNBUFFERED)
     # print() writes the newline apart, so two banners could run together on one line.
-    print(f"relay listening on {host}:{port}\n", end="", flush=True)
+    print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

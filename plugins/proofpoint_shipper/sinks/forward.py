@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import protocol
+from proofpoint_shipper.listening import url_host
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for
 
@@ -186,4 +187,4 @@ class ForwardSink:
                 self._socket = None
 
     def _where(self) -> str:
-        return f"{self.address[0]}:{self.address[1]}"
+        return f"{url_host(self.address[0])}:{self.address[1]}"
