@@ -48,6 +48,9 @@ REFUSED = [
     # a header's host is one word: "" or "mx 1" would write text lines that do not read back
     (["gateway", "parse", "--host", ""], b"--host: expected a host name without white space, got ''"),
     (["gateway", "assemble", "--host", "mx 1"], b"--host: expected a host name without white space"),
+    # no record holds the line under "": every one would come back with an error
+    (["gateway", "exec-filter", "--key", ""], b"--key: expected the name of a record key, got ''"),
+    (["relay", *UPSTREAM, "--key", "log", "--key", ""], b"--key: expected the name of a record key"),
     # keys the data lake would not find: refused before anything is written
     (["ship", *TABLE, "--output", "s3", "--prefix", "lake//x"], b"'lake//x': an empty folder between two"),
     (["s3", "check", "--bucket", "b", "--prefix", "../lake"], b"'../lake': a '..' folder"),

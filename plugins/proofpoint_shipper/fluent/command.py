@@ -20,7 +20,7 @@ from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
-from proofpoint_shipper.gateway.options import reference_time
+from proofpoint_shipper.gateway.options import record_key, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.listening import bound_socket, url_host
 from proofpoint_shipper.logs import setup_logging
@@ -68,7 +68,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         metavar="HOST:PORT",
         help="the agent's forward input that receives the parsed records",
     )
-    relay.add_argument("--key", action="append", help="record key of the line (default: log, then message)")
+    relay.add_argument(
+        "--key", action="append", type=record_key, help="record key of the line (default: log, then message)"
+    )
     relay.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")
     relay.add_argument(
         "--reference-time",

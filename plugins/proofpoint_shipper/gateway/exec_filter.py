@@ -17,6 +17,7 @@ import msgpack
 
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway.counts import StreamCounts
+from proofpoint_shipper.gateway.options import record_key
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import wait_readable
@@ -40,6 +41,7 @@ def register(actions: argparse._SubParsersAction) -> None:
     exec_filter.add_argument(
         "--key",
         action="append",
+        type=record_key,
         help="record key holding the line; repeat for fallbacks (default: log, message)",
     )
     exec_filter.add_argument("--timezone", default="local", help="zone of BSD timestamps (default: local)")

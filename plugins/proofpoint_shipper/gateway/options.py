@@ -1,4 +1,5 @@
-"""Flags and inputs the gateway commands share: `--reference-time`, `--host`, and FILE arguments."""
+"""Flags and inputs the gateway commands share: `--reference-time`, `--host`, `--key`, and FILE
+arguments."""
 
 import argparse
 import os
@@ -24,6 +25,14 @@ def host_name(text: str) -> str:
     """--host: one word, as a syslog header's host field is; the text form would not read back."""
     if not text or not text.isprintable() or any(character.isspace() for character in text):
         raise argparse.ArgumentTypeError(f"expected a host name without white space, got {text!r}")
+    return text
+
+
+def record_key(text: str) -> str:
+    """--key: a record key the line is under; "" names none, and every record would come back
+    with an error."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"expected the name of a record key, got {text!r}")
     return text
 
 
