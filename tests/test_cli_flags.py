@@ -48,6 +48,13 @@ REFUSED = [
     # a header's host is one word: "" or "mx 1" would write text lines that do not read back
     (["gateway", "parse", "--host", ""], b"--host: expected a host name without white space, got ''"),
     (["gateway", "assemble", "--host", "mx 1"], b"--host: expected a host name without white space"),
+    # botocore builds "https://s3..amazonaws.com" from an empty region and raised a traceback
+    (
+        ["ship", *TABLE, "--output", "s3", "--bucket", "b", "--region", ""],
+        b"--region: expected an AWS region",
+    ),
+    (["doctor", "--bucket", "b", "--region", "us east 1"], b"--region: expected an AWS region such as"),
+    (["s3", "check", "--bucket", "b", "--region=-x"], b"--region: expected an AWS region"),
     # no record holds the line under "": every one would come back with an error
     (["gateway", "exec-filter", "--key", ""], b"--key: expected the name of a record key, got ''"),
     (["relay", *UPSTREAM, "--key", "log", "--key", ""], b"--key: expected the name of a record key"),

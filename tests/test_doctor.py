@@ -124,6 +124,23 @@ def test_half_set_credentials_and_unreachable_servers_are_named(local_s3, bucket
     assert not any(line.startswith("nothing could be checked") for line in lines)  # failures were found
 
 
+def test_a_region_set_to_nothing_is_a_failed_check_and_the_doctor_goes_on(tap):
+    code, lines = doctor(
+        "--tap-base-url",
+        tap.url,
+        "--bucket",
+        "lake",
+        TAP_PRINCIPAL=PRINCIPAL,
+        TAP_SECRET=SECRET,
+        **{**AWS, "AWS_DEFAULT_REGION": ""},
+    )
+    found = status(lines)
+    assert code == 1
+    assert found["aws region"] == "FAIL"
+    assert "the AWS region is empty (AWS_DEFAULT_REGION is set to nothing)" in "\n".join(lines)
+    assert found["clock"] == "ok"  # checked against the TAP API, after the S3 checks stopped
+
+
 def test_nothing_configured_is_not_a_pass():
     code, lines = doctor()
     assert code == 1

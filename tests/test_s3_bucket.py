@@ -188,6 +188,25 @@ def test_bad_input_is_one_line_and_exit_2_before_any_change(local_s3, bucket, fl
     assert settings(client, bucket) == before
 
 
+def test_a_region_set_to_nothing_in_the_environment_is_one_line(bucket):
+    """AWS_DEFAULT_REGION set but empty, as a config map or a unit file with no value leaves it:
+    botocore made the endpoint https://s3..amazonaws.com and raised a ValueError, a traceback."""
+    environment = {**os.environ, **LOCAL_ENV, "AWS_DEFAULT_REGION": ""}
+    for command in (["s3", "check"], ["ship", "--table", FILTER, "--output", "s3"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "proofpoint_shipper", *command, "--bucket", bucket],
+            input=b"",
+            env=environment,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert one_error_line(result) == (
+            "ppship: error: the AWS region is empty (AWS_DEFAULT_REGION is set to nothing): "
+            "give --region, or set AWS_DEFAULT_REGION to one such as us-east-1"
+        )
+
+
 def test_a_missing_bucket_without_create_is_one_line(local_s3):
     assert "bucket no-such-lake does not exist (add --create" in one_error_line(
         s3("setup", *at(local_s3, "no-such-lake", "--retention-days", "5"))

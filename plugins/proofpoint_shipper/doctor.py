@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from proofpoint_shipper import __version__
-from proofpoint_shipper.bucket.access import open_client, probe_write, reason
+from proofpoint_shipper.bucket.access import aws_region, open_client, probe_write, reason
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
@@ -72,7 +72,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
     )
-    doctor.add_argument("--region", help="AWS region (default: boto3's chain)")
+    doctor.add_argument("--region", type=aws_region, help="AWS region (default: boto3's chain)")
     doctor.add_argument(
         "--max-clock-skew",
         type=seconds,
@@ -213,8 +213,12 @@ class Doctor:
         if credentials is None:
             yield Finding("FAIL", "aws credentials", reason(NoCredentialsError(), bucket))
             return
-        client = open_client(self.args.endpoint_url, self.args.region)
         yield Finding("ok", "aws credentials", f"found ({credentials.method})")
+        try:
+            client = open_client(self.args.endpoint_url, self.args.region)
+        except ConfigError as exc:  # a region set to nothing in the environment, say
+            yield Finding("FAIL", "aws region", str(exc))
+            return
         try:
             head = client.head_bucket(Bucket=bucket)
         except (BotoCoreError, ClientError) as exc:

@@ -5,12 +5,16 @@ client here, so timeouts and retry settings are the same everywhere, and explain
 with `reason()`, so a refusal reads the same wherever it happens.
 """
 
+import argparse
+import os
+import re
 import socket
 import uuid
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proofpoint_shipper.bucket.layout import under
+from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.trust import BOTO_CA_VARIABLE, untrusted_certificate, what_to_do
 
 CREDENTIAL_ERRORS = {
@@ -43,17 +47,38 @@ PERMISSION = {
 }
 
 
-def open_client(endpoint_url: str | None = None, region: str | None = None):
-    """An S3 client that fails fast: our own retry policy decides what is tried again."""
+def open_client(endpoint_url: str | None = None, region: str | None = None, fail_fast: bool = True):
+    """An S3 client. fail_fast: one attempt per call, as our own retry policy decides what is
+    tried again; without it (the TAP cursor in S3, which has no policy of its own), botocore's."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60),
+    config = (
+        Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60) if fail_fast else None
     )
+    try:
+        return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+    except ValueError as exc:  # botocore's, for a region from the environment it cannot use
+        raise ConfigError(_region_fault(exc)) from None
+
+
+def _region_fault(exc: ValueError) -> str:
+    if os.environ.get("AWS_DEFAULT_REGION") == "":  # botocore builds https://s3..amazonaws.com
+        return (
+            "the AWS region is empty (AWS_DEFAULT_REGION is set to nothing): give --region, "
+            "or set AWS_DEFAULT_REGION to one such as us-east-1"
+        )
+    return f"cannot open an S3 client: {exc}"
+
+
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\Z")  # as botocore checks it
+
+
+def aws_region(text: str) -> str:
+    """--region: a region name botocore takes; "" or "us east 1" made it raise, a traceback."""
+    if not _REGION.match(text):
+        raise argparse.ArgumentTypeError(f"expected an AWS region such as us-east-1, got {text!r}")
+    return text
 
 
 def error_code(exc: ClientError) -> str:

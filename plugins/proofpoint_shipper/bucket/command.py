@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.bucket import check, setup
-from proofpoint_shipper.bucket.access import bucket_region, error_code, open_client, reason
+from proofpoint_shipper.bucket.access import aws_region, bucket_region, error_code, open_client, reason
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import positive_int, url_of
@@ -37,7 +37,9 @@ def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
         "--prefix", type=key_prefix, default="", help="key prefix before the table names (default: none)"
     )
     parser.add_argument(
-        "--region", help="the bucket's region; a bucket elsewhere is an error (default: boto3's)"
+        "--region",
+        type=aws_region,
+        help="the bucket's region; a bucket elsewhere is an error (default: boto3's)",
     )
     parser.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from proofpoint_shipper.bucket.access import open_client
+from proofpoint_shipper.bucket.access import aws_region, open_client
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
@@ -75,7 +75,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
         type=url_of("https", "http"),
         help="an S3-compatible endpoint (default: AWS)",
     )
-    only("s3", "--region", help="AWS region (default: boto3's chain)")
+    only("s3", "--region", type=aws_region, help="AWS region (default: boto3's chain)")
     only("s3", "--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
     only("s3", "--kms-key-id", help="KMS key for --sse aws:kms")
     only("s3", "--no-gzip", action="store_true", help="write objects uncompressed")

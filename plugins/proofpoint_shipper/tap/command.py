@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.rawio import stop_when_reader_goes
@@ -179,12 +180,10 @@ def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") ->
 
 def _cursor_store(args: argparse.Namespace):
     if args.cursor.startswith("s3://"):
-        import boto3
-
         bucket, _, key = args.cursor[5:].partition("/")
         if not bucket or not key:
             raise ConfigError(f"--cursor wants s3://bucket/key, got {args.cursor!r}")
-        return S3CursorStore(boto3.client("s3", endpoint_url=args.endpoint_url), bucket, key)
+        return S3CursorStore(open_client(args.endpoint_url, fail_fast=False), bucket, key)
     return FileCursorStore(Path(args.cursor))
 
 
