@@ -43,15 +43,17 @@ def _expected_gateway_counts() -> Counter:
     return Counter(table for table in tables if table is not None)
 
 
-def machine_proxy() -> dict[str, str]:
-    """A proxy set for the whole machine, as on many collector nodes, that nothing answers at."""
+def collector_node() -> dict[str, str]:
+    """Settings of a collector node's whole machine: a proxy that nothing answers at, and an AWS
+    profile that its AWS config does not hold (the demo's local S3 needs none)."""
     proxy = f"http://127.0.0.1:{ports.refused_port()}"
-    return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "ALL_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
+    proxies = {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "ALL_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
+    return {**proxies, "AWS_PROFILE": "no-such-profile"}
 
 
 # Behind a proxy: the local S3 (boto3), the TAP simulator (httpx) and the PoD one (websockets) are
 # all on 127.0.0.1, which no proxy can reach for us.
-@pytest.mark.parametrize("environment", [{}, machine_proxy()], ids=["no proxy", "behind a proxy"])
+@pytest.mark.parametrize("environment", [{}, collector_node()], ids=["plain", "a collector node's settings"])
 def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket, environment):
     flags = ["--tap-hours", "2", "--pod-events", str(POD_EVENTS), "--gateway-lines", str(GATEWAY_LINES)]
     flags += ["--endpoint-url", local_s3.endpoint_url, "--bucket", bucket]

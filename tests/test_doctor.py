@@ -141,6 +141,13 @@ def test_a_region_set_to_nothing_is_a_failed_check_and_the_doctor_goes_on(tap):
     assert found["clock"] == "ok"  # checked against the TAP API, after the S3 checks stopped
 
 
+def test_an_unknown_aws_profile_is_a_failed_check_not_a_traceback():
+    code, lines = doctor("--bucket", "lake", **{**AWS, "AWS_PROFILE": "no-such-profile"})
+    assert code == 1
+    assert status(lines)["aws credentials"] == "FAIL"
+    assert "The config profile (no-such-profile) could not be found" in "\n".join(lines)
+
+
 def test_nothing_configured_is_not_a_pass():
     code, lines = doctor()
     assert code == 1

@@ -188,10 +188,26 @@ def test_bad_input_is_one_line_and_exit_2_before_any_change(local_s3, bucket, fl
     assert settings(client, bucket) == before
 
 
-def test_a_region_set_to_nothing_in_the_environment_is_one_line(bucket):
-    """AWS_DEFAULT_REGION set but empty, as a config map or a unit file with no value leaves it:
-    botocore made the endpoint https://s3..amazonaws.com and raised a ValueError, a traceback."""
-    environment = {**os.environ, **LOCAL_ENV, "AWS_DEFAULT_REGION": ""}
+@pytest.mark.parametrize(
+    "setting, error",
+    [
+        # set but empty, as a config map or a unit file with no value leaves it: botocore made the
+        # endpoint https://s3..amazonaws.com and raised a ValueError
+        (
+            {"AWS_DEFAULT_REGION": ""},
+            "the AWS region is empty (AWS_DEFAULT_REGION is set to nothing): give --region, or set "
+            "AWS_DEFAULT_REGION to one such as us-east-1",
+        ),
+        # a profile this machine's AWS config does not hold: botocore raised ProfileNotFound
+        (
+            {"AWS_PROFILE": "no-such-profile"},
+            "cannot open an S3 client: The config profile (no-such-profile) could not be found",
+        ),
+    ],
+    ids=["empty region", "unknown profile"],
+)
+def test_aws_settings_botocore_cannot_use_are_one_line_not_a_traceback(bucket, setting, error):
+    environment = {**os.environ, **LOCAL_ENV, **setting}
     for command in (["s3", "check"], ["ship", "--table", FILTER, "--output", "s3"]):
         result = subprocess.run(
             [sys.executable, "-m", "proofpoint_shipper", *command, "--bucket", bucket],
@@ -201,10 +217,7 @@ def test_a_region_set_to_nothing_in_the_environment_is_one_line(bucket):
             timeout=120,
             check=False,
         )
-        assert one_error_line(result) == (
-            "ppship: error: the AWS region is empty (AWS_DEFAULT_REGION is set to nothing): "
-            "give --region, or set AWS_DEFAULT_REGION to one such as us-east-1"
-        )
+        assert one_error_line(result) == f"ppship: error: {error}"
 
 
 def test_a_missing_bucket_without_create_is_one_line(local_s3):

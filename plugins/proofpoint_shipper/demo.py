@@ -22,7 +22,7 @@ from pathlib import Path
 
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
-from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS
+from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS, forget_machine_aws_profile
 from proofpoint_shipper.service import positive_int, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.streams import STREAMS
@@ -77,6 +77,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    forget_machine_aws_profile()  # the demo's S3 is local, with the credentials above
     with tempfile.TemporaryDirectory(prefix="ppship-demo-") as state, Children(Path(state)) as children:
         endpoint = args.endpoint_url or children.start(
             "local S3", ["dev", "s3", "--bucket", args.bucket], r"local S3 at (\S+),"

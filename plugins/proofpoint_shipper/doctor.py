@@ -209,7 +209,11 @@ class Doctor:
         if not bucket:
             yield Finding("skip", "s3 bucket", "give --bucket to check the bucket and write permission")
             return
-        credentials = boto3.session.Session().get_credentials()  # boto3's chain, as the client uses
+        try:
+            credentials = boto3.session.Session().get_credentials()  # boto3's chain, as the client uses
+        except BotoCoreError as exc:  # a profile the AWS config does not hold, say
+            yield Finding("FAIL", "aws credentials", f"cannot read the AWS settings: {exc}")
+            return
         if credentials is None:
             yield Finding("FAIL", "aws credentials", reason(NoCredentialsError(), bucket))
             return

@@ -6,6 +6,7 @@ bucket, and gives `endpoint_url` and a boto3 `client()`. `ppship dev s3` runs on
 
 import argparse
 import logging
+import os
 
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.listening import check_can_listen, url_host
@@ -16,6 +17,16 @@ LOCAL_CREDENTIALS = {
     "aws_secret_access_key": "local",
     "region_name": "us-east-1",
 }
+
+
+def forget_machine_aws_profile() -> None:
+    """Drop the machine's AWS profile from this process's environment (its children's too).
+
+    A local S3 takes the credentials above: a profile plays no part, and one this machine's AWS
+    config does not hold stops every S3 client before it is made (botocore's ProfileNotFound).
+    """
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
 
 
 class LocalS3:
@@ -80,6 +91,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_local_s3(args: argparse.Namespace) -> int:
+    forget_machine_aws_profile()
     return serve_until_stopped(LocalS3(args.bucket, args.port), _banner)
 
 

@@ -58,13 +58,13 @@ def open_client(endpoint_url: str | None = None, region: str | None = None, fail
     )
     try:
         return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
-    except ValueError as exc:  # botocore's, for a region from the environment it cannot use
-        raise ConfigError(_region_fault(exc)) from None
+    except (ValueError, BotoCoreError) as exc:  # settings botocore cannot use: a region, a profile
+        raise ConfigError(_settings_fault(exc)) from None
 
 
-def _region_fault(exc: ValueError) -> str:
-    if os.environ.get("AWS_DEFAULT_REGION") == "":  # botocore builds https://s3..amazonaws.com
-        return (
+def _settings_fault(exc: Exception) -> str:
+    if isinstance(exc, ValueError) and os.environ.get("AWS_DEFAULT_REGION") == "":
+        return (  # botocore built the endpoint https://s3..amazonaws.com
             "the AWS region is empty (AWS_DEFAULT_REGION is set to nothing): give --region, "
             "or set AWS_DEFAULT_REGION to one such as us-east-1"
         )
