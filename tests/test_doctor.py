@@ -136,7 +136,7 @@ def test_a_region_set_to_nothing_is_a_failed_check_and_the_doctor_goes_on(tap):
     )
     found = status(lines)
     assert code == 1
-    assert found["aws region"] == "FAIL"
+    assert found["s3 client"] == "FAIL"
     assert "the AWS region is empty (AWS_DEFAULT_REGION is set to nothing)" in "\n".join(lines)
     assert found["clock"] == "ok"  # checked against the TAP API, after the S3 checks stopped
 

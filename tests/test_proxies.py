@@ -1,11 +1,18 @@
 """Loopback is left out of any proxy, beside what NO_PROXY already named (the demo test runs
 the real command behind a proxy that nothing answers at)."""
 
+import os
+import subprocess
+import sys
 import urllib.request
 
 import httpx
+import pytest
 
-from proofpoint_shipper.proxies import LOOPBACK, bypass_proxies_for_loopback
+from proofpoint_shipper import proxies
+from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.proxies import LOOPBACK, bypass_proxies_for_loopback, check_proxy_settings
+from tests.conftest import one_error_line
 
 PROXY = "http://proxy.corp.example:3128"
 
@@ -47,3 +54,74 @@ def test_the_clients_read_it_as_no_proxy_for_loopback(monkeypatch):
     assert urllib.request.proxy_bypass("127.0.0.1:9000") and urllib.request.proxy_bypass("localhost")
     assert not urllib.request.proxy_bypass("s3.amazonaws.com")
     httpx.Client().close()  # httpx reads every NO_PROXY entry when a client is made, and refuses some
+
+
+@pytest.mark.parametrize(
+    "value, fault",
+    [
+        ("http://proxy.corp:notaport", "cannot be used: not a URL (Port could not be cast to integer"),
+        ("http://[proxy", "cannot be used: not a URL (Invalid IPv6 URL)"),
+        ("ftp://proxy.corp:21", "cannot be used: its scheme ftp is none of http, https, socks4, socks5"),
+        ("http://:3128", "cannot be used: it names no host"),
+    ],
+)
+def test_a_proxy_setting_no_client_can_use_is_a_config_error(value, fault):
+    with pytest.raises(ConfigError) as caught:
+        check_proxy_settings({"HTTPS_PROXY": value})
+    assert f"proxy setting HTTPS_PROXY={value} {fault}" in str(caught.value)
+
+
+def test_a_proxy_setting_names_no_credentials():
+    with pytest.raises(ConfigError) as caught:
+        check_proxy_settings({"all_proxy": "http://ops:s3cret@proxy.corp:bad"})
+    assert "all_proxy=http://***@proxy.corp:bad" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_a_socks_proxy_needs_its_packages(monkeypatch):
+    monkeypatch.setattr(proxies, "_installed", lambda package: package != "python_socks")
+    with pytest.raises(ConfigError) as caught:
+        check_proxy_settings({"ALL_PROXY": "socks5://127.0.0.1:1080"})
+    assert str(caught.value).endswith("a SOCKS proxy needs python-socks: pip install python-socks socksio")
+    monkeypatch.setattr(proxies, "_installed", lambda package: True)
+    check_proxy_settings({"ALL_PROXY": "socks5://127.0.0.1:1080"})
+
+
+@pytest.mark.parametrize(
+    "value", ["http://proxy.corp:3128", "https://[2001:db8::1]:443", "proxy.corp:3128", ""]
+)
+def test_proxy_settings_the_clients_take_pass(value):
+    check_proxy_settings({"HTTPS_PROXY": value, "PATH": "/usr/bin", "NO_PROXY": "::1"})
+
+
+def test_the_websocket_client_needs_the_scheme():
+    """websockets reads "proxy.corp:3128" as a URL of scheme "proxy.corp"; httpx adds http://."""
+    with pytest.raises(ConfigError) as caught:
+        check_proxy_settings({"https_proxy": "proxy.corp:3128"}, scheme_required=True)
+    assert "write its scheme too, as in http://proxy.corp:3128" in str(caught.value)
+
+
+def test_collectors_stop_on_a_proxy_setting_they_cannot_use(tmp_path):
+    """Before, `tap fetch` and `pod stream` ended in a traceback (httpx.InvalidURL, ValueError)."""
+    environment = {
+        **os.environ,
+        "HTTPS_PROXY": "http://proxy.corp:notaport",
+        "TAP_PRINCIPAL": "p",
+        "TAP_SECRET": "s",
+        "POD_TOKEN": "t",
+        "POD_CLUSTER_ID": "c",
+    }
+    commands = (
+        ["tap", "fetch", "--cursor", str(tmp_path / "tap.json")],
+        ["pod", "stream", "--type", "message", "--cursor", str(tmp_path / "pod.json")],
+    )
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "proofpoint_shipper", *command],
+            env=environment,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert one_error_line(result).startswith(
+            "ppship: error: proxy setting HTTPS_PROXY=http://proxy.corp:notaport cannot be used"
+        )

@@ -22,6 +22,7 @@ from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
+from proofpoint_shipper.proxies import check_proxy_settings
 from proofpoint_shipper.service import seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
@@ -120,6 +121,11 @@ class Doctor:
             yield Finding("FAIL", "tap credentials", str(exc))
             return
         yield Finding("ok", "tap credentials", "TAP_PRINCIPAL and the secret are set")
+        try:
+            check_proxy_settings()
+        except ConfigError as exc:
+            yield Finding("FAIL", "tap api", str(exc))
+            return
         yield self._tap_answer(principal, secret)
 
     def _tap_answer(self, principal: str, secret: str) -> Finding:
@@ -171,6 +177,11 @@ class Doctor:
             yield Finding("FAIL", "pod credentials", str(exc))
             return
         yield Finding("ok", "pod credentials", "the token and cluster id are set")
+        try:
+            check_proxy_settings(scheme_required=True)
+        except ConfigError as exc:
+            yield Finding("FAIL", "pod stream", str(exc))
+            return
         yield self._pod_handshake(token)
 
     def _pod_handshake(self, token: str) -> Finding:
@@ -220,8 +231,8 @@ class Doctor:
         yield Finding("ok", "aws credentials", f"found ({credentials.method})")
         try:
             client = open_client(self.args.endpoint_url, self.args.region)
-        except ConfigError as exc:  # a region set to nothing in the environment, say
-            yield Finding("FAIL", "aws region", str(exc))
+        except ConfigError as exc:  # a region set to nothing, a proxy setting it cannot use
+            yield Finding("FAIL", "s3 client", str(exc))
             return
         try:
             head = client.head_bucket(Bucket=bucket)

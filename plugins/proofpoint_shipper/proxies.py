@@ -1,14 +1,24 @@
-"""This machine's own addresses are never asked of a proxy.
+"""The proxies of the machine: never asked for its own addresses, and checked before use.
 
 httpx, botocore and websockets all take a proxy from the environment (HTTPS_PROXY and the like,
 common on collector nodes), and none of them leaves loopback out on its own. A proxy elsewhere
 can only reach its own loopback, so the local S3, the simulators and an S3-compatible store on
 127.0.0.1 would fail with "cannot connect to proxy". `bypass_proxies_for_loopback` adds these
 addresses to NO_PROXY, for this process and the commands it starts, keeping every entry there.
+
+A proxy setting a client cannot use (a port that is no number, a scheme it does not speak, SOCKS
+without its package) made each client fail its own way at the first request: a traceback, or a
+retry as if the network were down. `check_proxy_settings` says so in one line before anything
+goes out, showing the value without the proxy's credentials.
 """
 
+import importlib.util
 import os
-from collections.abc import MutableMapping
+import re
+from collections.abc import Mapping, MutableMapping
+from urllib.parse import urlsplit
+
+from proofpoint_shipper.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # not "[::1]": httpx cannot read that entry
 _NAMES = ("no_proxy", "NO_PROXY")  # read in this order: the lower case wins, as in urllib
@@ -22,3 +32,51 @@ def bypass_proxies_for_loopback(environ: MutableMapping[str, str] = os.environ) 
     entries += [host for host in LOOPBACK if host not in entries]
     for name in _NAMES:
         environ[name] = ",".join(entries)
+
+
+PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")  # in either case, as the clients read them
+SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
+SOCKS_PACKAGES = {"socksio": "socksio", "python_socks": "python-socks"}  # httpx's, websockets'
+
+
+def check_proxy_settings(environ: Mapping[str, str] = os.environ, scheme_required: bool = False) -> None:
+    """A ConfigError for the first proxy variable the HTTP, websocket or S3 client cannot use.
+
+    scheme_required: for the websocket client, which reads "proxy:3128" as a URL of scheme
+    "proxy" (httpx puts http:// in front).
+    """
+    for name, value in environ.items():
+        if name.lower() in PROXY_VARIABLES and value.strip():
+            fault = _fault(value.strip(), scheme_required)
+            if fault is not None:
+                raise ConfigError(f"proxy setting {name}={_shown(value.strip())} cannot be used: {fault}")
+
+
+def _fault(value: str, scheme_required: bool) -> str | None:
+    if "://" not in value:
+        if scheme_required:
+            return f"write its scheme too, as in http://{_shown(value)}"
+        value = f"http://{value}"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", *SOCKS):
+        return f"its scheme {scheme} is none of http, https, socks4, socks5"
+    if not parts.hostname:
+        return "it names no host"
+    missing = [shown for package, shown in SOCKS_PACKAGES.items() if not _installed(package)]
+    if scheme in SOCKS and missing:
+        return f"a SOCKS proxy needs {' and '.join(missing)}: pip install python-socks socksio"
+    return None
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _shown(value: str) -> str:
+    """The setting without the user and password a proxy URL may hold: they never reach a log."""
+    return re.sub(r"//[^/@]*@", "//***@", value)

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proofpoint_shipper.bucket.layout import under
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.proxies import check_proxy_settings
 from proofpoint_shipper.trust import BOTO_CA_VARIABLE, untrusted_certificate, what_to_do
 
 CREDENTIAL_ERRORS = {
@@ -56,6 +57,7 @@ def open_client(endpoint_url: str | None = None, region: str | None = None, fail
     config = (
         Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60) if fail_fast else None
     )
+    check_proxy_settings()  # botocore would fail its first request on one it cannot use
     try:
         return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
     except (ValueError, BotoCoreError) as exc:  # settings botocore cannot use: a region, a profile
