@@ -71,6 +71,11 @@ def test_a_proxy_setting_no_client_can_use_is_a_config_error(value, fault):
     assert f"proxy setting HTTPS_PROXY={value} {fault}" in str(caught.value)
 
 
+def test_the_websocket_clients_own_variables_are_checked_too():
+    with pytest.raises(ConfigError, match=r"proxy setting WSS_PROXY=ftp://proxy\.corp:21 cannot be used"):
+        check_proxy_settings({"WSS_PROXY": "ftp://proxy.corp:21"}, scheme_required=True)
+
+
 def test_a_proxy_setting_names_no_credentials():
     with pytest.raises(ConfigError) as caught:
         check_proxy_settings({"all_proxy": "http://ops:s3cret@proxy.corp:bad"})

@@ -34,7 +34,8 @@ def bypass_proxies_for_loopback(environ: MutableMapping[str, str] = os.environ) 
         environ[name] = ",".join(entries)
 
 
-PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")  # in either case, as the clients read them
+# In either case, as the clients read them; wss_ and ws_proxy are websockets' own.
+PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "wss_proxy", "ws_proxy")
 SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
 SOCKS_PACKAGES = {"socksio": "socksio", "python_socks": "python-socks"}  # httpx's, websockets'
 
