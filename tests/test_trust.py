@@ -90,3 +90,28 @@ def test_only_a_certificate_failure_is_taken_for_one():
     looped.__context__ = OSError("b")
     looped.__context__.__context__ = looped
     assert untrusted_certificate(looped) is None  # a chain that loops ends
+
+
+@pytest.mark.parametrize(
+    "bundle, reason",
+    [
+        ("missing.pem", "No such file or directory"),
+        ("", "Is a directory"),  # the folder itself
+        ("notes.txt", "NO_CERTIFICATE_OR_CRL_FOUND"),
+    ],
+    ids=["missing", "a folder", "no certificate in it"],
+)
+def test_an_ssl_cert_file_that_holds_no_ca_bundle_is_named(untrusted, tmp_path, bundle, reason):
+    """httpx failed with a bare "Is a directory" or OpenSSL's words, naming nothing; OpenSSL under
+    websockets ignored it, and the server then looked untrusted although SSL_CERT_FILE was set."""
+    url, _ = untrusted
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    path = tmp_path / bundle if bundle else tmp_path
+    stream = url.replace("https://", "wss://") + "/v1/stream"
+    pod = ["pod", "stream", "--type", "message", "--cluster-id", "c1", "--url", stream]
+    for command in (["tap", "fetch", "--base-url", url], pod):
+        cursor = ["--cursor", str(tmp_path / f"{command[0]}.json")]
+        result = run_ppship(*command, *cursor, env={**CREDENTIALS, "SSL_CERT_FILE": str(path)}, timeout=60)
+        error = one_error_line(result)
+        assert error.startswith(f"ppship: error: SSL_CERT_FILE={path} cannot be used as a CA bundle: "), error
+        assert reason in error

@@ -26,7 +26,7 @@ from proofpoint_shipper.proxies import check_proxy_settings
 from proofpoint_shipper.service import seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
-from proofpoint_shipper.trust import not_trusted, untrusted_certificate
+from proofpoint_shipper.trust import check_ca_bundle, not_trusted, untrusted_certificate
 
 TIMEOUT = 10.0  # seconds for each network check: a doctor answers quickly or says why not
 
@@ -123,6 +123,7 @@ class Doctor:
         yield Finding("ok", "tap credentials", "TAP_PRINCIPAL and the secret are set")
         try:
             check_proxy_settings()
+            check_ca_bundle()
         except ConfigError as exc:
             yield Finding("FAIL", "tap api", str(exc))
             return
@@ -179,6 +180,7 @@ class Doctor:
         yield Finding("ok", "pod credentials", "the token and cluster id are set")
         try:
             check_proxy_settings(scheme_required=True)
+            check_ca_bundle()
         except ConfigError as exc:
             yield Finding("FAIL", "pod stream", str(exc))
             return

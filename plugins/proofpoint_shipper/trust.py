@@ -5,12 +5,29 @@ cause is a proxy that re-signs TLS with a company CA; the clients take that CA f
 environment (httpx and websockets from SSL_CERT_FILE, botocore from AWS_CA_BUNDLE).
 """
 
+import os
 import ssl
 
 from proofpoint_shipper.errors import ConfigError
 
 CA_VARIABLE = "SSL_CERT_FILE"  # read by httpx (the TAP API) and by OpenSSL (websockets: PoD)
 BOTO_CA_VARIABLE = "AWS_CA_BUNDLE"  # botocore (S3) ships its own bundle and reads this instead
+
+
+def check_ca_bundle() -> None:
+    """A ConfigError now when SSL_CERT_FILE is set but holds no CA bundle we can load.
+
+    httpx failed on it with a bare "Is a directory" or OpenSSL's words, naming nothing; OpenSSL
+    under websockets ignores it, and the server then looks untrusted although the variable is set.
+    """
+    path = os.environ.get(CA_VARIABLE)
+    if not path:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:  # SSLError is an OSError whose words are in str()
+        reason = str(exc) if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc)
+        raise ConfigError(f"{CA_VARIABLE}={path} cannot be used as a CA bundle: {reason}") from None
 
 
 def untrusted_certificate(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:

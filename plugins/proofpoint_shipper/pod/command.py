@@ -31,6 +31,7 @@ from proofpoint_shipper.service import (
     writable_dir,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
+from proofpoint_shipper.trust import check_ca_bundle
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -121,6 +122,7 @@ def _stream(args: argparse.Namespace) -> int:
         raise ConfigError("--until must be later than --since")
     secret = token(args.token_file, args.cluster_id)
     check_proxy_settings(scheme_required=True)  # websockets reads "proxy:3128" as scheme "proxy"
+    check_ca_bundle()
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.claim()  # a second collector on this resume file stops here
     store.load()  # an unreadable resume file fails now

@@ -35,6 +35,7 @@ from proofpoint_shipper.service import (
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap import DEFAULT_BASE_URL
+from proofpoint_shipper.trust import check_ca_bundle
 
 if TYPE_CHECKING:
     from proofpoint_shipper.tap.fetcher import TapFetcher
@@ -215,6 +216,7 @@ def _fetch(args: argparse.Namespace) -> int:
     args.interval = args.interval or DEFAULT_INTERVAL
     principal, secret = credentials(args.secret_file)
     check_proxy_settings()  # before the first request, which would fail its own way
+    check_ca_bundle()
     if args.follow:
         _warn_of_quota(args.interval)
     store = _cursor_store(args)
