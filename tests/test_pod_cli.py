@@ -83,6 +83,17 @@ def test_missing_token_or_cluster_exits_2_with_one_line(simulator, tmp_path):
     assert result.returncode == 2 and b"cluster id missing" in result.stderr
 
 
+def test_token_and_cluster_id_in_the_environment_are_taken_without_a_trailing_newline(simulator, tmp_path):
+    """Before, the token's newline made every handshake fail (InvalidHeaderValue), retried as a
+    dropped stream, and the cluster id's made the API refuse the request."""
+    env = {**os.environ, "POD_TOKEN": TOKEN + "\n", "POD_CLUSTER_ID": CLUSTER + "\n"}
+    result = subprocess.run(
+        command(simulator, tmp_path, "--max-events", "5"), env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode()[-800:]
+    assert len(result.stdout.splitlines()) == 5
+
+
 def test_409_from_the_command_is_one_line_and_exit_2(simulator, tmp_path):
     from websockets.sync.client import connect
 

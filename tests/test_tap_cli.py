@@ -235,6 +235,16 @@ def test_secret_from_a_file(simulator, tmp_path):
     assert SECRET not in result.stderr.decode()
 
 
+def test_credentials_in_the_environment_are_taken_without_a_trailing_newline(simulator, tmp_path):
+    """A secret made with `echo` (a Kubernetes secret from a file, an .env file) keeps its
+    newline; the secret file was always read without it, the variables were not: a 401."""
+    env = environment(secret=SECRET + "\n", TAP_PRINCIPAL=PRINCIPAL + "\n")
+    result = subprocess.run(
+        fetch_command(simulator, tmp_path, since="1h"), env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+
+
 def test_an_answer_that_cannot_be_written_is_one_line_and_the_windows_stay_pending(simulator, tmp_path):
     ppship_args = fetch_command(simulator, tmp_path, "--output", "stdout")[3:]
     result = subprocess.run(

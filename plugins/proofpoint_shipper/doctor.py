@@ -23,7 +23,7 @@ from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.proxies import check_proxy_settings
-from proofpoint_shipper.service import seconds, url_of
+from proofpoint_shipper.service import env_value, seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
 from proofpoint_shipper.trust import check_ca_bundle, not_trusted, untrusted_certificate
@@ -65,7 +65,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     doctor.add_argument("--pod-token-file", type=Path, help="file with the PoD token (default: $POD_TOKEN)")
     doctor.add_argument(
         "--pod-cluster-id",
-        default=os.environ.get("POD_CLUSTER_ID"),
+        default=env_value("POD_CLUSTER_ID") or None,
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
     doctor.add_argument("--bucket", help="the data-lake bucket to probe (default: S3 not checked)")

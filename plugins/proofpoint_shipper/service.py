@@ -225,6 +225,13 @@ def writable_dir(path: Path, what: str) -> Path:
 MAX_SECRET_BYTES = 64 * 1024  # a token or key is far smaller: a bigger file is the wrong file
 
 
+def env_value(name: str) -> str:
+    """A credential or id from the environment, without the white space around it, as
+    `read_secret` reads a file: one made with `echo` (a Kubernetes secret from a file, an .env
+    file) keeps its newline, which no API takes, and which the error would not show."""
+    return os.environ.get(name, "").strip()
+
+
 def read_secret(path: Path, what: str) -> str:
     """The secret in `path` (`what` names it in the error, e.g. "the token file").
 

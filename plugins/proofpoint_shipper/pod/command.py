@@ -6,7 +6,6 @@ the cluster id from --cluster-id or POD_CLUSTER_ID; neither is printed or logged
 
 import argparse
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
     days,
+    env_value,
     operate,
     positive_int,
     positive_number,
@@ -57,7 +57,7 @@ def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubPar
     stream.add_argument("--token-file", type=Path, help="file holding the token (default: $POD_TOKEN)")
     stream.add_argument(
         "--cluster-id",
-        default=os.environ.get("POD_CLUSTER_ID"),
+        default=env_value("POD_CLUSTER_ID") or None,
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
     stream.add_argument("--max-events", type=positive_int, help="stop after this many new events")
@@ -97,10 +97,7 @@ def token(
     `flags` are the calling command's names for the token file and the cluster id, for the error.
     """
     token_flag, cluster_flag = flags
-    if token_file is not None:
-        secret = read_secret(token_file, "the token file")
-    else:
-        secret = os.environ.get("POD_TOKEN", "")
+    secret = read_secret(token_file, "the token file") if token_file is not None else env_value("POD_TOKEN")
     if not secret:
         raise ConfigError(f"PoD token missing: set POD_TOKEN or {token_flag}")
     if not cluster_id:
@@ -186,7 +183,7 @@ def run_simulator(args: argparse.Namespace) -> int:
     from proofpoint_shipper.pod.events import Timeline
     from proofpoint_shipper.pod.simulator import PodSimulator
 
-    token, cluster = os.environ.get("POD_TOKEN"), os.environ.get("POD_CLUSTER_ID")
+    token, cluster = env_value("POD_TOKEN"), env_value("POD_CLUSTER_ID")
     if not token or not cluster:
         raise ConfigError("set POD_TOKEN and POD_CLUSTER_ID: the simulator checks them as the API does")
     timeline = Timeline(args.seed, datetime.now(UTC) - timedelta(days=args.days), args.rate)

@@ -6,7 +6,6 @@ Entry points: `register(subcommands)`. Credentials come from TAP_PRINCIPAL and T
 
 import argparse
 import logging
-import os
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from proofpoint_shipper.service import (
     add_listen_arguments,
     add_operability_arguments,
     days,
+    env_value,
     operate,
     positive_int,
     read_secret,
@@ -165,11 +165,11 @@ def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") ->
 
     `secret_flag` is the calling command's name for `secret_file`, for the error.
     """
-    principal = os.environ.get("TAP_PRINCIPAL", "")
+    principal = env_value("TAP_PRINCIPAL")
     if secret_file is not None:
         secret = read_secret(secret_file, "the secret file")
     else:
-        secret = os.environ.get("TAP_SECRET", "")
+        secret = env_value("TAP_SECRET")
     missing = [
         name
         for name, value in (("TAP_PRINCIPAL", principal), (f"TAP_SECRET or {secret_flag}", secret))
@@ -309,7 +309,7 @@ def run_simulator(args: argparse.Namespace) -> int:
     from proofpoint_shipper.tap.events import generate, replay
     from proofpoint_shipper.tap.simulator import TapSimulator
 
-    principal, secret = os.environ.get("TAP_PRINCIPAL"), os.environ.get("TAP_SECRET")
+    principal, secret = env_value("TAP_PRINCIPAL"), env_value("TAP_SECRET")
     if not principal or not secret:
         raise ConfigError("set TAP_PRINCIPAL and TAP_SECRET: the simulator checks them as the API does")
     now = datetime.now(UTC)
