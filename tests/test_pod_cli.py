@@ -15,7 +15,7 @@ from proofpoint_shipper.local_s3 import LocalS3
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.sinks.spool import Spool
-from tests.conftest import limited_ppship, wait_for
+from tests.conftest import limited_ppship, one_error_line, wait_for
 
 TOKEN, CLUSTER = "cli-token", "hosted_cid"
 LOCAL_AWS = {
@@ -81,6 +81,19 @@ def test_missing_token_or_cluster_exits_2_with_one_line(simulator, tmp_path):
         check=False,
     )
     assert result.returncode == 2 and b"cluster id missing" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["two\nlines", "with space", "tab\there"], ids=["newline", "space", "tab"])
+def test_a_token_no_authorization_header_can_carry_is_one_line_not_seven_reconnects(
+    simulator, tmp_path, token
+):
+    env = {**os.environ, "POD_TOKEN": token, "POD_CLUSTER_ID": CLUSTER}
+    result = subprocess.run(command(simulator, tmp_path), env=env, capture_output=True, timeout=60)
+    assert one_error_line(result) == (
+        "ppship: error: the PoD token holds white space or control characters, which no "
+        "Authorization header carries: check POD_TOKEN or --token-file"
+    )
+    assert token.encode() not in result.stderr
 
 
 def test_token_and_cluster_id_in_the_environment_are_taken_without_a_trailing_newline(simulator, tmp_path):

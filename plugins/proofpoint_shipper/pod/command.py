@@ -100,6 +100,11 @@ def token(
     secret = read_secret(token_file, "the token file") if token_file is not None else env_value("POD_TOKEN")
     if not secret:
         raise ConfigError(f"PoD token missing: set POD_TOKEN or {token_flag}")
+    if not secret.isprintable() or any(character.isspace() for character in secret):
+        raise ConfigError(  # the handshake would fail on it, retried as a dropped stream
+            "the PoD token holds white space or control characters, which no Authorization "
+            f"header carries: check POD_TOKEN or {token_flag}"
+        )
     if not cluster_id:
         raise ConfigError(f"PoD cluster id missing: set POD_CLUSTER_ID or {cluster_flag}")
     return secret
