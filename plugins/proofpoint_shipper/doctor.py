@@ -22,11 +22,11 @@ from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
-from proofpoint_shipper.proxies import check_proxy_settings
+from proofpoint_shipper.proxies import check_client_settings
 from proofpoint_shipper.service import env_value, seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
-from proofpoint_shipper.trust import check_ca_bundle, not_trusted, untrusted_certificate
+from proofpoint_shipper.trust import not_trusted, untrusted_certificate
 
 TIMEOUT = 10.0  # seconds for each network check: a doctor answers quickly or says why not
 
@@ -122,8 +122,7 @@ class Doctor:
             return
         yield Finding("ok", "tap credentials", "TAP_PRINCIPAL and the secret are set")
         try:
-            check_proxy_settings()
-            check_ca_bundle()
+            check_client_settings()
         except ConfigError as exc:
             yield Finding("FAIL", "tap api", str(exc))
             return
@@ -179,8 +178,7 @@ class Doctor:
             return
         yield Finding("ok", "pod credentials", "the token and cluster id are set")
         try:
-            check_proxy_settings(scheme_required=True)
-            check_ca_bundle()
+            check_client_settings(websocket=True)
         except ConfigError as exc:
             yield Finding("FAIL", "pod stream", str(exc))
             return

@@ -9,7 +9,8 @@ addresses to NO_PROXY, for this process and the commands it starts, keeping ever
 A proxy setting a client cannot use (a port that is no number, a scheme it does not speak, SOCKS
 without its package) made each client fail its own way at the first request: a traceback, or a
 retry as if the network were down. `check_proxy_settings` says so in one line before anything
-goes out, showing the value without the proxy's credentials.
+goes out, showing the value without the proxy's credentials; `check_client_settings` adds the CA
+bundle the TAP and PoD clients read, for the commands that use them.
 """
 
 import importlib.util
@@ -19,6 +20,7 @@ from collections.abc import Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.trust import check_ca_bundle
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # not "[::1]": httpx cannot read that entry
 _NAMES = ("no_proxy", "NO_PROXY")  # read in this order: the lower case wins, as in urllib
@@ -38,6 +40,13 @@ def bypass_proxies_for_loopback(environ: MutableMapping[str, str] = os.environ) 
 PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "wss_proxy", "ws_proxy")
 SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
 SOCKS_PACKAGES = {"socksio": "socksio", "python_socks": "python-socks"}  # httpx's, websockets'
+
+
+def check_client_settings(websocket: bool = False) -> None:
+    """The proxy and CA settings the TAP API's HTTP client, or the PoD stream's websocket client,
+    reads from the environment: a ConfigError before anything goes out when it cannot use them."""
+    check_proxy_settings(scheme_required=websocket)
+    check_ca_bundle()
 
 
 def check_proxy_settings(environ: Mapping[str, str] = os.environ, scheme_required: bool = False) -> None:
@@ -68,10 +77,12 @@ def _fault(value: str, scheme_required: bool) -> str | None:
         return f"its scheme {scheme} is none of http, https, socks4, socks5"
     if not parts.hostname:
         return "it names no host"
+    if scheme not in SOCKS:
+        return None
     missing = [shown for package, shown in SOCKS_PACKAGES.items() if not _installed(package)]
-    if scheme in SOCKS and missing:
-        return f"a SOCKS proxy needs {' and '.join(missing)}: pip install python-socks socksio"
-    return None
+    return (
+        f"a SOCKS proxy needs {' and '.join(missing)}: pip install python-socks socksio" if missing else None
+    )
 
 
 def _installed(package: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL
-from proofpoint_shipper.proxies import check_proxy_settings
+from proofpoint_shipper.proxies import check_client_settings
 from proofpoint_shipper.rawio import stop_when_reader_goes
 from proofpoint_shipper.service import (
     add_listen_arguments,
@@ -31,7 +31,6 @@ from proofpoint_shipper.service import (
     writable_dir,
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
-from proofpoint_shipper.trust import check_ca_bundle
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -123,8 +122,7 @@ def _stream(args: argparse.Namespace) -> int:
     if args.until is not None and args.until <= args.since:
         raise ConfigError("--until must be later than --since")
     secret = token(args.token_file, args.cluster_id)
-    check_proxy_settings(scheme_required=True)  # websockets reads "proxy:3128" as scheme "proxy"
-    check_ca_bundle()
+    check_client_settings(websocket=True)  # before the first handshake, which would fail its own way
     store = FileCursorStore(args.cursor or Path(f"ppship-state/pod-{args.type}.json"))
     store.claim()  # a second collector on this resume file stops here
     store.load()  # an unreadable resume file fails now

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
-from proofpoint_shipper.proxies import check_proxy_settings
+from proofpoint_shipper.proxies import check_client_settings
 from proofpoint_shipper.rawio import stop_when_reader_goes
 from proofpoint_shipper.service import (
     add_listen_arguments,
@@ -35,7 +35,6 @@ from proofpoint_shipper.service import (
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap import DEFAULT_BASE_URL
-from proofpoint_shipper.trust import check_ca_bundle
 
 if TYPE_CHECKING:
     from proofpoint_shipper.tap.fetcher import TapFetcher
@@ -215,8 +214,7 @@ def _fetch(args: argparse.Namespace) -> int:
         raise ConfigError("--interval needs --follow: without it, one catch-up run and no polling")
     args.interval = args.interval or DEFAULT_INTERVAL
     principal, secret = credentials(args.secret_file)
-    check_proxy_settings()  # before the first request, which would fail its own way
-    check_ca_bundle()
+    check_client_settings()  # before the first request, which would fail its own way
     if args.follow:
         _warn_of_quota(args.interval)
     store = _cursor_store(args)
