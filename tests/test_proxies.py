@@ -1,9 +1,6 @@
 """Loopback is left out of any proxy, beside what NO_PROXY already named (the demo test runs
 the real command behind a proxy that nothing answers at)."""
 
-import os
-import subprocess
-import sys
 import urllib.request
 
 import httpx
@@ -12,7 +9,7 @@ import pytest
 from proofpoint_shipper import proxies
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.proxies import LOOPBACK, bypass_proxies_for_loopback, check_proxy_settings
-from tests.conftest import one_error_line
+from tests.conftest import one_error_line, run_ppship
 
 PROXY = "http://proxy.corp.example:3128"
 
@@ -108,7 +105,6 @@ def test_the_websocket_client_needs_the_scheme():
 def test_collectors_stop_on_a_proxy_setting_they_cannot_use(tmp_path):
     """Before, `tap fetch` and `pod stream` ended in a traceback (httpx.InvalidURL, ValueError)."""
     environment = {
-        **os.environ,
         "HTTPS_PROXY": "http://proxy.corp:notaport",
         "TAP_PRINCIPAL": "p",
         "TAP_SECRET": "s",
@@ -120,13 +116,7 @@ def test_collectors_stop_on_a_proxy_setting_they_cannot_use(tmp_path):
         ["pod", "stream", "--type", "message", "--cursor", str(tmp_path / "pod.json")],
     )
     for command in commands:
-        result = subprocess.run(
-            [sys.executable, "-m", "proofpoint_shipper", *command],
-            env=environment,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_ppship(*command, env=environment)
         assert one_error_line(result).startswith(
             "ppship: error: proxy setting HTTPS_PROXY=http://proxy.corp:notaport cannot be used"
         )

@@ -18,7 +18,7 @@ from proofpoint_shipper.bucket.check import format_problem
 from proofpoint_shipper.bucket.layout import misplacement
 from proofpoint_shipper.sinks.s3 import S3Sink
 from proofpoint_shipper.streams import BY_TABLE, STREAMS
-from tests.conftest import checking_s3, one_error_line
+from tests.conftest import checking_s3, one_error_line, run_ppship
 from tests.test_cli_ship import LOCAL_ENV
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:lake-new-objects"
@@ -207,16 +207,8 @@ def test_bad_input_is_one_line_and_exit_2_before_any_change(local_s3, bucket, fl
     ids=["empty region", "unknown profile"],
 )
 def test_aws_settings_botocore_cannot_use_are_one_line_not_a_traceback(bucket, setting, error):
-    environment = {**os.environ, **LOCAL_ENV, **setting}
     for command in (["s3", "check"], ["ship", "--table", FILTER, "--output", "s3"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "proofpoint_shipper", *command, "--bucket", bucket],
-            input=b"",
-            env=environment,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_ppship(*command, "--bucket", bucket, env={**LOCAL_ENV, **setting}, timeout=120)
         assert one_error_line(result) == f"ppship: error: {error}"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from proofpoint_shipper.errors import ConfigError, ParseError
 from proofpoint_shipper.gateway.timestamps import BsdClock, resolve_zone, split_onbox, split_rfc3339
-from tests.conftest import one_error_line
+from tests.conftest import one_error_line, run_ppship
 
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -170,24 +170,16 @@ def test_a_posix_tz_rule_is_read_as_the_c_library_reads_it(tz, winter, summer):
 def test_a_tz_the_c_library_would_read_as_utc_is_one_error_not_utc_in_silence(tz):
     """A zone name with a typo, or an abbreviation with no offset, is no POSIX rule either: the C
     library falls back to UTC without a word, and every BSD time would be off by hours."""
-    command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse"]
     line = b"Feb  3 08:35:00 mx1 sendmail[1]: x\n"
-    result = subprocess.run(
-        command, input=line, env={**os.environ, "TZ": tz}, capture_output=True, timeout=60
-    )
+    result = run_ppship("gateway", "parse", input=line, env={"TZ": tz})
     assert one_error_line(result) == (
         f"ppship: error: TZ is {tz!r}, which is no time zone this machine knows and no POSIX rule "
         "(the C library reads it as UTC): set TZ to a zone such as America/Chicago, or give --timezone"
     )
     assert result.stdout == b""
-    given = subprocess.run(
-        [*command, "--timezone", "America/Chicago", "--reference-time", "2022-03-01T00:00:00+00:00"],
-        input=line,
-        env={**os.environ, "TZ": tz},
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    flags = ["--timezone", "America/Chicago", "--reference-time", "2022-03-01T00:00:00+00:00"]
+    given = run_ppship("gateway", "parse", *flags, input=line, env={"TZ": tz})
+    assert given.returncode == 0, given.stderr.decode()
     assert json.loads(given.stdout)["time"] == "2022-02-03T08:35:00.000000-06:00"
 
 
