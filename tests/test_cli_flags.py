@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proofpoint_shipper.bucket.layout import key_prefix
-from proofpoint_shipper.cli import build_parser
+from proofpoint_shipper.cli import COMMANDS, build_parser
 from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
@@ -300,3 +300,18 @@ def test_every_flag_the_readmes_name_is_a_flag_of_a_command():
     text = (root / "README.md").read_text() + (root / "shipper_configs" / "README.md").read_text()
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--check"}  # `ruff format --check`
     assert named and named <= flags, sorted(named - flags)
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (commands,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return dict(commands.choices)
+
+
+def test_a_command_word_registers_that_command_alone_and_as_in_the_full_parser():
+    """`main` builds the parser of the named command only: it must be the full parser's."""
+    full = command_parsers(build_parser())
+    assert list(full) == list(COMMANDS)
+    for name in COMMANDS:
+        alone = command_parsers(build_parser([name, "--help"]))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == full[name].format_help()

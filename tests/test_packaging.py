@@ -63,8 +63,9 @@ def test_wheel_contains_the_grammars_and_runs_from_them(tmp_path):
 HEAVY = ("lark", "httpx", "websockets", "boto3", "proofpoint_shipper.gateway.parser")
 
 
-def loaded_after(code: str) -> list[str]:
-    probe = f"import sys; {code}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+def loaded_after(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of `modules` a fresh interpreter holds after running `code`."""
+    probe = f"import sys; {code}; print(' '.join(m for m in {modules!r} if m in sys.modules))"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, check=True)
     return run.stdout.decode().split()
 
@@ -76,6 +77,34 @@ def test_the_cli_imports_no_command_engine_until_one_runs():
 def test_the_gateway_parse_command_loads_the_grammars_and_no_network_client():
     code = "from proofpoint_shipper import cli; cli.main(['gateway', 'parse', '/dev/null'])"  # no output
     assert loaded_after(code) == ["lark", "proofpoint_shipper.gateway.parser"]
+    assert loaded_after(code, ("http.server", "asyncio")) == []
+
+
+COMMAND_MODULES = (
+    "proofpoint_shipper.gateway.command",
+    "proofpoint_shipper.tap.command",
+    "proofpoint_shipper.pod.command",
+    "proofpoint_shipper.fluent.command",
+    "proofpoint_shipper.ship",
+    "proofpoint_shipper.local_s3",
+    "proofpoint_shipper.bucket.command",
+    "proofpoint_shipper.demo",
+    "proofpoint_shipper.doctor",
+)
+
+
+def test_a_command_line_imports_the_modules_of_its_command_alone():
+    code = "from proofpoint_shipper import cli; cli.main(['gateway', 'parse', '/dev/null'])"
+    assert loaded_after(code, COMMAND_MODULES) == ["proofpoint_shipper.gateway.command"]
+    code = "from proofpoint_shipper import cli; cli.build_parser(['simulate', 'tap'])"
+    simulators = ["proofpoint_shipper.tap.command", "proofpoint_shipper.pod.command"]
+    assert loaded_after(code, COMMAND_MODULES) == simulators
+
+
+def test_help_and_unknown_command_words_import_every_command():
+    for argv in ([], ["--help"], ["gatway", "parse"]):
+        code = f"from proofpoint_shipper import cli; cli.build_parser({argv!r})"
+        assert loaded_after(code, COMMAND_MODULES) == list(COMMAND_MODULES)
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
-from proofpoint_shipper.metrics import MetricsServer
 
 
 def stop_on_signals() -> threading.Event:
@@ -110,6 +109,8 @@ def operate(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     setup_logging(args.log_format)
     if args.metrics_port is None:
         return contextlib.nullcontext()
+    from proofpoint_shipper.metrics import MetricsServer  # an HTTP server: only when asked for
+
     try:
         return MetricsServer(args.metrics_host, args.metrics_port)
     except OSError as exc:

@@ -35,7 +35,7 @@ from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 log = logging.getLogger("proofpoint_shipper")
 
 
-def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubParsersAction) -> None:
+def register(subcommands: argparse._SubParsersAction) -> None:
     pod = subcommands.add_parser(
         "pod",
         help="Proofpoint on Demand log stream collector",
@@ -77,7 +77,6 @@ def register(subcommands: argparse._SubParsersAction, simulate: argparse._SubPar
     add_output_arguments(stream)
     add_operability_arguments(stream)
     stream.set_defaults(run=run_stream)
-    _register_simulator(simulate)
 
 
 def _time(text: str) -> datetime:
@@ -161,8 +160,9 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_simulator(simulate: argparse._SubParsersAction) -> None:
-    pod = simulate.add_parser(
+def register_simulator(simulators: argparse._SubParsersAction) -> None:
+    """Add `simulate pod`."""
+    pod = simulators.add_parser(
         "pod",
         help="a local PoD log stream on 127.0.0.1",
         description="Serve a local PoD log stream (websocket) with seeded events. "

@@ -43,8 +43,8 @@ log = logging.getLogger("proofpoint_shipper")
 DEFAULT_INTERVAL = timedelta(minutes=5)  # of --follow
 
 
-def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """Add `tap fetch` and `simulate tap`; returns the `simulate` group for other simulators."""
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """Add `tap fetch`."""
     tap = subcommands.add_parser(
         "tap",
         help="Proofpoint TAP SIEM API collector",
@@ -119,7 +119,6 @@ def register(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAct
     add_output_arguments(fetch)
     add_operability_arguments(fetch)
     fetch.set_defaults(run=run_fetch)
-    return _register_simulator(subcommands)
 
 
 def _seconds(text: str) -> timedelta:
@@ -274,14 +273,9 @@ def poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.E
             return skipped
 
 
-def _register_simulator(subcommands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    simulate = subcommands.add_parser(
-        "simulate",
-        help="local stand-ins for the Proofpoint APIs",
-        description="Local stand-ins for the Proofpoint APIs, for tests and demos.",
-    )
-    actions = simulate.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tap = actions.add_parser(
+def register_simulator(simulators: argparse._SubParsersAction) -> None:
+    """Add `simulate tap`."""
+    tap = simulators.add_parser(
         "tap",
         help="a local TAP SIEM API on 127.0.0.1",
         description="Serve a local TAP SIEM API with seeded events. Credentials: "
@@ -300,7 +294,6 @@ def _register_simulator(subcommands: argparse._SubParsersAction) -> argparse._Su
     tap.add_argument("--drop-rate", type=share, default=0.0, help="share of connections dropped")
     tap.add_argument("--slow", type=seconds, default=0.0, help="seconds of delay before each answer")
     tap.set_defaults(run=run_simulator)
-    return actions
 
 
 def run_simulator(args: argparse.Namespace) -> int:
