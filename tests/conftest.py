@@ -137,6 +137,15 @@ def receiver():
     server.stop()
 
 
+def put_headers(client) -> list[dict[str, str]]:
+    """The headers of every PutObject `client` sends from now on, as they go to S3."""
+    sent: list[dict[str, str]] = []
+    client.meta.events.register(
+        "before-call.s3.PutObject", lambda params, **_: sent.append(params["headers"])
+    )
+    return sent
+
+
 @contextlib.contextmanager
 def checking_s3(bucket: str, unchecked_calls: int):
     """A local S3 (`ppship dev s3`) that checks credentials and IAM policies as AWS does, after

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from proofpoint_shipper.bucket.access import open_client
+from proofpoint_shipper.bucket.object_settings import ObjectSettings
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, CursorConflict
+from tests.conftest import put_headers
 
 
 def test_file_cursor_round_trip(tmp_path):
@@ -109,6 +111,18 @@ def test_two_s3_writers_one_wins_the_other_stops(local_s3, bucket):
     second.save({"queryEndTime": "C"})  # after a fresh read, writing is allowed again
     with pytest.raises(CursorConflict):
         first.save({"queryEndTime": "A3"})
+
+
+def test_an_s3_cursor_is_written_with_the_encryption_and_acl_of_the_s3_output(local_s3, bucket):
+    client = local_s3.client()
+    sent = put_headers(client)
+    settings = ObjectSettings(sse="AES256", acl="bucket-owner-full-control")
+    store = S3CursorStore(client, bucket, "cursors/tap.json", settings)
+    store.load()
+    store.save({"queryEndTime": "A"})
+    store.save({"queryEndTime": "B"})
+    assert [headers.get("x-amz-acl") for headers in sent] == ["bucket-owner-full-control"] * 2
+    assert client.head_object(Bucket=bucket, Key="cursors/tap.json")["ServerSideEncryption"] == "AES256"
 
 
 def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_error(local_s3, bucket):

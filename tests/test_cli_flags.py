@@ -257,6 +257,10 @@ def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
             ["relay", "--upstream", "127.0.0.1:1", "--batch-age", "5"],
             "--batch-age is for --output s3, but the output is forward",
         ),
+        (
+            ["ship", *TABLE, "--acl", "bucket-owner-full-control"],
+            "--acl is for --output s3, but the output is stdout",
+        ),
     ],
 )
 def test_a_flag_of_an_output_not_chosen_is_refused_not_ignored(command, refused, tmp_path, monkeypatch):

@@ -50,12 +50,14 @@ def test_ship_to_s3_lands_the_records(local_s3, bucket):
         "--table",
         "proofpoint_tap_messages_blocked",
         *s3_flags(bucket, local_s3.endpoint_url, "--prefix", "lake"),
+        *("--sse", "AES256", "--acl", "bucket-owner-full-control"),
         input=data,
         env=LOCAL_ENV,
     )
     assert result.returncode == 0, result.stderr
     client = local_s3.client()
     (item,) = client.list_objects_v2(Bucket=bucket)["Contents"]
+    assert client.head_object(Bucket=bucket, Key=item["Key"])["ServerSideEncryption"] == "AES256"
     assert item["Key"].startswith("lake/proofpoint_tap_messages_blocked/2022/02/20/14/")
     body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
     assert [json.loads(line) for line in body.splitlines()] == records

@@ -67,6 +67,7 @@ def everything(tap, pod, local_s3, bucket) -> list[str]:
     return [
         *("--tap-base-url", tap.url, "--pod-url", pod.url, "--pod-cluster-id", CLUSTER),
         *("--bucket", bucket, "--prefix", "lake", "--endpoint-url", local_s3.endpoint_url),
+        *("--sse", "AES256", "--acl", "bucket-owner-full-control"),  # the probe writes as collectors do
     ]
 
 

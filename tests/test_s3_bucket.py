@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from proofpoint_shipper.bucket.check import format_problem
+from proofpoint_shipper.bucket.check import Scope, check_bucket, format_problem
 from proofpoint_shipper.bucket.layout import misplacement
+from proofpoint_shipper.bucket.object_settings import ObjectSettings
 from proofpoint_shipper.sinks.s3 import S3Sink
 from proofpoint_shipper.streams import BY_TABLE, STREAMS
-from tests.conftest import checking_s3, one_error_line, run_ppship
+from tests.conftest import checking_s3, one_error_line, put_headers, run_ppship
 from tests.test_cli_ship import LOCAL_ENV
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:lake-new-objects"
@@ -272,7 +273,7 @@ def test_missing_permissions_name_the_permission(s3_with_iam):
     assert "(AccessDenied): the credentials need s3:Put" in line
     checked = s3("check", *flags, env=reader)
     assert checked.returncode == 1 and b"FAIL  write permission" in checked.stdout
-    assert b"the credentials need s3:PutObject" in checked.stdout
+    assert b"the credentials need s3:PutObject, or the bucket's policy asks for --sse" in checked.stdout
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -326,6 +327,25 @@ def test_check_finds_a_misplaced_object_and_a_bad_gateway_timestamp(local_s3, bu
     assert "does not start with a %Y-%m-%dT%H:%M:%S.%f%z time (1 of 1 lines)" in out
     assert f"format: lake/{FILTER}/{hour}/zz-json.log: line 1: JSON where text is expected" in out
     assert re.search(r"^\d+ findings? FAIL$", out.splitlines()[-1])
+
+
+def test_the_check_writes_its_probe_with_the_encryption_and_acl_the_collectors_use(local_s3, bucket):
+    """A bucket policy that wants them would refuse a probe without them, and the check would
+    report a fault the collectors do not have."""
+    client = local_s3.client()
+    sent = put_headers(client)
+    settings = ObjectSettings("aws:kms", "arn:aws:kms:us-east-1:1:key/k-1", "bucket-owner-full-control")
+    findings = check_bucket(client, Scope(bucket, "lake", tables=(), objects=settings), datetime.now(UTC))
+    assert next(findings).text().startswith("ok    write permission")
+    (headers,) = sent
+    assert headers["x-amz-acl"] == "bucket-owner-full-control"
+    assert headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "arn:aws:kms:us-east-1:1:key/k-1"
+    flags = at(local_s3, bucket, "--sse", "AES256", "--acl", "bucket-owner-full-control")
+    flags += ("--tables", SENDMAIL)
+    assert b"ok    write permission" in s3("check", *flags).stdout  # the flags reach it
+    refused = s3("check", *at(local_s3, bucket, "--kms-key-id", "k"))
+    assert one_error_line(refused) == "ppship: error: a KMS key id needs --sse aws:kms"
 
 
 def test_check_of_a_missing_bucket_is_one_line(local_s3):

@@ -13,12 +13,14 @@ import threading
 
 import pytest
 
+from proofpoint_shipper.bucket.object_settings import ObjectSettings
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.local_s3 import LocalS3
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.s3 import S3Sink
 from proofpoint_shipper.sinks.spool import Spool
 from proofpoint_shipper.streams import STREAMS
+from tests.conftest import put_headers
 
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
 KEY = re.compile(
@@ -112,7 +114,7 @@ def test_uncompressed_objects(local_s3, bucket):
 )
 def test_encryption_settings_reach_put_object(local_s3, bucket, sse, kms_key):
     client = local_s3.client()
-    sink = S3Sink(client, bucket, host="gw1", sse=sse, kms_key_id=kms_key, retry=FAST)
+    sink = S3Sink(client, bucket, host="gw1", objects=ObjectSettings(sse, kms_key), retry=FAST)
     sink.write("proofpoint_on_demand_message", [{"ts": "2022-02-20T08:35:00.157994-0600", "guid": "g"}])
     sink.flush()
     (key,) = objects(client, bucket)
@@ -121,11 +123,36 @@ def test_encryption_settings_reach_put_object(local_s3, bucket, sse, kms_key):
     assert head.get("SSEKMSKeyId") == kms_key
 
 
-def test_bad_encryption_settings_are_config_errors(local_s3):
-    with pytest.raises(ConfigError):
-        S3Sink(local_s3.client(), "x-bucket", sse="DES")
-    with pytest.raises(ConfigError):
-        S3Sink(local_s3.client(), "x-bucket", kms_key_id="k")
+def test_the_canned_acl_goes_with_every_batch_and_every_spooled_resend(tmp_path):
+    """A bucket of another account may refuse any PutObject without it; the local S3 keeps no
+    record of a bucket-owner ACL, so the headers are read as botocore sends them."""
+    server = LocalS3("acl-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    sent = put_headers(client)
+    table = "proofpoint_tap_messages_delivered"
+    settings = ObjectSettings(acl="bucket-owner-full-control")
+    sink = S3Sink(client, "acl-bucket", host="gw1", objects=settings, spool=Spool(tmp_path / "s"), retry=FAST)
+    sink.write(table, _records(3))
+    sink.flush()
+    server.stop()
+    sink.write(table, _records(2, start=3))
+    sink.flush()  # S3 is down: spooled
+    server = LocalS3("acl-bucket", port=port).start()
+    try:
+        sink.flush()  # re-sent from the spool
+        assert _landed_numbers(client, "acl-bucket") == list(range(5))
+    finally:
+        server.stop()
+    assert len(sent) >= 3 and all(headers.get("x-amz-acl") == "bucket-owner-full-control" for headers in sent)
+
+
+def test_bad_object_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown server-side encryption 'DES'"):
+        ObjectSettings(sse="DES")
+    with pytest.raises(ConfigError, match="a KMS key id needs --sse aws:kms"):
+        ObjectSettings(kms_key_id="k")
+    with pytest.raises(ConfigError, match="unknown canned ACL 'public-read'"):
+        ObjectSettings(acl="public-read")
 
 
 def test_unknown_table_is_a_config_error(local_s3, bucket):

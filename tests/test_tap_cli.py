@@ -138,6 +138,16 @@ def test_kill_9_at_random_points_with_s3_neither_loses_nor_duplicates(simulator,
     assert max(ids.values()) == 1
 
 
+def test_a_cursor_in_s3_is_written_with_the_s3_outputs_encryption(simulator, tmp_path, local_s3, bucket):
+    """A bucket policy that denies unencrypted uploads would refuse the cursor written without it."""
+    s3 = ["--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url]
+    s3 += ["--sse", "AES256", "--acl", "bucket-owner-full-control", "--dead-letter-dir", str(tmp_path / "dl")]
+    result = run_fetch(simulator, tmp_path, *s3, "--cursor", f"s3://{bucket}/cursors/tap.json")
+    assert result.returncode == 0, result.stderr.decode()
+    head = local_s3.client().head_object(Bucket=bucket, Key="cursors/tap.json")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
 def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):
     import signal
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from proofpoint_shipper.bucket.object_settings import NOTHING_ASKED, ObjectSettings
 from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
 from proofpoint_shipper.rawio import write_file_durably
 
@@ -106,10 +107,11 @@ class FileCursorStore:
 
 
 class S3CursorStore:
-    def __init__(self, client, bucket: str, key: str):
+    def __init__(self, client, bucket: str, key: str, objects: ObjectSettings = NOTHING_ASKED):
         self.client = client
         self.bucket = bucket
         self.key = key
+        self.objects = objects  # what a bucket policy may ask of every PutObject
         self._etag: str | None = None  # what we read: our write must replace exactly that
 
     @property
@@ -143,10 +145,9 @@ class S3CursorStore:
     def save(self, document: dict) -> None:
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         body = json.dumps(document, sort_keys=True).encode()
+        extra = {"ContentType": "application/json", **condition, **self.objects.put_arguments()}
         try:
-            response = self.client.put_object(
-                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json", **condition
-            )
+            response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **extra)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in (
                 "PreconditionFailed",

@@ -19,6 +19,7 @@ from pathlib import Path
 from proofpoint_shipper import __version__
 from proofpoint_shipper.bucket.access import aws_region, open_client, probe_write, reason
 from proofpoint_shipper.bucket.layout import key_prefix
+from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
@@ -74,6 +75,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
     )
     doctor.add_argument("--region", type=aws_region, help="AWS region (default: boto3's chain)")
+    add_object_arguments(doctor.add_argument)  # the probe object is written as the collectors write
     doctor.add_argument(
         "--max-clock-skew",
         type=seconds,
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
 class Doctor:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        self.objects = object_settings(args)  # a KMS key without --sse aws:kms: an error at once
         self.clocks: list[tuple[str, float]] = []  # (server, its clock minus ours, seconds)
 
     def findings(self) -> Iterator[Finding]:
@@ -243,7 +246,7 @@ class Doctor:
         yield Finding("ok", "s3 bucket", f"{bucket} answers ({region})")
         started = time.monotonic()
         try:
-            answer = probe_write(client, bucket, self.args.prefix)
+            answer = probe_write(client, bucket, self.args.prefix, self.objects)
         except (BotoCoreError, ClientError) as exc:
             yield Finding("FAIL", "s3 write", f"cannot write a probe object: {reason(exc, bucket)}")
             return

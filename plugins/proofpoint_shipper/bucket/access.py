@@ -14,6 +14,7 @@ import uuid
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proofpoint_shipper.bucket.layout import under
+from proofpoint_shipper.bucket.object_settings import ObjectSettings
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.proxies import check_proxy_settings
 from proofpoint_shipper.trust import BOTO_CA_VARIABLE, untrusted_certificate, what_to_do
@@ -98,7 +99,10 @@ def reason(exc: Exception, bucket: str) -> str:
         operation = getattr(exc, "operation_name", "")
         if code == "AccessDenied" and operation in PERMISSION:
             need = PERMISSION[operation]
-            return f"S3 refused {operation} on bucket {bucket} (AccessDenied): the credentials need {need}"
+            refused = f"S3 refused {operation} on bucket {bucket} (AccessDenied): the credentials need {need}"
+            if operation == "PutObject":  # or a bucket policy wants what ObjectSettings sends
+                refused += ", or the bucket's policy asks for --sse, --kms-key-id or --acl"
+            return refused
         if code in CREDENTIAL_ERRORS:
             return f"S3 refused our credentials for bucket {bucket} ({code})"
         return f"S3 refused bucket {bucket}: {code or exc}"
@@ -118,10 +122,12 @@ def bucket_region(client, bucket: str) -> str:
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
 
-def probe_write(client, bucket: str, prefix: str) -> dict:
-    """Write a small object and delete it again; returns the put's response (its headers hold
-    the server's Date). Raises botocore's errors for the caller to explain with `reason()`."""
+def probe_write(client, bucket: str, prefix: str, objects: ObjectSettings) -> dict:
+    """Write a small object as the collectors write theirs, and delete it again; returns the
+    put's response (its headers hold the server's Date). Raises botocore's errors for the caller
+    to explain with `reason()`."""
     key = probe_key(prefix)
-    answer = client.put_object(Bucket=bucket, Key=key, Body=b"proofpoint-shipper write probe\n")
+    body = b"proofpoint-shipper write probe\n"
+    answer = client.put_object(Bucket=bucket, Key=key, Body=body, **objects.put_arguments())
     client.delete_object(Bucket=bucket, Key=key)
     return answer

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from proofpoint_shipper.bucket.access import error_code, probe_write, reason
 from proofpoint_shipper.bucket.layout import KNOWN_FOLDERS, clean_prefix, misplacement, table_prefix
+from proofpoint_shipper.bucket.object_settings import NOTHING_ASKED, ObjectSettings
 from proofpoint_shipper.bucket.setup import (
     BLOCK_ALL,
     DESTINATIONS,
@@ -54,6 +55,7 @@ class Scope:
     tables: tuple[Stream, ...] = STREAMS
     sample: int = 3
     max_keys: int = 10_000
+    objects: ObjectSettings = NOTHING_ASKED  # what the probe object asks for, as the writes do
 
 
 def check_bucket(client, scope: Scope, now: datetime) -> Iterator[Finding]:
@@ -69,7 +71,7 @@ def check_bucket(client, scope: Scope, now: datetime) -> Iterator[Finding]:
 
 def _probe(client, scope: Scope) -> Finding:
     try:
-        probe_write(client, scope.bucket, scope.prefix)
+        probe_write(client, scope.bucket, scope.prefix, scope.objects)
     except ClientError as exc:
         if error_code(exc) != "AccessDenied":
             raise

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from proofpoint_shipper.bucket import check, setup
 from proofpoint_shipper.bucket.access import aws_region, bucket_region, error_code, open_client, reason
 from proofpoint_shipper.bucket.layout import key_prefix
+from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import positive_int, url_of
 from proofpoint_shipper.sinks.records import stream_for
@@ -98,6 +99,7 @@ def _register_check(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-keys", type=positive_int, default=10_000, help="keys listed per table (default: %(default)s)"
     )
+    add_object_arguments(parser.add_argument)  # the probe object is written as the collectors write
     parser.set_defaults(run=run_check)
 
 
@@ -210,7 +212,9 @@ def run_check(args: argparse.Namespace) -> int:
     if args.sample < 0 or args.max_keys < 1:
         raise ConfigError("--sample must be 0 or more and --max-keys at least 1")
     client = open_client(args.endpoint_url, args.region)
-    scope = check.Scope(args.bucket, args.prefix, _tables(args.tables), args.sample, args.max_keys)
+    scope = check.Scope(
+        args.bucket, args.prefix, _tables(args.tables), args.sample, args.max_keys, object_settings(args)
+    )
     failed = 0
     try:
         client.head_bucket(Bucket=args.bucket)

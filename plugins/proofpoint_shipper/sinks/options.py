@@ -13,6 +13,7 @@ from pathlib import Path
 
 from proofpoint_shipper.bucket.access import aws_region, open_client
 from proofpoint_shipper.bucket.layout import key_prefix
+from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
@@ -76,8 +77,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
         help="an S3-compatible endpoint (default: AWS)",
     )
     only("s3", "--region", type=aws_region, help="AWS region (default: boto3's chain)")
-    only("s3", "--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
-    only("s3", "--kms-key-id", help="KMS key for --sse aws:kms")
+    add_object_arguments(lambda *names, **options: only("s3", *names, **options))
     only("s3", "--no-gzip", action="store_true", help="write objects uncompressed")
     only(
         "s3",
@@ -159,8 +159,7 @@ def open_s3_sink(args: argparse.Namespace) -> S3Sink:
         compress=not args.no_gzip,
         max_batch_bytes=args.batch_bytes,
         max_batch_age=args.batch_age,
-        sse=args.sse,
-        kms_key_id=args.kms_key_id,
+        objects=object_settings(args),
         spool=Spool(args.spool_dir) if args.spool_dir else None,
     )
     sink.check()

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.bucket.access import CREDENTIAL_ERRORS, reason
 from proofpoint_shipper.bucket.layout import EXTENSION, table_prefix
+from proofpoint_shipper.bucket.object_settings import NOTHING_ASKED, ObjectSettings
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.retry import DEFAULT_RETRY, RetryPolicy
 from proofpoint_shipper.sinks.records import record_time, stream_for, table_line
@@ -49,15 +50,10 @@ class S3Sink:
         compress: bool = True,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         max_batch_age: float = DEFAULT_MAX_BATCH_AGE,
-        sse: str | None = None,
-        kms_key_id: str | None = None,
+        objects: ObjectSettings = NOTHING_ASKED,
         spool: Spool | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ):
-        if sse not in (None, "AES256", "aws:kms"):
-            raise ConfigError(f"unknown server-side encryption {sse!r}: use AES256 or aws:kms")
-        if kms_key_id and sse != "aws:kms":
-            raise ConfigError("a KMS key id needs --sse aws:kms")
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -65,7 +61,7 @@ class S3Sink:
         self.compress = compress
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_age = max_batch_age
-        self.sse, self.kms_key_id = sse, kms_key_id
+        self.objects = objects
         self.spool = spool
         self.retry = retry
         self._open: dict[tuple[str, datetime, str | None], _Batch] = {}
@@ -176,11 +172,7 @@ class S3Sink:
             self.spool.remove(name)
 
     def _upload(self, key: str, body: bytes, headers: dict[str, str]) -> None:
-        extra = dict(headers)
-        if self.sse:
-            extra["ServerSideEncryption"] = self.sse
-        if self.kms_key_id:
-            extra["SSEKMSKeyId"] = self.kms_key_id
+        extra = {**headers, **self.objects.put_arguments()}
 
         def put() -> None:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proofpoint_shipper.bucket.access import open_client
+from proofpoint_shipper.bucket.object_settings import object_settings
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.proxies import check_client_settings
@@ -183,7 +184,8 @@ def _cursor_store(args: argparse.Namespace):
         bucket, _, key = args.cursor[5:].partition("/")
         if not bucket or not key:
             raise ConfigError(f"--cursor wants s3://bucket/key, got {args.cursor!r}")
-        return S3CursorStore(open_client(args.endpoint_url, fail_fast=False), bucket, key)
+        client = open_client(args.endpoint_url, fail_fast=False)
+        return S3CursorStore(client, bucket, key, object_settings(args))  # as the S3 output writes
     return FileCursorStore(Path(args.cursor))
 
 
