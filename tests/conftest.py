@@ -146,6 +146,22 @@ def put_headers(client) -> list[dict[str, str]]:
     return sent
 
 
+@pytest.fixture
+def locked_bucket(local_s3, bucket, monkeypatch) -> str:
+    """A bucket with Object Lock and a default retention, and botocore set to send no checksum
+    of its own (as before 1.36, or with AWS_REQUEST_CHECKSUM_CALCULATION=when_required): such a
+    bucket refuses a PutObject that carries neither a Content-MD5 nor a checksum."""
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    name = f"locked-{bucket}"[:63]
+    client = local_s3.client()
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    retention = {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}
+    client.put_object_lock_configuration(
+        Bucket=name, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": retention}
+    )
+    return name
+
+
 @contextlib.contextmanager
 def checking_s3(bucket: str, unchecked_calls: int):
     """A local S3 (`ppship dev s3`) that checks credentials and IAM policies as AWS does, after

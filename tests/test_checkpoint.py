@@ -125,6 +125,12 @@ def test_an_s3_cursor_is_written_with_the_encryption_and_acl_of_the_s3_output(lo
     assert client.head_object(Bucket=bucket, Key="cursors/tap.json")["ServerSideEncryption"] == "AES256"
 
 
+def test_an_s3_cursor_is_saved_in_a_bucket_with_object_lock(local_s3, locked_bucket):
+    client = local_s3.client()
+    S3CursorStore(client, locked_bucket, "cursors/tap.json").save({"queryEndTime": "A"})
+    assert S3CursorStore(client, locked_bucket, "cursors/tap.json").load() == {"queryEndTime": "A"}
+
+
 def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_error(local_s3, bucket):
     client = local_s3.client()
     for body, reason in ((b"{torn", "cannot be read"), (b"[1, 2]", "does not hold a JSON object")):

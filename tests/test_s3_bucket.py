@@ -348,6 +348,11 @@ def test_the_check_writes_its_probe_with_the_encryption_and_acl_the_collectors_u
     assert one_error_line(refused) == "ppship: error: a KMS key id needs --sse aws:kms"
 
 
+def test_the_probe_is_written_to_a_bucket_with_object_lock(local_s3, locked_bucket):
+    checked = s3("check", *at(local_s3, locked_bucket, "--tables", SENDMAIL))  # the environment is passed on
+    assert b"ok    write permission" in checked.stdout, checked.stdout
+
+
 def test_check_of_a_missing_bucket_is_one_line(local_s3):
     assert "bucket not-there does not exist" in one_error_line(s3("check", *at(local_s3, "not-there")))
 

@@ -146,6 +146,14 @@ def test_the_canned_acl_goes_with_every_batch_and_every_spooled_resend(tmp_path)
     assert len(sent) >= 3 and all(headers.get("x-amz-acl") == "bucket-owner-full-control" for headers in sent)
 
 
+def test_a_bucket_with_object_lock_takes_every_batch(local_s3, locked_bucket):
+    client = local_s3.client()  # made after the fixture told botocore to send no checksum
+    sink = S3Sink(client, locked_bucket, host="gw1", retry=FAST)
+    sink.write("proofpoint_tap_messages_delivered", _records(3))
+    sink.flush()
+    assert _landed_numbers(client, locked_bucket) == [0, 1, 2]
+
+
 def test_bad_object_settings_are_config_errors():
     with pytest.raises(ConfigError, match="unknown server-side encryption 'DES'"):
         ObjectSettings(sse="DES")

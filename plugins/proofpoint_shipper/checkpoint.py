@@ -145,7 +145,7 @@ class S3CursorStore:
     def save(self, document: dict) -> None:
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         body = json.dumps(document, sort_keys=True).encode()
-        extra = {"ContentType": "application/json", **condition, **self.objects.put_arguments()}
+        extra = {"ContentType": "application/json", **condition, **self.objects.put_arguments(body)}
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **extra)
         except ClientError as exc:

@@ -128,6 +128,6 @@ def probe_write(client, bucket: str, prefix: str, objects: ObjectSettings) -> di
     to explain with `reason()`."""
     key = probe_key(prefix)
     body = b"proofpoint-shipper write probe\n"
-    answer = client.put_object(Bucket=bucket, Key=key, Body=body, **objects.put_arguments())
+    answer = client.put_object(Bucket=bucket, Key=key, Body=body, **objects.put_arguments(body))
     client.delete_object(Bucket=bucket, Key=key)
     return answer

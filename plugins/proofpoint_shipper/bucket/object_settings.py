@@ -1,13 +1,18 @@
-"""What every object we write asks of S3: server-side encryption and a canned ACL.
+"""What every object we write asks of S3: server-side encryption, a canned ACL, its Content-MD5.
 
-A bucket policy may refuse a PutObject that lacks them: a policy denying unencrypted uploads, or
-a bucket in another AWS account that must own what is written to it (bucket-owner-full-control).
-So the batches, the S3 cursor and the write probes of `ppship s3 check` and `ppship doctor` all
-send the same settings: a probe that differs from the writes would pass where they fail, or fail
-where they pass.
+A bucket policy may refuse a PutObject that lacks the first two: a policy denying unencrypted
+uploads, or a bucket in another AWS account that must own what is written to it
+(bucket-owner-full-control). So the batches, the S3 cursor and the write probes of `ppship s3
+check` and `ppship doctor` all send the same settings: a probe that differs from the writes would
+pass where they fail, or fail where they pass. A bucket with Object Lock refuses a PutObject with
+neither a Content-MD5 nor a checksum, and botocore sends no checksum before 1.36 or with
+AWS_REQUEST_CHECKSUM_CALCULATION=when_required (set for S3-compatible stores that reject them):
+the Content-MD5 goes always, and S3 checks the body against it on the way.
 """
 
 import argparse
+import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +37,9 @@ class ObjectSettings:
         if self.acl not in (None, *ACL_CHOICES):
             raise ConfigError(f"unknown canned ACL {self.acl!r}: use {' or '.join(ACL_CHOICES)}")
 
-    def put_arguments(self) -> dict[str, str]:
-        """The PutObject parameters these settings add."""
-        arguments = {}
+    def put_arguments(self, body: bytes) -> dict[str, str]:
+        """The PutObject parameters for `body`: its Content-MD5, then what these settings add."""
+        arguments = {"ContentMD5": content_md5(body)}
         if self.sse:
             arguments["ServerSideEncryption"] = self.sse
         if self.kms_key_id:
@@ -42,6 +47,11 @@ class ObjectSettings:
         if self.acl:
             arguments["ACL"] = self.acl
         return arguments
+
+
+def content_md5(body: bytes) -> str:
+    # not for security: usedforsecurity=False keeps it working where FIPS mode forbids MD5
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
 
 
 NOTHING_ASKED = ObjectSettings()  # S3's defaults: the bucket's default encryption, no ACL

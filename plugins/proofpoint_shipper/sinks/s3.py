@@ -172,7 +172,7 @@ class S3Sink:
             self.spool.remove(name)
 
     def _upload(self, key: str, body: bytes, headers: dict[str, str]) -> None:
-        extra = {**headers, **self.objects.put_arguments()}
+        extra = {**headers, **self.objects.put_arguments(body)}
 
         def put() -> None:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
