@@ -215,6 +215,7 @@ def test_fluent_bit_s3_outputs_cover_the_flows_tables_in_our_layout(path):
         assert body["json_date_key"] == "false", "Fluent Bit would add a date key to every record"
         assert body["compression"] == "gzip"
         assert _size(body["total_file_size"]) >= 1024**2, "total_file_size under 1M is a fatal error"
+        assert body.get("send_content_md5") == "true", "a bucket with Object Lock refuses uploads without it"
         if stream.format == "text":
             assert body.get("log_key") == "text", "a text table needs the raw normalised line"
         else:
