@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made here (no files shipped, nothing fetched)."""
+def self_signed(tmp_path: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (encrypted with `passphrase` if given), made here
+    (no files shipped, nothing fetched)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
@@ -38,7 +39,9 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption(),
         )
     )
     return cert_path, key_path

@@ -3,7 +3,9 @@
 import contextlib
 import gzip
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import ssl
@@ -22,7 +24,7 @@ from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.certificates import self_signed
-from tests.conftest import golden_lines, run_ppship
+from tests.conftest import golden_lines, one_error_line, run_ppship
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
 from tests.test_codec import fluentd_frame
@@ -230,6 +232,71 @@ def test_tls_clients_are_served_and_a_plain_one_is_told_in_the_log(tmp_path):
         "TLS error: DECRYPTION_FAILED_OR_BAD_RECORD_MAC",
     ]
     assert "Traceback" not in stderr
+
+
+def test_an_encrypted_tls_key_opens_with_its_passphrase_from_a_file_or_the_environment(tmp_path):
+    cert, key = self_signed(tmp_path, passphrase=b"open sesame")
+    (tmp_path / "passphrase").write_text("open sesame\n")
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    for extra, env in (
+        (("--tls-key-password-file", str(tmp_path / "passphrase")), None),
+        ((), {**os.environ, "PPSHIP_TLS_KEY_PASSWORD": "open sesame"}),
+    ):
+        relay, port = start_relay(1, *tls, *extra, env=env)
+        try:
+            with ssl.create_default_context(cafile=str(cert)).wrap_socket(
+                socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1"
+            ) as client:
+                assert client.version() is not None  # the handshake went through
+        finally:
+            stop_relay(relay)
+    (tmp_path / "passphrase").write_text("wrong")
+    wrong = ("--tls-key-password-file", str(tmp_path / "passphrase"))
+    refused = run_ppship("relay", "--upstream", "127.0.0.1:1", *tls, *wrong)
+    assert one_error_line(refused) == (
+        f"ppship: error: {cert} and {key}: not a PEM certificate with its private key, "
+        "or the passphrase does not open the key"
+    )
+
+
+def exit_status_within(pid: int, seconds: float) -> int:
+    """The child's wait status; killed first if it has not ended within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_an_encrypted_tls_key_without_its_passphrase_stops_at_once_even_on_a_terminal(tmp_path):
+    """OpenSSL would ask for the passphrase on the terminal, and the relay wait for an answer."""
+    cert, key = self_signed(tmp_path, passphrase=b"open sesame")
+    command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--upstream", "127.0.0.1:1"]
+    command += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    environment = {name: value for name, value in os.environ.items() if name != "PPSHIP_TLS_KEY_PASSWORD"}
+    pid, terminal = pty.fork()  # the child's controlling terminal is `terminal`
+    if pid == 0:
+        os.execve(sys.executable, command, environment)
+    output = b""
+    while select.select([terminal], [], [], 30)[0]:  # nothing for 30 s: it waits for an answer
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    status = exit_status_within(pid, 30)
+    os.close(terminal)
+    assert b"pass phrase" not in output.lower()
+    assert output.decode().strip().splitlines()[-1] == (
+        f"ppship: error: the private key in {key} is encrypted: give its passphrase in "
+        "--tls-key-password-file or $PPSHIP_TLS_KEY_PASSWORD"
+    )
+    assert os.waitstatus_to_exitcode(status) == 2
 
 
 def test_a_wrong_shared_key_is_refused(tmp_path):

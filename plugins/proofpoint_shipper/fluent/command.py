@@ -18,6 +18,7 @@ from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned
 from proofpoint_shipper.fluent.relay import MEMORY_PER_WIRE_BYTE, ForwardRelay, RelaySettings
+from proofpoint_shipper.fluent.server_tls import PASSWORD_ENV, server_tls
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import record_key, reference_time
@@ -82,6 +83,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     only("forward", "--upstream-shared-key-file", type=Path, help="shared key for the upstream")
     relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
     relay.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    relay.add_argument(
+        "--tls-key-password-file",
+        type=Path,
+        help=f"file holding the passphrase of an encrypted --tls-key (default: ${PASSWORD_ENV})",
+    )
     only("forward", "--upstream-tls", action="store_true", help="connect upstream with TLS")
     relay.add_argument(
         "--upstream-timeout",
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace) -> int:
     host, port = host_and_port(args.listen, "--listen")
     upstream = _upstream(args)
-    tls = _server_tls(args.tls_cert, args.tls_key)
+    tls = server_tls(args.tls_cert, args.tls_key, args.tls_key_password_file)
     settings = RelaySettings(
         host=host,
         port=port,
@@ -195,24 +201,6 @@ def _assembly_settings(args: argparse.Namespace) -> AssemblySettings:
     if args.max_open is not None:
         settings.max_open = args.max_open
     return settings
-
-
-def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-    if cert is None:
-        if key is not None:
-            raise ConfigError("--tls-key needs --tls-cert")
-        return None
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        tls.load_cert_chain(cert, key)
-    except ssl.SSLError:
-        files = f"{cert} and {key}" if key else str(cert)
-        raise ConfigError(f"{files}: not a PEM certificate with its private key") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the TLS certificate or key: {exc.filename or cert}: {exc.strerror}"
-        ) from None
-    return tls
 
 
 def _upstream(args: argparse.Namespace):
