@@ -136,6 +136,23 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
         for args, message in (
             (["relay", "--tls-cert", str(a_file), *UPSTREAM], b"not a PEM certificate with its private key"),
             (["relay", "--tls-cert", str(tmp_path / "gone.pem"), *UPSTREAM], b"No such file or directory"),
+            (
+                ["ship", *TABLE, "--output", "forward", "--forward-ca", str(tmp_path / "gone.pem")],
+                f"--forward-ca {tmp_path / 'gone.pem'} cannot be used as a CA bundle: No such file".encode(),
+            ),
+            (
+                [
+                    "tap",
+                    "fetch",
+                    "--output",
+                    "forward",
+                    "--forward-ca",
+                    str(a_file),
+                    "--cursor",
+                    str(tap_cursor),
+                ],
+                f"--forward-ca {a_file} cannot be used as a CA bundle: [X509: NO_CERTIFICATE".encode(),
+            ),
             (["relay", "--listen", busy, *UPSTREAM], f"cannot listen on {busy}: ".encode()),
             (["relay", "--listen", "256.0.0.1:0", *UPSTREAM], b"cannot listen on 256.0.0.1:0: "),
             (
@@ -194,6 +211,7 @@ SECRET_FILE_FLAGS = [
     (["pod", "stream", "--type", "message", "--cluster-id", "c", "--token-file"], "the token file"),
     (["relay", *UPSTREAM, "--shared-key-file"], "the shared key file"),
     (["ship", "--output", "forward", *TABLE, "--shared-key-file"], "the shared key file"),
+    (["relay", *UPSTREAM, "--tls-cert", "cert.pem", "--tls-key-password-file"], "the TLS key password file"),
 ]
 
 

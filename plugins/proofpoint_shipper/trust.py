@@ -21,13 +21,19 @@ def check_ca_bundle() -> None:
     under websockets ignores it, and the server then looks untrusted although the variable is set.
     """
     path = os.environ.get(CA_VARIABLE)
-    if not path:
-        return
+    if path:
+        verifying_context(path, f"{CA_VARIABLE}={path}")
+
+
+def verifying_context(ca_file: str | None, what: str) -> ssl.SSLContext:
+    """A client TLS context that trusts `ca_file` (None: the system's CAs); a ConfigError naming
+    `what` (the flag or variable and the file) when the file holds no CA bundle we can load.
+    OpenSSL's own error names no file: "No such file or directory", "Is a directory"."""
     try:
-        ssl.create_default_context(cafile=path)
+        return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:  # SSLError is an OSError whose words are in str()
         reason = str(exc) if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc)
-        raise ConfigError(f"{CA_VARIABLE}={path} cannot be used as a CA bundle: {reason}") from None
+        raise ConfigError(f"{what} cannot be used as a CA bundle: {reason}") from None
 
 
 def untrusted_certificate(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:

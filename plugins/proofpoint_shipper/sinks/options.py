@@ -7,7 +7,6 @@ Secrets (the forward shared key) come from a file or an environment variable, ne
 
 import argparse
 import os
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
 from proofpoint_shipper.sinks.spool import Spool
 from proofpoint_shipper.sinks.stdout import DEFAULT_MAX_LINE_BYTES, StdoutSink
+from proofpoint_shipper.trust import verifying_context
 
 SHARED_KEY_ENV = "PPSHIP_FORWARD_SHARED_KEY"
 
@@ -138,7 +138,8 @@ def _forward_sink(args: argparse.Namespace) -> ForwardSink:
     host, port = host_and_port(args.forward, "--forward")
     tls = None
     if args.forward_tls or args.forward_ca:
-        tls = ssl.create_default_context(cafile=str(args.forward_ca) if args.forward_ca else None)
+        ca_file = str(args.forward_ca) if args.forward_ca else None
+        tls = verifying_context(ca_file, f"--forward-ca {ca_file}" if ca_file else "the system's CAs")
     return ForwardSink(host, port, tls=tls, shared_key=_shared_key(args))
 
 
