@@ -105,6 +105,10 @@ REFUSED = [
     (["simulate", "pod", "--days", "inf"], b"--days: expected a number above 0"),
     (["simulate", "pod", "--resend-rate", "nan"], b"--resend-rate: expected a share from 0 to 1"),
     (["simulate", "pod", "--drop-every", "0"], b"--drop-every: expected a positive whole number"),
+    (
+        ["ship", *TABLE, "--output", "s3", "--batch-bytes", "6000000000"],
+        b"over S3's 5 GiB limit for one upload",
+    ),
 ]
 
 

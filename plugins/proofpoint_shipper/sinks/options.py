@@ -16,7 +16,12 @@ from proofpoint_shipper.bucket.object_settings import add_object_arguments, obje
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
-from proofpoint_shipper.sinks.s3 import DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BATCH_BYTES, S3Sink
+from proofpoint_shipper.sinks.s3 import (
+    DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_BATCH_BYTES,
+    MAX_OBJECT_BYTES,
+    S3Sink,
+)
 from proofpoint_shipper.sinks.spool import Spool
 from proofpoint_shipper.sinks.stdout import DEFAULT_MAX_LINE_BYTES, StdoutSink
 from proofpoint_shipper.trust import verifying_context
@@ -82,7 +87,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     only(
         "s3",
         "--batch-bytes",
-        type=positive_int,
+        type=batch_bytes,
         default=DEFAULT_MAX_BATCH_BYTES,
         help="close a batch at this many uncompressed bytes (default: %(default)s)",
     )
@@ -99,6 +104,15 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
         type=Path,
         help="keep objects here while S3 is unreachable, re-send them later",
     )
+
+
+def batch_bytes(text: str) -> int:
+    """--batch-bytes: at most what one PutObject takes (5 GiB), else a batch could never be
+    uploaded, only spooled and retried."""
+    size = positive_int(text)
+    if size > MAX_OBJECT_BYTES:
+        raise argparse.ArgumentTypeError(f"{text} is over S3's 5 GiB limit for one upload")
+    return size
 
 
 def output_only(parser: argparse.ArgumentParser, group) -> Callable[..., None]:

@@ -27,6 +27,7 @@ from proofpoint_shipper.sinks.spool import Spool
 log = logging.getLogger("proofpoint_shipper")
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BATCH_AGE = 60.0  # seconds
+MAX_OBJECT_BYTES = 5 * 1024**3  # the most one PutObject takes
 
 
 @dataclass
