@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from proofpoint_shipper.tap.command import poll_loop
+from proofpoint_shipper.cli import build_parser
+from proofpoint_shipper.tap.command import cursor_store, poll_loop
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.conftest import limited_ppship, one_error_line, wait_for
@@ -146,6 +147,15 @@ def test_a_cursor_in_s3_is_written_with_the_s3_outputs_encryption(simulator, tmp
     assert result.returncode == 0, result.stderr.decode()
     head = local_s3.client().head_object(Bucket=bucket, Key="cursors/tap.json")
     assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_a_cursor_in_s3_is_reached_in_the_region_of_the_s3_output(monkeypatch):
+    """botocore reads no AWS_REGION (a name other tools use): without --region, us-east-1."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "ap-southeast-2")
+    cursor = ["--cursor", "s3://lake/ppship-state/tap.json", "--output", "s3", "--bucket", "lake"]
+    args = build_parser(["tap"]).parse_args(["tap", "fetch", *cursor, "--region", "eu-central-1"])
+    assert cursor_store(args).client.meta.region_name == "eu-central-1"
 
 
 def test_follow_polls_again_and_stops_cleanly_on_sigterm(simulator, tmp_path):

@@ -179,12 +179,13 @@ def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") ->
     return principal, secret
 
 
-def _cursor_store(args: argparse.Namespace):
+def cursor_store(args: argparse.Namespace):
+    """The --cursor store: a file, or an S3 object reached and written as the S3 output writes."""
     if args.cursor.startswith("s3://"):
         bucket, _, key = args.cursor[5:].partition("/")
         if not bucket or not key:
             raise ConfigError(f"--cursor wants s3://bucket/key, got {args.cursor!r}")
-        client = open_client(args.endpoint_url, fail_fast=False)
+        client = open_client(args.endpoint_url, args.region, fail_fast=False)
         return S3CursorStore(client, bucket, key, object_settings(args))  # as the S3 output writes
     return FileCursorStore(Path(args.cursor))
 
@@ -218,7 +219,7 @@ def _fetch(args: argparse.Namespace) -> int:
     check_client_settings()  # before the first request, which would fail its own way
     if args.follow:
         _warn_of_quota(args.interval)
-    store = _cursor_store(args)
+    store = cursor_store(args)
     store.claim()  # a second collector on this cursor stops here
     store.load()  # an unreadable cursor fails now, before any request
     beside_cursor = Path("ppship-state") if args.cursor.startswith("s3://") else Path(args.cursor).parent
