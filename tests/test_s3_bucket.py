@@ -158,6 +158,15 @@ def test_create_makes_the_bucket_in_the_region(local_s3):
     assert len(rules(client, "made-by-setup")) == len(STREAMS)
 
 
+def test_without_region_the_bucket_is_made_where_aws_region_says_as_the_aws_cli_would(local_s3):
+    """boto3 reads AWS_DEFAULT_REGION alone; the AWS CLI and the other SDKs read AWS_REGION first."""
+    flags = at(local_s3, "made-in-aws-region", "--create", "--retention-days", "5")
+    result = s3("setup", *flags, env={"AWS_REGION": "ap-southeast-2"})  # AWS_DEFAULT_REGION: us-east-1
+    assert result.returncode == 0, result.stderr.decode()
+    location = local_s3.client().get_bucket_location(Bucket="made-in-aws-region")["LocationConstraint"]
+    assert location == "ap-southeast-2"
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

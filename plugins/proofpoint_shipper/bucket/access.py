@@ -51,9 +51,16 @@ PERMISSION = {
 
 def open_client(endpoint_url: str | None = None, region: str | None = None, fail_fast: bool = True):
     """An S3 client. fail_fast: one attempt per call, as our own retry policy decides what is
-    tried again; without it (the TAP cursor in S3, which has no policy of its own), botocore's."""
+    tried again; without it (the TAP cursor in S3, which has no policy of its own), botocore's.
+
+    Without `region`, AWS_REGION is read before boto3's chain, as the AWS CLI and the other AWS
+    SDKs read it: boto3 alone ignores it, and a host or pod that sets only AWS_REGION would get
+    us-east-1, where `s3 setup --create` makes the bucket.
+    """
     import boto3
     from botocore.config import Config
+
+    region = region or os.environ.get("AWS_REGION", "").strip() or None
 
     config = (
         Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60) if fail_fast else None
