@@ -109,6 +109,12 @@ REFUSED = [
         ["ship", *TABLE, "--output", "s3", "--batch-bytes", "6000000000"],
         b"over S3's 5 GiB limit for one upload",
     ),
+    (
+        ["ship", *TABLE, "--output", "s3", "--bucket", "s3://lake"],
+        b"--bucket: give the bucket's name without s3://",
+    ),
+    (["s3", "check", "--bucket", "lake/logs"], b"a bucket name holds no '/'; folders go in --prefix"),
+    (["doctor", "--bucket", "my lake"], b"--bucket: expected a bucket name, got 'my lake'"),
 ]
 
 

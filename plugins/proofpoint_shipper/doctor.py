@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from proofpoint_shipper import __version__
-from proofpoint_shipper.bucket.access import aws_region, open_client, probe_write, reason
+from proofpoint_shipper.bucket.access import aws_region, bucket_name, open_client, probe_write, reason
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
@@ -69,7 +69,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         default=env_value("POD_CLUSTER_ID") or None,
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
-    doctor.add_argument("--bucket", help="the data-lake bucket to probe (default: S3 not checked)")
+    doctor.add_argument(
+        "--bucket", type=bucket_name, help="the data-lake bucket to probe (default: S3 not checked)"
+    )
     doctor.add_argument("--prefix", type=key_prefix, default="", help="key prefix before the table names")
     doctor.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"

@@ -91,6 +91,18 @@ def aws_region(text: str) -> str:
     return text
 
 
+def bucket_name(text: str) -> str:
+    """--bucket: a name, not a URL or a path. botocore refused those with its regular expression,
+    as a failure to reach S3; the usual mistakes are told here with what to give instead."""
+    if text.startswith("s3://"):
+        raise argparse.ArgumentTypeError(f"give the bucket's name without s3://, got {text!r}")
+    if "/" in text and not text.startswith("arn:"):  # an access point ARN holds a "/"
+        raise argparse.ArgumentTypeError(f"{text!r}: a bucket name holds no '/'; folders go in --prefix")
+    if not text or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError(f"expected a bucket name, got {text!r}")
+    return text
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

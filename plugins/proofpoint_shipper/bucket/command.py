@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from botocore.exceptions import BotoCoreError, ClientError
 
 from proofpoint_shipper.bucket import check, setup
-from proofpoint_shipper.bucket.access import aws_region, bucket_region, error_code, open_client, reason
+from proofpoint_shipper.bucket.access import (
+    aws_region,
+    bucket_name,
+    bucket_region,
+    error_code,
+    open_client,
+    reason,
+)
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
@@ -33,7 +40,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bucket", required=True, help="the data-lake bucket")
+    parser.add_argument("--bucket", type=bucket_name, required=True, help="the data-lake bucket")
     parser.add_argument(
         "--prefix", type=key_prefix, default="", help="key prefix before the table names (default: none)"
     )

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from proofpoint_shipper.bucket.access import aws_region, open_client
+from proofpoint_shipper.bucket.access import aws_region, bucket_name, open_client
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
@@ -73,7 +73,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     """The S3 output's flags, also used by commands whose other outputs differ (the relay)."""
     only = output_only(parser, group)
-    only("s3", "--bucket", help="the data-lake bucket")
+    only("s3", "--bucket", type=bucket_name, help="the data-lake bucket")
     only("s3", "--prefix", type=key_prefix, default="", help="key prefix before the table name")
     only(
         "s3",
