@@ -235,14 +235,16 @@ def test_wrong_credentials(s3_with_auth):
     assert "S3 refused our credentials for bucket auth-bucket" in one_error_line(result)
 
 
-def test_sigterm_delivers_what_was_read_and_exits_0():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_delivers_what_was_read_and_exits_0(signum):
+    """SIGHUP too: a closed terminal or SSH session, where a pipe cannot send the records again."""
     read_end, write_end = os.pipe()
     with subprocess.Popen(
         SHIP_CLICKS, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as child:
         os.write(write_end, b'{"id": "a"}\n{"id": "b"}\n')  # then the pipe stays open and quiet
         wait_for(lambda: not _bytes_in_pipe(read_end))  # read by the child, held for the next flush
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(signum)
         out, err = child.communicate(timeout=60)
     os.close(read_end)
     os.close(write_end)

@@ -1,6 +1,6 @@
 """What every long-running command shares: stopping on SIGTERM/SIGINT, serving until stopped.
 
-`stop_on_signals()` gives an Event set by SIGTERM or SIGINT; `serve_until_stopped(server, banner)`
+`stop_on_signals()` gives an Event set by SIGTERM, SIGINT or SIGHUP; `serve_until_stopped(server, banner)`
 runs a context-managed server, prints one line about it, and returns 0 once a signal came.
 `add_operability_arguments` and `operate(args)` give the collectors and the relay their
 `--log-format` and `--metrics-port`; `read_secret` reads a secret from a file, never echoing it.
@@ -20,16 +20,21 @@ from urllib.parse import urlsplit
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
 
+# The signals that end a command cleanly: what was read is delivered, the cursor saved, exit 0.
+# SIGHUP too: a closed terminal or SSH session would otherwise end it at once, losing what it
+# had read but not yet delivered (a pipe into `ppship ship` cannot send it again).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 def stop_on_signals() -> threading.Event:
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
     return stop
 
 
 class StopOnSignals:
-    """`with StopOnSignals(job):` SIGTERM and SIGINT set `job.stopping` (the job finishes its
+    """`with StopOnSignals(job):` the STOP_SIGNALS set `job.stopping` (the job finishes its
     batch, reports and exits 0); the previous handlers come back on exit."""
 
     def __init__(self, job):
@@ -37,7 +42,7 @@ class StopOnSignals:
         self.previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopOnSignals":
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             self.previous[signum] = signal.signal(signum, self._stop)
         return self
 

@@ -26,6 +26,7 @@ from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.listening import bound_socket, url_host
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import (
+    STOP_SIGNALS,
     add_operability_arguments,
     host_and_port,
     operate,
@@ -233,7 +234,7 @@ async def _serve(relay: ForwardRelay) -> int:
     print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     waits = [asyncio.create_task(event.wait()) for event in (stop, relay.broken)]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -263,7 +264,7 @@ def _run_workers(args: argparse.Namespace) -> int:
             stopping.append(signum)
             _signal_all(children, signum)
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, pass_on)
         return _supervise(children, stopping)
     finally:
