@@ -8,8 +8,14 @@ CONSTRAINTS :=
 
 .PHONY: test test-lowest itest bench lint golden demo clean
 
+# An interpreter older than 3.11 is told at once, before a virtual environment is made of it; and
+# the environment is made afresh (--clear), so one left half-made by such an attempt is replaced.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: this project needs Python 3.11 or newer, and PYTHON=$(PYTHON) is" \
+	    "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) -V 2>&1 || echo 'not found'): run make $(or $(MAKECMDGOALS),test) PYTHON=python3.11" >&2; \
+	  exit 1; }
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS))
 	touch $(STAMP)

@@ -144,3 +144,32 @@ def test_the_lowest_versions_file_pins_every_dependency_at_its_lower_bound():
         pin = pins[name]
         assert pin in requirement.specifier, f"{name}=={pin} is outside {requirement}"
         assert pin.release[: len(floor.release)] == floor.release, f"{name}=={pin} is not {floor}"
+
+
+OLD_PYTHON = """#!/bin/sh
+# Python 3.10, as far as the Makefile asks: -V names it, and the version check fails.
+[ "$1" = -V ] && echo "Python 3.10.13" && exit 0
+exit 1
+"""
+
+
+@pytest.mark.parametrize("python", ["old", "missing"])
+def test_make_tells_of_a_python_older_than_3_11_before_making_an_environment(tmp_path, python):
+    """A machine whose python3 is 3.10 (Ubuntu 22.04) got a half-made environment of it, which
+    every later `make ... PYTHON=python3.11` reused and failed on in the same way."""
+    for name in ("Makefile", "pyproject.toml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    interpreter = tmp_path / "python3.10"
+    if python == "old":  # an interpreter that is not there cannot run on CI machines: a stand-in
+        interpreter.write_text(OLD_PYTHON)
+        interpreter.chmod(0o755)
+    run = subprocess.run(
+        ["make", "-C", str(tmp_path), "lint", f"PYTHON={interpreter}"], capture_output=True, timeout=60
+    )
+    said = "Python 3.10.13" if python == "old" else "not found"
+    assert run.returncode != 0
+    assert (
+        f"make: this project needs Python 3.11 or newer, and PYTHON={interpreter} is {said}: "
+        "run make lint PYTHON=python3.11"
+    ) in run.stderr.decode()
+    assert not (tmp_path / ".venv").exists()
