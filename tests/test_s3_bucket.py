@@ -338,6 +338,21 @@ def test_check_finds_a_misplaced_object_and_a_bad_gateway_timestamp(local_s3, bu
     assert re.search(r"^\d+ findings? FAIL$", out.splitlines()[-1])
 
 
+def test_check_explains_a_folder_with_no_name(local_s3, bucket):
+    """What an agent's key format makes of an empty S3_PREFIX: "/table/..." at the root, or
+    "lake//table/..." below a prefix."""
+    client = local_s3.client()
+    client.put_object(Bucket=bucket, Key=f"/{SENDMAIL}/2026/01/01/00/a.log.gz", Body=b"x")
+    client.put_object(Bucket=bucket, Key=f"lake//{SENDMAIL}/2026/01/01/00/a.log.gz", Body=b"x")
+    for prefix, folder in (("", "/"), ("lake", "lake//")):
+        out = s3("check", *at(local_s3, bucket, "--prefix", prefix, "--tables", SENDMAIL)).stdout.decode()
+        assert (
+            f"WARN  layout                            {folder} is a folder with no name: keys that start "
+            "with '/' or hold '//', as an empty prefix before a '/' makes them; the data lake does not "
+            "look there"
+        ) in out, out
+
+
 def test_the_check_writes_its_probe_with_the_encryption_and_acl_the_collectors_use(local_s3, bucket):
     """A bucket policy that wants them would refuse a probe without them, and the check would
     report a fault the collectors do not have."""

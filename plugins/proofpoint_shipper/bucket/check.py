@@ -35,6 +35,10 @@ from proofpoint_shipper.sinks.records import GATEWAY_TIME, text_line_problem
 from proofpoint_shipper.streams import BY_TABLE, STREAMS, Stream
 
 LINES_READ = 10_000  # per sampled object
+NAMELESS = (  # keys "/table/..." or "lake//table/...": an agent's key format with an empty S3_PREFIX
+    "keys that start with '/' or hold '//', as an empty prefix before a '/' makes them; "
+    "the data lake does not look there"
+)
 MISPLACED_SHOWN = 10  # per table; the rest are counted
 
 
@@ -97,7 +101,9 @@ def _beside_the_tables(client, scope: Scope) -> Iterator[Finding]:
     tables = set(BY_TABLE)  # the eight and our extra tables
     for folder in folders:
         name = folder[len(top) :].rstrip("/")
-        if name not in tables and name not in KNOWN_FOLDERS:
+        if not name:
+            yield Finding("WARN", "layout", f"{folder} is a folder with no name: {NAMELESS}")
+        elif name not in tables and name not in KNOWN_FOLDERS:
             yield Finding("WARN", "layout", f"{folder} is not one of the tables")
     for key in objects:
         yield Finding("WARN", "layout", f"{key}: an object beside the tables, in none of them")
