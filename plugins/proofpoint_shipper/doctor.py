@@ -76,7 +76,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"
     )
-    doctor.add_argument("--region", type=aws_region, help="AWS region (default: boto3's chain)")
+    doctor.add_argument(
+        "--region", type=aws_region, help="AWS region (default: $AWS_REGION, else boto3's chain)"
+    )
     add_object_arguments(doctor.add_argument)  # the probe object is written as the collectors write
     doctor.add_argument(
         "--max-clock-skew",

@@ -47,7 +47,7 @@ def _bucket_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--region",
         type=aws_region,
-        help="the bucket's region; a bucket elsewhere is an error (default: boto3's)",
+        help="the bucket's region; a bucket elsewhere is an error (default: $AWS_REGION, else boto3's)",
     )
     parser.add_argument(
         "--endpoint-url", type=url_of("https", "http"), help="an S3-compatible endpoint (default: AWS)"

@@ -81,7 +81,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
         type=url_of("https", "http"),
         help="an S3-compatible endpoint (default: AWS)",
     )
-    only("s3", "--region", type=aws_region, help="AWS region (default: boto3's chain)")
+    only("s3", "--region", type=aws_region, help="AWS region (default: $AWS_REGION, else boto3's chain)")
     add_object_arguments(lambda *names, **options: only("s3", *names, **options))
     only("s3", "--no-gzip", action="store_true", help="write objects uncompressed")
     only(
