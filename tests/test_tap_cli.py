@@ -90,23 +90,38 @@ def test_missing_credentials_exit_2(tmp_path):
     assert result.returncode == 2 and b"TAP credentials missing" in result.stderr
 
 
+# `ppship ARGS` on a host of the given name: a restarted Kubernetes pod's new name, which a test
+# cannot give the machine, is what socket.gethostname() answers in the process.
+ON_HOST = """
+import runpy, socket, sys
+host = sys.argv[1]
+socket.gethostname = lambda: host
+sys.argv = ["ppship", *sys.argv[2:]]
+runpy.run_module("proofpoint_shipper", run_name="__main__")
+"""
+
+
 def kill_at_random_then_finish(
-    simulator, tmp_path, output_args: list[str], kills: int, seed: int
+    simulator, tmp_path, output_args: list[str], kills: int, seed: int, new_host_each_run: bool = False
 ) -> list[bytes]:
     """Start the fetcher, SIGKILL it at random moments, restart; finally let a run complete."""
     simulator.slow_seconds = 0.05
     rng = random.Random(seed)
     outputs = []
-    command = fetch_command(simulator, tmp_path, *output_args)
-    for _ in range(kills):
+    fetch = fetch_command(simulator, tmp_path, *output_args)
+
+    def command(run: int) -> list[str]:
+        return [sys.executable, "-c", ON_HOST, f"pod-{run}", *fetch[3:]] if new_host_each_run else fetch
+
+    for run in range(kills):
         with subprocess.Popen(
-            command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            command(run), env=environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         ) as child:
             time.sleep(rng.uniform(0.4, 1.6))
             child.kill()
             outputs.append(child.stdout.read())
             child.wait(timeout=30)
-    final = subprocess.run(command, env=environment(), capture_output=True, timeout=120, check=False)
+    final = subprocess.run(command(kills), env=environment(), capture_output=True, timeout=120, check=False)
     assert final.returncode == 0, final.stderr.decode()[-2000:]
     outputs.append(final.stdout)
     return outputs
@@ -130,13 +145,30 @@ def test_kill_9_at_random_points_loses_nothing_on_stdout(simulator, tmp_path):
 def test_kill_9_at_random_points_with_s3_neither_loses_nor_duplicates(simulator, tmp_path, local_s3, bucket):
     s3 = ["--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url]
     kill_at_random_then_finish(simulator, tmp_path, s3, kills=4, seed=9)
-    client = local_s3.client()
-    ids = Counter()
-    for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-        ids.update(json.loads(line)["id"] for line in body.splitlines())
+    ids = landed_ids(local_s3.client(), bucket)
     assert set(ids) == expected_ids(simulator)
     assert max(ids.values()) == 1
+
+
+def test_kill_9_with_the_cursor_in_s3_and_a_new_host_each_restart_neither_loses_nor_duplicates(
+    simulator, tmp_path, local_s3, bucket
+):
+    """As a Kubernetes Deployment runs it: each restart on a pod of another name."""
+    s3 = ["--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url]
+    s3 += ["--cursor", f"s3://{bucket}/ppship-state/tap.json", "--dead-letter-dir", str(tmp_path / "dl")]
+    kill_at_random_then_finish(simulator, tmp_path, s3, kills=4, seed=9, new_host_each_run=True)
+    ids = landed_ids(local_s3.client(), bucket)
+    assert set(ids) == expected_ids(simulator)
+    assert max(ids.values()) == 1
+
+
+def landed_ids(client, bucket: str) -> Counter:
+    """How often each event id landed in the TAP tables."""
+    ids = Counter()
+    for item in client.list_objects_v2(Bucket=bucket, Prefix="proofpoint_tap_").get("Contents", []):
+        body = gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        ids.update(json.loads(line)["id"] for line in body.splitlines())
+    return ids
 
 
 def test_a_cursor_in_s3_is_written_with_the_s3_outputs_encryption(simulator, tmp_path, local_s3, bucket):

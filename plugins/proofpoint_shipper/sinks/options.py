@@ -138,14 +138,15 @@ def check_output_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} is for --output {output}, but the output is {args.output}")
 
 
-def open_sink(args: argparse.Namespace):
-    """The sink the flags describe, checked: raises ConfigError with one clear line."""
+def open_sink(args: argparse.Namespace, writer: str | None = None):
+    """The sink the flags describe, checked: raises ConfigError with one clear line. `writer`
+    opens the S3 object names (default: this host's name)."""
     check_output_flags(args)
     if args.output == "stdout":
         return StdoutSink(format=args.format, max_line_bytes=args.max_line_bytes)
     if args.output == "forward":
         return _forward_sink(args)
-    return open_s3_sink(args)
+    return open_s3_sink(args, writer)
 
 
 def _forward_sink(args: argparse.Namespace) -> ForwardSink:
@@ -163,7 +164,7 @@ def _shared_key(args: argparse.Namespace) -> str | None:
     return read_secret(args.shared_key_file, "the shared key file")
 
 
-def open_s3_sink(args: argparse.Namespace) -> S3Sink:
+def open_s3_sink(args: argparse.Namespace, writer: str | None = None) -> S3Sink:
     """The S3 sink the `add_s3_arguments` flags describe, its bucket checked."""
     if not args.bucket:
         raise ConfigError("--output s3 needs --bucket")
@@ -171,6 +172,7 @@ def open_s3_sink(args: argparse.Namespace) -> S3Sink:
         open_client(args.endpoint_url, args.region),
         args.bucket,
         prefix=args.prefix,
+        host=writer,
         compress=not args.no_gzip,
         max_batch_bytes=args.batch_bytes,
         max_batch_age=args.batch_age,

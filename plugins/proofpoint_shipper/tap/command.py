@@ -5,6 +5,7 @@ Entry points: `register(subcommands)`. Credentials come from TAP_PRINCIPAL and T
 """
 
 import argparse
+import hashlib
 import logging
 import sys
 import threading
@@ -179,6 +180,16 @@ def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") ->
     return principal, secret
 
 
+def object_writer(cursor: str) -> str | None:
+    """Whose window-named S3 objects these are. With the cursor in S3, the cursor's: a collector
+    that comes back on another host (a Kubernetes pod has a new name) re-runs a killed window
+    under the same keys, so its objects replace what the killed run wrote. With a local cursor,
+    the host's (None): a new host starts a cursor of its own."""
+    if cursor.startswith("s3://"):
+        return "tap-" + hashlib.sha256(cursor.encode()).hexdigest()[:12]
+    return None
+
+
 def cursor_store(args: argparse.Namespace):
     """The --cursor store: a file, or an S3 object reached and written as the S3 output writes."""
     if args.cursor.startswith("s3://"):
@@ -229,7 +240,7 @@ def _fetch(args: argparse.Namespace) -> int:
     from proofpoint_shipper.tap.client import TapClient  # httpx: only when run
     from proofpoint_shipper.tap.fetcher import FetchSettings, TapFetcher
 
-    sink = open_sink(args)
+    sink = open_sink(args, object_writer(args.cursor))
     stop = stop_on_signals()
     if args.output == "stdout":
         stop_when_reader_goes(stop)
