@@ -3,7 +3,6 @@
 import contextlib
 import gzip
 import os
-import pty
 import re
 import select
 import signal
@@ -259,44 +258,50 @@ def test_an_encrypted_tls_key_opens_with_its_passphrase_from_a_file_or_the_envir
     )
 
 
-def exit_status_within(pid: int, seconds: float) -> int:
-    """The child's wait status; killed first if it has not ended within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
+# Runs `ppship ARGS` with the terminal ARGV[1] as its controlling terminal, as a shell would: in a
+# fresh process, which no thread of the test suite shares (forking the suite itself is unsafe).
+ON_A_TERMINAL = """
+import os, sys
+os.setsid()  # a session of its own: the first terminal it opens becomes its controlling one
+terminal = os.open(sys.argv[1], os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(terminal, fd)
+os.execv(sys.executable, [sys.executable, "-m", "proofpoint_shipper", *sys.argv[2:]])
+"""
+
+
+def _read_if_any(terminal: int) -> bytes:
+    """What the terminal holds for us, waiting a tenth of a second at most."""
+    data = b""
+    while select.select([terminal], [], [], 0.1)[0]:
+        data += os.read(terminal, 4096)
+    return data
 
 
 def test_an_encrypted_tls_key_without_its_passphrase_stops_at_once_even_on_a_terminal(tmp_path):
     """OpenSSL would ask for the passphrase on the terminal, and the relay wait for an answer."""
     cert, key = self_signed(tmp_path, passphrase=b"open sesame")
-    command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--upstream", "127.0.0.1:1"]
-    command += ["--tls-cert", str(cert), "--tls-key", str(key)]
     environment = {name: value for name, value in os.environ.items() if name != "PPSHIP_TLS_KEY_PASSWORD"}
-    pid, terminal = pty.fork()  # the child's controlling terminal is `terminal`
-    if pid == 0:
-        os.execve(sys.executable, command, environment)
-    output = b""
-    while select.select([terminal], [], [], 30)[0]:  # nothing for 30 s: it waits for an answer
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-    status = exit_status_within(pid, 30)
+    terminal, its_end = os.openpty()
+    relay = ["relay", "--upstream", "127.0.0.1:1", "--tls-cert", str(cert), "--tls-key", str(key)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", ON_A_TERMINAL, os.ttyname(its_end), *relay], env=environment
+    )
+    output, deadline = b"", time.monotonic() + 30  # not done in 30 s: it waits for an answer
+    while child.poll() is None and time.monotonic() < deadline:
+        output += _read_if_any(terminal)
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    output += _read_if_any(terminal)  # what it wrote last
+    os.close(its_end)
     os.close(terminal)
     assert b"pass phrase" not in output.lower()
     assert output.decode().strip().splitlines()[-1] == (
         f"ppship: error: the private key in {key} is encrypted: give its passphrase in "
         "--tls-key-password-file or $PPSHIP_TLS_KEY_PASSWORD"
     )
-    assert os.waitstatus_to_exitcode(status) == 2
+    assert child.returncode == 2
 
 
 def test_a_wrong_shared_key_is_refused(tmp_path):
