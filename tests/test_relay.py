@@ -239,7 +239,7 @@ def test_an_encrypted_tls_key_opens_with_its_passphrase_from_a_file_or_the_envir
     tls = ("--tls-cert", str(cert), "--tls-key", str(key))
     for extra, env in (
         (("--tls-key-password-file", str(tmp_path / "passphrase")), None),
-        ((), {**os.environ, "PPSHIP_TLS_KEY_PASSWORD": "open sesame"}),
+        ((), {**os.environ, "PPSHIP_TLS_KEY_PASSWORD": "open sesame\n"}),  # as `echo` leaves it
     ):
         relay, port = start_relay(1, *tls, *extra, env=env)
         try:

@@ -6,12 +6,11 @@ the relay then waits for an answer no one gives (a service with a terminal, `doc
 reads nothing and fails with "Invalid argument", naming the certificate.
 """
 
-import os
 import ssl
 from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import read_secret
+from proofpoint_shipper.service import env_value, read_secret
 
 PASSWORD_ENV = "PPSHIP_TLS_KEY_PASSWORD"
 
@@ -50,4 +49,4 @@ def server_tls(cert: Path | None, key: Path | None, password_file: Path | None) 
 def _password(path: Path | None) -> str | None:
     if path is not None:
         return read_secret(path, "the TLS key password file")
-    return os.environ.get(PASSWORD_ENV) or None
+    return env_value(PASSWORD_ENV) or None  # without the newline `echo` leaves
