@@ -15,6 +15,7 @@ import termios
 import pytest
 
 from tests.conftest import checking_s3, one_error_line, run_ppship, wait_for
+from tests.forward_receiver import ForwardReceiver
 
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -216,6 +217,21 @@ def test_missing_shared_key_file():
         "/nonexistent/key",
     )
     assert "cannot read the shared key file" in one_error_line(result)
+
+
+def test_the_shared_key_from_the_environment_is_read_without_the_newline_echo_leaves():
+    receiver = ForwardReceiver(shared_key="right-key").start()
+    try:
+        result = run_ppship(
+            *("ship", "--table", "proofpoint_tap_clicks_blocked", "--output", "forward"),
+            *("--forward", f"127.0.0.1:{receiver.port}"),
+            input=b'{"id": "a"}\n',
+            env={"PPSHIP_FORWARD_SHARED_KEY": "right-key\n"},
+        )
+    finally:
+        receiver.stop()
+    assert result.returncode == 0, result.stderr.decode()
+    assert [record["id"] for _, _, record in receiver.entries] == ["a"]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Secrets (the forward shared key) come from a file or an environment variable, ne
 """
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from proofpoint_shipper.bucket.access import aws_region, bucket_name, open_clien
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.bucket.object_settings import add_object_arguments, object_settings
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.service import host_and_port, positive_int, positive_seconds, read_secret, url_of
+from proofpoint_shipper.service import (
+    env_value,
+    host_and_port,
+    positive_int,
+    positive_seconds,
+    read_secret,
+    url_of,
+)
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.s3 import (
     DEFAULT_MAX_BATCH_AGE,
@@ -160,7 +166,7 @@ def _forward_sink(args: argparse.Namespace) -> ForwardSink:
 
 def _shared_key(args: argparse.Namespace) -> str | None:
     if args.shared_key_file is None:
-        return os.environ.get(SHARED_KEY_ENV) or None
+        return env_value(SHARED_KEY_ENV) or None  # without the newline `echo` leaves
     return read_secret(args.shared_key_file, "the shared key file")
 
 
