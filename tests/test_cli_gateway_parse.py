@@ -1,5 +1,6 @@
 """`ppship gateway parse` as users and agents run it: a real child process, real pipes and signals."""
 
+import gzip
 import json
 import os
 import select
@@ -148,6 +149,19 @@ def test_several_files_and_stdin_dash_are_read_in_order(tmp_path):
     second.write_text(SEED_LINES[1] + "\n")
     result = run_ppship("gateway", "parse", str(first), "-", str(second), input=b"middle\n")
     assert [r["raw"] for r in records(result.stdout)] == [SEED_LINES[0], "middle", SEED_LINES[1]]
+
+
+def test_a_gzip_file_or_gzip_on_stdin_reads_as_the_plain_lines(tmp_path):
+    """Backfilling rotated logs: `gateway parse maillog-20261129.gz`, or `cat *.gz | ...`."""
+    settings = ("--timezone", "UTC", "--reference-time", "2022-03-01T00:00:00+00:00")
+    plain = "\n".join(SEED_LINES * 3) + "\n"
+    (tmp_path / "maillog-1.gz").write_bytes(gzip.compress(plain.encode()))
+    expected = run_ppship("gateway", "parse", *settings, input=plain.encode())
+    from_file = run_ppship("gateway", "parse", *settings, str(tmp_path / "maillog-1.gz"))
+    from_stdin = run_ppship("gateway", "parse", *settings, input=gzip.compress(plain.encode()))
+    assert records(expected.stdout) and from_file.stdout == expected.stdout == from_stdin.stdout
+    assembled = run_ppship("gateway", "assemble", *settings, str(tmp_path / "maillog-1.gz"))
+    assert assembled.returncode == 0 and assembled.stderr.startswith(b"ppship gateway assemble: 6 lines")
 
 
 def test_help_explains_the_command():

@@ -64,6 +64,18 @@ def test_ship_to_s3_lands_the_records(local_s3, bucket):
     assert [json.loads(line) for line in body.splitlines()] == records
 
 
+def test_a_gzip_file_of_records_is_shipped_as_its_records(tmp_path):
+    """Exported records, compressed (`records.ndjson.gz`), as a backfill brings them."""
+    records = [{"eventTime": "2022-02-20T14:00:00Z", "id": f"m{n}"} for n in range(3)]
+    path = tmp_path / "records.ndjson.gz"
+    path.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in records)))
+    result = ship("--table", "proofpoint_tap_messages_blocked", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {**record, "table": "proofpoint_tap_messages_blocked"} for record in records
+    ]
+
+
 def test_text_lines_that_are_not_utf8_are_shipped_and_counted():
     lines = b"2022-02-20T08:35:00.000000+00:00 mx1 sendmail[1]: Q1: stat=Envoy\xe9\nplain line\n"
     result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)

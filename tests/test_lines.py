@@ -1,8 +1,14 @@
-"""The line reader: lines split across reads, bounded length, CRLF, a last line without newline."""
+"""The line reader: lines split across reads, bounded length, CRLF, a last line without newline, gzip."""
 
+import gzip
 import os
 import threading
 
+import pytest
+
+from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gunzip import INFLATED_BYTES, Gunzip
+from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.lines import CHUNK_BYTES, LineReader
 
 
@@ -60,3 +66,41 @@ def test_memory_is_bounded_by_the_line_limit():
 
 def test_empty_input_gives_nothing():
     assert read_all(b"") == []
+
+
+def test_gzip_input_is_inflated_across_members_and_reads():
+    """A rotated log (`maillog-20261129.gz`), or two joined with cat; read in small pipe writes."""
+    first = b"".join(b"line %d\n" % n for n in range(5000))
+    second = b"last line without newline"
+    data = gzip.compress(first) + gzip.compress(second) + b"\0\0\0"  # zeros padding the end
+    assert read_all(data, pieces=97) == read_all(first + second)
+
+
+def test_gzip_is_inflated_in_bounded_pieces():
+    """A few kilobytes of gzip can hold gigabytes: never more than INFLATED_BYTES at a time."""
+    compressed = gzip.compress(b"\n" * (40 * INFLATED_BYTES))
+    pieces = list(Gunzip().inflate(compressed))
+    assert len(compressed) < INFLATED_BYTES / 10 and len(pieces) >= 40
+    assert max(len(piece) for piece in pieces) <= INFLATED_BYTES
+    assert sum(len(piece) for piece in pieces) == 40 * INFLATED_BYTES
+
+
+def test_gzip_that_is_not_whole_is_an_input_error_after_the_lines_before_it():
+    data = gzip.compress(b"".join(b"line %d\n" % n for n in range(20000)))
+    lines = []
+    with pytest.raises(InputError, match="cannot read test input: the gzip stream ends inside a member"):
+        for line, _ in read_all_lazily(data[: len(data) // 2]):
+            lines.append(line)
+    assert lines and lines == [b"line %d" % n for n in range(len(lines))]
+    with pytest.raises(InputError, match="cannot read test input: not a gzip stream"):
+        read_all(GZIP_MAGIC + b"not gzip at all\n")
+
+
+def read_all_lazily(data: bytes):
+    """The lines of `data` as the reader yields them, from a pipe that holds all of it."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        for batch in LineReader(handle.fileno(), 1000, name="test input").batches():
+            yield from ((line, batch.dropped.get(i, 0)) for i, line in enumerate(batch.lines))

@@ -2,7 +2,8 @@
 
 `LineReader(fd, max_line_bytes, name=...).batches()` yields `Batch`es; memory stays flat on
 endless input, and a line over the bound keeps its first bytes while the batch says how many were
-dropped. A read that fails (EIO from a failing disk) is an InputError naming the input.
+dropped. An input that opens as gzip is inflated. A read that fails (EIO from a failing disk), or
+gzip that is not whole, is an InputError naming the input.
 """
 
 import os
@@ -11,6 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
+from proofpoint_shipper.gunzip import Gunzip, GzipError
 
 CHUNK_BYTES = 64 * 1024
 WAIT_SECONDS = 0.5
@@ -49,16 +52,40 @@ class LineReader:
         self._head_dropped = 0
 
     def batches(self) -> Iterator[Batch]:
-        while wait_readable(self.fd, self.keep_going):
-            chunk = self.read_chunk()
-            if not chunk:
-                break
+        """The input's lines; a gzip stream (a rotated log, `maillog-20261129.gz`) is inflated."""
+        for chunk in self._input():
             batch = self.split(chunk)
             if batch.lines:
                 yield batch
         rest = self.finish()
         if rest.lines:
             yield rest
+
+    def _input(self) -> Iterator[bytes]:
+        first = True
+        gunzip: Gunzip | None = None
+        while wait_readable(self.fd, self.keep_going):
+            chunk = self.read_chunk()
+            if not chunk:
+                break
+            if first and chunk.startswith(GZIP_MAGIC):
+                gunzip = Gunzip()
+            first = False
+            yield from self._inflated(gunzip, chunk) if gunzip else (chunk,)
+        if gunzip is not None:
+            self._inflated_end(gunzip)
+
+    def _inflated(self, gunzip: Gunzip, chunk: bytes) -> Iterator[bytes]:
+        try:
+            yield from gunzip.inflate(chunk)
+        except GzipError as exc:
+            raise InputError(f"cannot read {self.name}: {exc}") from None
+
+    def _inflated_end(self, gunzip: Gunzip) -> None:
+        try:
+            gunzip.end()
+        except GzipError as exc:
+            raise InputError(f"cannot read {self.name}: {exc}") from None
 
     @property
     def pending_bytes(self) -> int:

@@ -28,7 +28,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         description="Read records for one table (NDJSON, or text lines for the gateway text tables) "
         "from FILEs or stdin and deliver them through the chosen output.",
     )
-    ship.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
+    ship.add_argument(
+        "files", nargs="*", metavar="FILE", help="input files, plain or gzip; none or '-' reads stdin"
+    )
     ship.add_argument("--table", required=True, help="the data-lake table the records belong to")
     ship.add_argument(
         "--flush-records",

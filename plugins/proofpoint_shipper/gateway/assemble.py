@@ -39,7 +39,9 @@ def register(actions: argparse._SubParsersAction) -> None:
         "deliveries are final, or with complete=false after --idle-timeout or when --max-open "
         "sessions are open. Counts go to stderr at exit.",
     )
-    assemble.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
+    assemble.add_argument(
+        "files", nargs="*", metavar="FILE", help="input files, plain or gzip; none or '-' reads stdin"
+    )
     assemble.add_argument(
         "--idle-timeout",
         type=positive_seconds,

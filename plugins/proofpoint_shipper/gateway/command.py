@@ -69,7 +69,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "stdout. Lines that do not parse are written too, with their raw text and an `error` field. "
         "Counts per stream go to stderr at exit.",
     )
-    parse.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-' reads stdin")
+    parse.add_argument(
+        "files", nargs="*", metavar="FILE", help="input files, plain or gzip; none or '-' reads stdin"
+    )
     parse.add_argument(
         "--format",
         choices=sorted(ENCODERS),
