@@ -1,6 +1,8 @@
 """The line reader: lines split across reads, bounded length, CRLF, a last line without newline, gzip."""
 
+import bz2
 import gzip
+import lzma
 import os
 import threading
 
@@ -104,3 +106,23 @@ def read_all_lazily(data: bytes):
     with os.fdopen(read_end, "rb") as handle:
         for batch in LineReader(handle.fileno(), 1000, name="test input").batches():
             yield from ((line, batch.dropped.get(i, 0)) for i, line in enumerate(batch.lines))
+
+
+@pytest.mark.parametrize(
+    ("data", "inflater"),
+    [
+        (lzma.compress(b"line\n"), "xzcat"),
+        (bz2.compress(b"line\n", compresslevel=5), "bzcat"),
+        (b"\x28\xb5\x2f\xfd" + b"\x00" * 12, "zstdcat"),  # a zstd frame's magic: no zstd in the stdlib
+    ],
+    ids=["xz", "bzip2", "zstd"],
+)
+def test_other_compressions_are_named_with_the_command_that_inflates_them(data, inflater):
+    with pytest.raises(
+        InputError, match=f"compressed, which is not read here: pipe it in through `{inflater}`"
+    ):
+        read_all(data)
+
+
+def test_a_text_line_that_opens_as_bzip2_does_is_read_as_text():
+    assert read_all(b"BZh is a line\n") == [(b"BZh is a line", 0)]

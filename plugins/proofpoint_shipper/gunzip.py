@@ -3,15 +3,33 @@ and exported records come compressed, and a few kilobytes of gzip can hold gigab
 
 `Gunzip().inflate(data)` yields the inflated bytes, at most INFLATED_BYTES at a time; `end()` says
 whether the stream stopped inside a member. Several members one after another (`cat a.gz b.gz`)
-read as one stream, as gzip itself reads them.
+read as one stream, as gzip itself reads them. `other_compression(start)` names xz, zstd and
+bzip2, which are not read: without it they came out as lines of binary garbage.
 """
 
 import zlib
 from collections.abc import Iterator
 
 MAGIC = b"\x1f\x8b"  # no text line starts with these bytes: 0x1f is a control character
+# Other compressions a log rotation may use, told by their first bytes (none of them text), with
+# the command that inflates each: they are not read here.
+OTHER_COMPRESSIONS = {
+    b"\xfd7zXZ\x00": ("xz", "xzcat"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "zstdcat"),
+    b"BZh91AY&SY": ("bzip2", "bzcat"),  # the block size digit varies: checked as 9 and below
+}
 INFLATED_BYTES = 1024 * 1024
 _GZIP_ONLY = 16 + zlib.MAX_WBITS  # wbits that read the gzip header and trailer
+
+
+def other_compression(start: bytes) -> str | None:
+    """What to say of input that opens as xz, zstd or bzip2; None for anything else."""
+    if start[:3] == b"BZh" and start[3:4].isdigit():
+        start = start[:3] + b"9" + start[4:]
+    for magic, (kind, inflater) in OTHER_COMPRESSIONS.items():
+        if start.startswith(magic):
+            return f"it is {kind}-compressed, which is not read here: pipe it in through `{inflater}`"
+    return None
 
 
 class GzipError(ValueError):

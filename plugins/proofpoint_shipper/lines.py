@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
-from proofpoint_shipper.gunzip import Gunzip, GzipError
+from proofpoint_shipper.gunzip import Gunzip, GzipError, other_compression
 
 CHUNK_BYTES = 64 * 1024
 WAIT_SECONDS = 0.5
@@ -70,6 +70,8 @@ class LineReader:
                 break
             if first and chunk.startswith(GZIP_MAGIC):
                 gunzip = Gunzip()
+            elif first and (refusal := other_compression(chunk)):
+                raise InputError(f"cannot read {self.name}: {refusal}")
             first = False
             yield from self._inflated(gunzip, chunk) if gunzip else (chunk,)
         if gunzip is not None:
