@@ -126,3 +126,10 @@ def test_other_compressions_are_named_with_the_command_that_inflates_them(data, 
 
 def test_a_text_line_that_opens_as_bzip2_does_is_read_as_text():
     assert read_all(b"BZh is a line\n") == [(b"BZh is a line", 0)]
+
+
+def test_a_utf8_byte_order_mark_opening_the_input_is_dropped():
+    assert read_all(b"\xef\xbb\xbf{}\nsecond \xef\xbb\xbf kept\n", pieces=5) == [
+        (b"{}", 0),
+        (b"second \xef\xbb\xbf kept", 0),
+    ]

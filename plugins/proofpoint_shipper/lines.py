@@ -16,6 +16,9 @@ from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import Gunzip, GzipError, other_compression
 
 CHUNK_BYTES = 64 * 1024
+# What Windows tools put before UTF-8 text: kept, it hid the first line's header (a gateway line
+# read as another program's) or made the first NDJSON record unreadable.
+UTF8_BOM = b"\xef\xbb\xbf"
 WAIT_SECONDS = 0.5
 _NOTHING_DROPPED: dict[int, int] = {}
 
@@ -72,6 +75,8 @@ class LineReader:
                 gunzip = Gunzip()
             elif first and (refusal := other_compression(chunk)):
                 raise InputError(f"cannot read {self.name}: {refusal}")
+            elif first:
+                chunk = chunk.removeprefix(UTF8_BOM)
             first = False
             yield from self._inflated(gunzip, chunk) if gunzip else (chunk,)
         if gunzip is not None:
