@@ -49,7 +49,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         description="Check that this host can collect and ship: TAP and PoD credentials and "
         "reachability, AWS credentials, the bucket and permission to write to it, and the clock. "
         "One line per check; sources that are not configured are skipped with a hint. "
-        "Exit code 0 when every check that ran passed, 1 otherwise.",
+        "Exit code 0 when every check that ran passed, 1 otherwise. The S3 probe object is written "
+        "with --sse, --kms-key-id and --acl: give them as the collectors are given them.",
     )
     doctor.add_argument(
         "--tap-base-url",

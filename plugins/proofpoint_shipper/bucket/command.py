@@ -97,7 +97,9 @@ def _register_check(actions: argparse._SubParsersAction) -> None:
         description="Check the bucket: write permission (a probe object, deleted at once), encryption "
         "and public access, per table its lifecycle, notifications, newest object and age, keys that "
         "break the layout and lines in the wrong format in the newest objects. One line per finding; "
-        "exit code 1 when a finding is FAIL. Lists each table's newest day only, to stay cheap.",
+        "exit code 1 when a finding is FAIL. Lists each table's newest day only, to stay cheap. "
+        "Give --sse, --kms-key-id and --acl as the collectors are given them: the probe object is "
+        "written with them, as a bucket policy may refuse a write without.",
     )
     _bucket_arguments(parser)
     parser.add_argument(
