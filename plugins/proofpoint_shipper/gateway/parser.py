@@ -14,8 +14,10 @@ from proofpoint_shipper.gateway.record import (
     FILTER,
     SENDMAIL,
     TABLES,
+    UNREAD_GATEWAY_HEADER,
     classify,
     collect_fields,
+    gateway_tag_inside,
     render_text,
     stream_of_program,
 )
@@ -134,6 +136,8 @@ class GatewayParser:
             errors.append(_located(exc, 0))
             return self._unreadable(line, errors), None
         stream = classify(header.program, header.body)
+        if stream == OTHER and header.program is None and gateway_tag_inside(header.body):
+            errors.append(UNREAD_GATEWAY_HEADER)  # else it would leave the gateway tables unseen
         record = {"stream": stream, "table": TABLES[stream]}
         self._add_header(record, header, errors)
         self._add_body(record, stream, header, len(line), errors)

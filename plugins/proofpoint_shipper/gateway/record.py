@@ -30,6 +30,25 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     )
 
 
+# A line whose header the grammar does not read (a space before it, a space after <PRI>, a space
+# for the T of RFC 3339) but which holds a gateway program's tag goes to `other`: said, not silent.
+UNREAD_GATEWAY_HEADER = (
+    "a filter_instance or sendmail tag after text the syslog header grammar does not read; "
+    "the line is not in the gateway tables"
+)
+
+
+@functools.cache
+def _gateway_tag() -> re.Pattern[str]:
+    programs = f"{common_terminal('FILTER_PROGRAM')}|{common_terminal('SENDMAIL_PROGRAM')}"
+    return re.compile(f"(?:^|\\s)(?:{programs})(?:\\[{common_terminal('PID')}\\])?: ")
+
+
+def gateway_tag_inside(body: str | None) -> bool:
+    """Whether `body` holds a filter or sendmail program's tag (`sendmail[123]: `)."""
+    return body is not None and _gateway_tag().search(body) is not None
+
+
 def stream_of_program(program: str) -> str:
     filter_program, sendmail_program, _ = _patterns()
     if filter_program.match(program):
