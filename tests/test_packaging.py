@@ -1,6 +1,7 @@
 """The grammars ship inside the wheel and load from the installed package; the dependencies'
 lower bounds are the ones `make test-lowest` runs on."""
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -163,8 +164,14 @@ def test_make_tells_of_a_python_older_than_3_11_before_making_an_environment(tmp
     if python == "old":  # an interpreter that is not there cannot run on CI machines: a stand-in
         interpreter.write_text(OLD_PYTHON)
         interpreter.chmod(0o755)
+    # Not the settings of a make this suite may run under (`make test-lowest` sets CONSTRAINTS):
+    # they reach a child make through MAKEFLAGS.
+    clean = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     run = subprocess.run(
-        ["make", "-C", str(tmp_path), "lint", f"PYTHON={interpreter}"], capture_output=True, timeout=60
+        ["make", "-C", str(tmp_path), "lint", f"PYTHON={interpreter}"],
+        capture_output=True,
+        timeout=60,
+        env=clean,
     )
     said = "Python 3.10.13" if python == "old" else "not found"
     assert run.returncode != 0
