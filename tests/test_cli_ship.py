@@ -76,6 +76,17 @@ def test_a_gzip_file_of_records_is_shipped_as_its_records(tmp_path):
     ]
 
 
+def test_records_saved_as_utf16_by_windows_powershell_are_shipped(tmp_path):
+    records = [{"eventTime": "2022-02-20T14:00:00Z", "id": "m0", "subject": "Grüße"}]
+    path = tmp_path / "records.ndjson"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in records), encoding="utf-16")
+    result = ship("--table", "proofpoint_tap_messages_blocked", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {**record, "table": "proofpoint_tap_messages_blocked"} for record in records
+    ]
+
+
 def test_text_lines_that_are_not_utf8_are_shipped_and_counted():
     lines = b"2022-02-20T08:35:00.000000+00:00 mx1 sendmail[1]: Q1: stat=Envoy\xe9\nplain line\n"
     result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)

@@ -133,3 +133,13 @@ def test_a_utf8_byte_order_mark_opening_the_input_is_dropped():
         (b"{}", 0),
         (b"second \xef\xbb\xbf kept", 0),
     ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_its_byte_order_mark_is_read_as_the_same_text(encoding):
+    """What Windows PowerShell 5 writes with `>`; pieces split its two-byte units across reads."""
+    text = '{"id": "a"}\r\n{"id": "ü €"}\r\nlast'
+    data = "\ufeff".encode(encoding) + text.encode(encoding)
+    assert read_all(data, pieces=7) == read_all(text.encode())
+    cut_short = read_all(data + b"\x00")  # one byte of a unit, and then the end
+    assert cut_short[-1] == ("last\ufffd".encode(), 0)

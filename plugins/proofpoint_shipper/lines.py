@@ -2,10 +2,12 @@
 
 `LineReader(fd, max_line_bytes, name=...).batches()` yields `Batch`es; memory stays flat on
 endless input, and a line over the bound keeps its first bytes while the batch says how many were
-dropped. An input that opens as gzip is inflated. A read that fails (EIO from a failing disk), or
+dropped. An input that opens as gzip is inflated; one that opens with a UTF-16 byte order mark is
+read as UTF-16. A read that fails (EIO from a failing disk), or
 gzip that is not whole, is an InputError naming the input.
 """
 
+import codecs
 import os
 import select
 from collections.abc import Callable, Iterator
@@ -19,6 +21,9 @@ CHUNK_BYTES = 64 * 1024
 # What Windows tools put before UTF-8 text: kept, it hid the first line's header (a gateway line
 # read as another program's) or made the first NDJSON record unreadable.
 UTF8_BOM = b"\xef\xbb\xbf"
+# UTF-16 with its byte order mark: what Windows PowerShell 5 writes with `>`. Read as bytes, every
+# line was garbage between NUL bytes; it is read as text instead.
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 WAIT_SECONDS = 0.5
 _NOTHING_DROPPED: dict[int, int] = {}
 
@@ -67,6 +72,7 @@ class LineReader:
     def _input(self) -> Iterator[bytes]:
         first = True
         gunzip: Gunzip | None = None
+        utf16: codecs.IncrementalDecoder | None = None
         while wait_readable(self.fd, self.keep_going):
             chunk = self.read_chunk()
             if not chunk:
@@ -75,12 +81,18 @@ class LineReader:
                 gunzip = Gunzip()
             elif first and (refusal := other_compression(chunk)):
                 raise InputError(f"cannot read {self.name}: {refusal}")
+            elif first and chunk.startswith(UTF16_BOMS):
+                utf16 = codecs.getincrementaldecoder("utf-16")("replace")
             elif first:
                 chunk = chunk.removeprefix(UTF8_BOM)
             first = False
+            if utf16 is not None:  # as UTF-8, the text every reader after this one expects
+                chunk = utf16.decode(chunk).encode()
             yield from self._inflated(gunzip, chunk) if gunzip else (chunk,)
         if gunzip is not None:
             self._inflated_end(gunzip)
+        if utf16 is not None:
+            yield utf16.decode(b"", final=True).encode()  # a byte cut off at the end: U+FFFD
 
     def _inflated(self, gunzip: Gunzip, chunk: bytes) -> Iterator[bytes]:
         try:
