@@ -8,6 +8,7 @@ gzip that is not whole, is an InputError naming the input.
 """
 
 import codecs
+import itertools
 import os
 import select
 from collections.abc import Callable, Iterator
@@ -70,41 +71,28 @@ class LineReader:
             yield rest
 
     def _input(self) -> Iterator[bytes]:
-        first = True
-        gunzip: Gunzip | None = None
-        utf16: codecs.IncrementalDecoder | None = None
+        """The input's bytes as UTF-8 text, told by how the first chunk opens: gzip inflated,
+        UTF-16 decoded, a UTF-8 byte order mark dropped; other compressions refused."""
+        chunks = self._chunks()
+        first = next(chunks, b"")
+        if refusal := other_compression(first):
+            raise InputError(f"cannot read {self.name}: {refusal}")
+        chunks = itertools.chain([first.removeprefix(UTF8_BOM)], chunks)
+        if first.startswith(GZIP_MAGIC):
+            chunks = _inflated(chunks)
+        elif first.startswith(UTF16_BOMS):
+            chunks = _utf16_as_utf8(chunks)
+        try:
+            yield from chunks
+        except GzipError as exc:
+            raise InputError(f"cannot read {self.name}: {exc}") from None
+
+    def _chunks(self) -> Iterator[bytes]:
         while wait_readable(self.fd, self.keep_going):
             chunk = self.read_chunk()
             if not chunk:
-                break
-            if first and chunk.startswith(GZIP_MAGIC):
-                gunzip = Gunzip()
-            elif first and (refusal := other_compression(chunk)):
-                raise InputError(f"cannot read {self.name}: {refusal}")
-            elif first and chunk.startswith(UTF16_BOMS):
-                utf16 = codecs.getincrementaldecoder("utf-16")("replace")
-            elif first:
-                chunk = chunk.removeprefix(UTF8_BOM)
-            first = False
-            if utf16 is not None:  # as UTF-8, the text every reader after this one expects
-                chunk = utf16.decode(chunk).encode()
-            yield from self._inflated(gunzip, chunk) if gunzip else (chunk,)
-        if gunzip is not None:
-            self._inflated_end(gunzip)
-        if utf16 is not None:
-            yield utf16.decode(b"", final=True).encode()  # a byte cut off at the end: U+FFFD
-
-    def _inflated(self, gunzip: Gunzip, chunk: bytes) -> Iterator[bytes]:
-        try:
-            yield from gunzip.inflate(chunk)
-        except GzipError as exc:
-            raise InputError(f"cannot read {self.name}: {exc}") from None
-
-    def _inflated_end(self, gunzip: Gunzip) -> None:
-        try:
-            gunzip.end()
-        except GzipError as exc:
-            raise InputError(f"cannot read {self.name}: {exc}") from None
+                return
+            yield chunk
 
     @property
     def pending_bytes(self) -> int:
@@ -157,3 +145,18 @@ class LineReader:
         line, dropped = bytes(self._head), self._head_dropped
         self._head, self._head_dropped = bytearray(), 0
         return line, dropped
+
+
+def _inflated(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    gunzip = Gunzip()
+    for chunk in chunks:
+        yield from gunzip.inflate(chunk)
+    gunzip.end()
+
+
+def _utf16_as_utf8(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """As UTF-8, the text every reader after this one expects; a byte cut off at the end: U+FFFD."""
+    decoder = codecs.getincrementaldecoder("utf-16")("replace")
+    for chunk in chunks:
+        yield decoder.decode(chunk).encode()
+    yield decoder.decode(b"", final=True).encode()
