@@ -586,6 +586,38 @@ def test_output_forward_without_upstream_is_one_clear_error():
     ]
 
 
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        ((), "--output forward needs --upstream HOST:PORT"),
+        (
+            ("--upstream", "127.0.0.1:1", "--max-open", "10"),
+            "--max-open is for --assemble, which is not given",
+        ),
+        (
+            ("--upstream", "127.0.0.1:1", "--tls-cert", "/no/such.pem", "--tls-key", "/no/such.key"),
+            "/no/such",
+        ),
+        (("--output", "s3"), "--output s3 needs --bucket"),
+    ],
+    ids=["no-upstream", "assemble-flag", "tls-files", "s3-bucket"],
+)
+def test_with_workers_a_setting_at_fault_is_one_error_before_any_worker_starts(flags, error):
+    result = run_ppship("relay", "--listen", "127.0.0.1:0", "--workers", "3", *flags)
+    line = one_error_line(result)  # not one per worker, and no "worker ended" after them
+    assert line.startswith("ppship: error: ") and error in line, line
+    assert b"relay listening" not in result.stdout
+
+
+def test_workers_are_bounded():
+    # No --upstream: were the bound lost, each of the workers would stop at once on its own.
+    result = run_ppship("relay", "--listen", "127.0.0.1:0", "--workers", "129")
+    assert result.returncode == 2  # argparse's usage, then the reason
+    assert result.stderr.decode().splitlines()[-1] == (
+        "ppship relay: error: argument --workers: at most 128 workers, one per core: got '129'"
+    )
+
+
 def test_on_ipv6_the_banner_gives_an_address_that_can_be_pasted_back():
     receiver = ForwardReceiver().start()
     command = [*PPSHIP_RELAY, "--listen", "[::1]:0", "--upstream", f"127.0.0.1:{receiver.port}"]

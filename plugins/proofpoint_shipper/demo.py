@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from proofpoint_shipper.bucket.access import new_bucket_name
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS, forget_machine_aws_profile
@@ -69,7 +70,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         type=url_of("https", "http"),
         help="use this S3 endpoint (and --bucket) instead of a local one",
     )
-    demo.add_argument("--bucket", default=DEMO_BUCKET, help="bucket to write (default: %(default)s)")
+    demo.add_argument(
+        "--bucket", type=new_bucket_name, default=DEMO_BUCKET, help="bucket to write (default: %(default)s)"
+    )
     demo.add_argument(
         "--keep-s3", action="store_true", help="keep the local S3 running afterwards, until Ctrl-C"
     )

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 
+from proofpoint_shipper.bucket.access import new_bucket_name
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.listening import check_can_listen, url_host
 from proofpoint_shipper.service import port_number, serve_until_stopped
@@ -86,7 +87,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "Ctrl-C or SIGTERM. Prints the endpoint and the settings to use it.",
     )
     s3.add_argument("--port", type=port_number, default=0, help="port to bind (default: a free one)")
-    s3.add_argument("--bucket", default="proofpoint-logs", help="bucket to create (default: %(default)s)")
+    s3.add_argument(
+        "--bucket",
+        type=new_bucket_name,
+        default="proofpoint-logs",
+        help="bucket to create (default: %(default)s)",
+    )
     s3.set_defaults(run=run_local_s3)
 
 

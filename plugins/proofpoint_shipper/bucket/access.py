@@ -103,6 +103,21 @@ def bucket_name(text: str) -> str:
     return text
 
 
+_NEW_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+
+
+def new_bucket_name(text: str) -> str:
+    """--bucket of a bucket to create: S3's naming rules, which older names may break, checked
+    here; the local S3 refused such a name with a traceback."""
+    name = bucket_name(text)
+    if not _NEW_BUCKET.match(name) or ".." in name:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no name S3 gives a new bucket: 3 to 63 lower-case letters, digits, '-' "
+            "and '.', beginning and ending with a letter or digit"
+        )
+    return name
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

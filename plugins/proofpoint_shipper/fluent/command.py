@@ -137,7 +137,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         f"sent with complete=false (default: {AssemblySettings.max_open})",
     )
     relay.add_argument(
-        "--workers", type=positive_int, default=1, help="processes sharing the port (default: 1)"
+        "--workers",
+        type=worker_count,
+        default=1,
+        help=f"processes sharing the port, one per core is the point (default: 1, at most {MAX_WORKERS})",
     )
     add_s3_arguments(relay, relay.add_argument_group("s3 output"))
     add_operability_arguments(relay)
@@ -145,20 +148,34 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     relay.set_defaults(run=run)
 
 
+MAX_WORKERS = 128  # beyond any gateway host's cores: a typo (--workers 1000) starts no fork storm
+
+
+def worker_count(text: str) -> int:
+    count = positive_int(text)
+    if count > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers, one per core: got {text!r}")
+    return count
+
+
 def _secret(path: Path | None) -> str | None:
     return None if path is None else read_secret(path, "the shared key file")
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_assemble_flags(args)
     if args.workers > 1:
         setup_logging(args.log_format)
+        _, upstream = _prepare(args)  # a setting at fault: one error line here, not one per worker
+        upstream.close()
         return _run_workers(args)
     with operate(args):
         return _run_one(args)
 
 
-def _run_one(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace):
+    """The relay's settings and its upstream, every flag, file and the bucket checked:
+    ConfigError with one line for the first at fault."""
+    _check_assemble_flags(args)
     host, port = host_and_port(args.listen, "--listen")
     upstream = _upstream(args)
     tls = server_tls(args.tls_cert, args.tls_key, args.tls_key_password_file)
@@ -173,6 +190,11 @@ def _run_one(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
     )
+    return settings, upstream
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    settings, upstream = _prepare(args)
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
     assembler = Assembler(_assembly_settings(args)) if args.assemble else None
