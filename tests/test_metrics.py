@@ -238,6 +238,31 @@ def test_a_metrics_port_in_use_or_out_of_range_is_one_line_and_exit_2():
     assert wrong.returncode == 2 and b"not a port number (0-65535): '70000'" in wrong.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tap", "fetch", "--once"],
+        ["pod", "stream", "--type", "message"],
+        ["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"],
+        ["relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--workers", "2"],
+    ],
+    ids=["tap", "pod", "relay", "relay-workers"],
+)
+def test_a_metrics_host_without_a_metrics_port_is_refused_not_ignored(command):
+    # Before, the command ran with no endpoint, and the scraper pointed at it found nothing.
+    env = {**os.environ, "TAP_PRINCIPAL": PRINCIPAL, "TAP_SECRET": SECRET, "POD_TOKEN": "t"}
+    env["POD_CLUSTER_ID"] = "c"
+    result = subprocess.run(
+        [*PPSHIP, *command, "--metrics-host", "0.0.0.0"], capture_output=True, timeout=60, env=env
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode().strip()
+        == "ppship: error: --metrics-host is for --metrics-port, which is not given"
+    )
+    assert result.stdout == b""
+
+
 def test_metrics_are_served_on_ipv6_too():
     """The standard library's HTTP server binds IPv4 only: `--metrics-host ::1` failed at start."""
     command = [*PPSHIP, "relay", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]

@@ -87,6 +87,9 @@ def add_listen_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> 
         parser.add_argument("--seed", type=int, default=7, help="event seed (default: %(default)s)")
 
 
+METRICS_HOST = "127.0.0.1"
+
+
 def add_operability_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("operability")
     group.add_argument(
@@ -104,23 +107,32 @@ def add_operability_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--metrics-host",
-        default="127.0.0.1",
-        help="address of the metrics endpoint (default: %(default)s; 0.0.0.0 to be scraped from other hosts)",
+        help=f"address of the metrics endpoint, with --metrics-port (default: {METRICS_HOST}; "
+        "0.0.0.0 to be scraped from other hosts)",
     )
+
+
+def check_metrics_flags(args: argparse.Namespace) -> None:
+    """--metrics-host alone would be ignored, and a scraper would find nothing: a ConfigError."""
+    if args.metrics_host is not None and args.metrics_port is None:
+        raise ConfigError("--metrics-host is for --metrics-port, which is not given")
 
 
 def operate(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     """Set up logging now; the returned context serves metrics while the command runs."""
     setup_logging(args.log_format)
+    check_metrics_flags(args)
     if args.metrics_port is None:
         return contextlib.nullcontext()
     from proofpoint_shipper.metrics import MetricsServer  # an HTTP server: only when asked for
 
+    host = args.metrics_host if args.metrics_host is not None else METRICS_HOST
     try:
-        return MetricsServer(args.metrics_host, args.metrics_port)
+        return MetricsServer(host, args.metrics_port)
     except OSError as exc:
-        where = f"{args.metrics_host}:{args.metrics_port}"
-        raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{args.metrics_port}: {exc.strerror or exc}"
+        ) from exc
 
 
 def url_of(*schemes: str):

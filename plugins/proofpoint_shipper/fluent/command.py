@@ -28,6 +28,7 @@ from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
+    check_metrics_flags,
     host_and_port,
     operate,
     positive_int,
@@ -165,6 +166,7 @@ def _secret(path: Path | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         setup_logging(args.log_format)
+        check_metrics_flags(args)
         _, upstream = _prepare(args)  # a setting at fault: one error line here, not one per worker
         upstream.close()
         return _run_workers(args)
