@@ -115,6 +115,12 @@ REFUSED = [
     ),
     (["s3", "check", "--bucket", "lake/logs"], b"a bucket name holds no '/'; folders go in --prefix"),
     (["doctor", "--bucket", "my lake"], b"--bucket: expected a bucket name, got 'my lake'"),
+    # An empty path, as an unset variable in an agent's command line gives, named the working folder.
+    (["ship", *TABLE, "--output", "s3", "--spool-dir", ""], b"--spool-dir: expected a path, got ''"),
+    (["pod", "stream", "--type", "message", "--dead-letter-dir", ""], b"--dead-letter-dir: expected a path"),
+    (["tap", "fetch", "--dead-letter-dir", ""], b"--dead-letter-dir: expected a path, got ''"),
+    (["gateway", "parse", "--position-file", "", "x.log"], b"--position-file: expected a path, got ''"),
+    (["relay", "--tls-cert", ""], b"--tls-cert: expected a path, got ''"),
 ]
 
 

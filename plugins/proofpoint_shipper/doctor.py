@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 from proofpoint_shipper import __version__
 from proofpoint_shipper.bucket.access import aws_region, bucket_name, open_client, probe_write, reason
@@ -24,7 +23,7 @@ from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL as POD_URL
 from proofpoint_shipper.pod import command as pod_command
 from proofpoint_shipper.proxies import check_client_settings
-from proofpoint_shipper.service import env_value, seconds, url_of
+from proofpoint_shipper.service import env_value, filesystem_path, seconds, url_of
 from proofpoint_shipper.tap import DEFAULT_BASE_URL as TAP_URL
 from proofpoint_shipper.tap import command as tap_command
 from proofpoint_shipper.trust import not_trusted, untrusted_certificate
@@ -59,12 +58,14 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="TAP SIEM API (default: %(default)s)",
     )
     doctor.add_argument(
-        "--tap-secret-file", type=Path, help="file with the TAP secret (default: $TAP_SECRET)"
+        "--tap-secret-file", type=filesystem_path, help="file with the TAP secret (default: $TAP_SECRET)"
     )
     doctor.add_argument(
         "--pod-url", type=url_of("wss", "ws"), default=POD_URL, help="PoD log stream (default: %(default)s)"
     )
-    doctor.add_argument("--pod-token-file", type=Path, help="file with the PoD token (default: $POD_TOKEN)")
+    doctor.add_argument(
+        "--pod-token-file", type=filesystem_path, help="file with the PoD token (default: $POD_TOKEN)"
+    )
     doctor.add_argument(
         "--pod-cluster-id",
         default=env_value("POD_CLUSTER_ID") or None,

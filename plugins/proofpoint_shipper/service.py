@@ -151,6 +151,14 @@ def url_of(*schemes: str):
     return check
 
 
+def filesystem_path(text: str) -> Path:
+    """An argparse type for a file or folder. An empty value (an unset variable in an agent's
+    command line) named the working folder, where spools and dead letters went unseen."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return Path(text)
+
+
 def positive_int(text: str) -> int:
     """An argparse type for a count or a size: a whole number of at least 1."""
     if not text.isdigit() or int(text) < 1:

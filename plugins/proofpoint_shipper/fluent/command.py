@@ -29,6 +29,7 @@ from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
     check_metrics_flags,
+    filesystem_path,
     host_and_port,
     operate,
     positive_int,
@@ -81,13 +82,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         metavar="ISO8601",
         help="time BSD years are inferred against (default: now); set it to re-process old logs",
     )
-    relay.add_argument("--shared-key-file", type=Path, help="shared key clients must prove (default: none)")
-    only("forward", "--upstream-shared-key-file", type=Path, help="shared key for the upstream")
-    relay.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
-    relay.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    relay.add_argument(
+        "--shared-key-file", type=filesystem_path, help="shared key clients must prove (default: none)"
+    )
+    only("forward", "--upstream-shared-key-file", type=filesystem_path, help="shared key for the upstream")
+    relay.add_argument("--tls-cert", type=filesystem_path, help="serve TLS with this certificate (PEM)")
+    relay.add_argument("--tls-key", type=filesystem_path, help="the certificate's private key (PEM)")
     relay.add_argument(
         "--tls-key-password-file",
-        type=Path,
+        type=filesystem_path,
         help=f"file holding the passphrase of an encrypted --tls-key (default: ${PASSWORD_ENV})",
     )
     only("forward", "--upstream-tls", action="store_true", help="connect upstream with TLS")

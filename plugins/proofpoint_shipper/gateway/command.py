@@ -25,7 +25,7 @@ from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, re
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.rawio import STDIN, write_stdout
-from proofpoint_shipper.service import StopOnSignals, positive_int, seconds, writable_dir
+from proofpoint_shipper.service import StopOnSignals, filesystem_path, positive_int, seconds, writable_dir
 from proofpoint_shipper.streams import OTHER
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parse.add_argument(
         "--position-file",
-        type=Path,
+        type=filesystem_path,
         help="with --follow: where the read position is kept; one follower at a time may use it "
         "(default: ppship-state/follow-<FILE name>.json, with -<streams> before .json when "
         "--streams names not all three)",

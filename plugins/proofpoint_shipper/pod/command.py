@@ -19,6 +19,7 @@ from proofpoint_shipper.service import (
     add_operability_arguments,
     days,
     env_value,
+    filesystem_path,
     operate,
     positive_int,
     positive_number,
@@ -53,7 +54,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     stream.add_argument(
         "--url", type=url_of("wss", "ws"), default=DEFAULT_URL, help="log stream URL (default: %(default)s)"
     )
-    stream.add_argument("--token-file", type=Path, help="file holding the token (default: $POD_TOKEN)")
+    stream.add_argument(
+        "--token-file", type=filesystem_path, help="file holding the token (default: $POD_TOKEN)"
+    )
     stream.add_argument(
         "--cluster-id",
         default=env_value("POD_CLUSTER_ID") or None,
@@ -67,10 +70,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     stream.add_argument(
         "--until", type=_time, help="archive backfill up to this time (rounded up to the hour)"
     )
-    stream.add_argument("--cursor", type=Path, help="resume file (default: ppship-state/pod-<type>.json)")
+    stream.add_argument(
+        "--cursor", type=filesystem_path, help="resume file (default: ppship-state/pod-<type>.json)"
+    )
     stream.add_argument(
         "--dead-letter-dir",
-        type=Path,
+        type=filesystem_path,
         default=Path("ppship-state/dead-letter"),
         help="where bad frames are kept with their reason (default: %(default)s)",
     )

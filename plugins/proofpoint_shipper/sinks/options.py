@@ -7,7 +7,6 @@ Secrets (the forward shared key) come from a file or an environment variable, ne
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 from proofpoint_shipper.bucket.access import aws_region, bucket_name, open_client
 from proofpoint_shipper.bucket.layout import key_prefix
@@ -15,6 +14,7 @@ from proofpoint_shipper.bucket.object_settings import add_object_arguments, obje
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import (
     env_value,
+    filesystem_path,
     host_and_port,
     positive_int,
     positive_seconds,
@@ -66,11 +66,11 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         help="the agent's forward input (default: %(default)s)",
     )
     only("forward", "--forward-tls", action="store_true", help="connect with TLS")
-    only("forward", "--forward-ca", type=Path, help="CA bundle to verify the agent")
+    only("forward", "--forward-ca", type=filesystem_path, help="CA bundle to verify the agent")
     only(
         "forward",
         "--shared-key-file",
-        type=Path,
+        type=filesystem_path,
         help=f"file holding the shared key (or set ${SHARED_KEY_ENV})",
     )
     add_s3_arguments(parser, group)
@@ -107,7 +107,7 @@ def add_s3_arguments(parser: argparse.ArgumentParser, group) -> None:
     only(
         "s3",
         "--spool-dir",
-        type=Path,
+        type=filesystem_path,
         help="keep objects here while S3 is unreachable, re-send them later",
     )
 

@@ -24,6 +24,7 @@ from proofpoint_shipper.service import (
     add_operability_arguments,
     days,
     env_value,
+    filesystem_path,
     operate,
     positive_int,
     read_secret,
@@ -68,7 +69,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     fetch.add_argument(
         "--secret-file",
-        type=Path,
+        type=filesystem_path,
         help="file holding the TAP secret (default: $TAP_SECRET); the principal comes from $TAP_PRINCIPAL",
     )
     mode = fetch.add_mutually_exclusive_group()
@@ -115,7 +116,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     fetch.add_argument(
         "--dead-letter-dir",
-        type=Path,
+        type=filesystem_path,
         help="where malformed API answers are kept (default: next to the cursor)",
     )
     add_output_arguments(fetch)
@@ -300,7 +301,7 @@ def register_simulator(simulators: argparse._SubParsersAction) -> None:
     tap.add_argument(
         "--rate", type=positive_int, default=60, help="messages and clicks per hour (default: %(default)s)"
     )
-    tap.add_argument("--replay", type=Path, help="serve the events of this NDJSON file instead")
+    tap.add_argument("--replay", type=filesystem_path, help="serve the events of this NDJSON file instead")
     tap.add_argument(
         "--quota", type=whole_number, default=1800, help="requests per 24 h and pool (default: %(default)s)"
     )
