@@ -10,6 +10,7 @@ import pytest
 
 from proofpoint_shipper.bucket.layout import key_prefix
 from proofpoint_shipper.cli import COMMANDS, build_parser
+from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import host_and_port
 from tests.conftest import run_ppship
 
@@ -265,6 +266,15 @@ def test_a_prefix_loses_only_its_outer_slashes():
 )
 def test_host_and_port_reads_names_ipv4_and_bracketed_ipv6(text, address):
     assert host_and_port(text, "--forward") == address
+
+
+@pytest.mark.parametrize("text", ["::1:24224", "1:2:3", "fe80::1:0"])
+def test_an_ipv6_address_without_brackets_is_refused_not_guessed(text):
+    with pytest.raises(ConfigError) as refused:
+        host_and_port(text, "--upstream")
+    assert (
+        str(refused.value) == f"--upstream wants an IPv6 address in brackets, as in [::1]:24224, got {text!r}"
+    )
 
 
 @pytest.mark.parametrize(

@@ -224,6 +224,8 @@ def host_and_port(text: str, flag: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # [::1]:24224, an IPv6 address as URLs write it
+    elif ":" in host:  # ::1:24224 reads as two addresses: [::1]:24224 and [::1:24224]:<none>
+        raise ConfigError(f"{flag} wants an IPv6 address in brackets, as in [::1]:24224, got {text!r}")
     if not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
     return host, int(port)
