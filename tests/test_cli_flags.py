@@ -86,9 +86,9 @@ REFUSED = [
         ["ship", "--table", "proofpoint_tap_clicks_permitted", "--endpoint-url", "s3"],
         b"--endpoint-url: not a",
     ),
-    # botocore's message spans lines: it still comes out as one
+    # botocore's message (an ARN it does not read) spans lines: it still comes out as one
     (
-        ["s3", "check", "--bucket", "Bad_Bucket!", "--endpoint-url", "http://127.0.0.1:9"],
+        ["s3", "check", "--bucket", "arn:aws:s3:bad", "--endpoint-url", "http://127.0.0.1:9"],
         b"Invalid bucket name",
     ),
     (["doctor", "--tap-base-url", "http://[::1"], b"--tap-base-url: not a https:// or http:// URL"),
@@ -116,6 +116,7 @@ REFUSED = [
     ),
     (["s3", "check", "--bucket", "lake/logs"], b"a bucket name holds no '/'; folders go in --prefix"),
     (["doctor", "--bucket", "my lake"], b"--bucket: expected a bucket name, got 'my lake'"),
+    (["s3", "setup", "--bucket", "lake:logs"], b"--bucket: expected a bucket name, got 'lake:logs'"),
     # An empty path, as an unset variable in an agent's command line gives, named the working folder.
     (["ship", *TABLE, "--output", "s3", "--spool-dir", ""], b"--spool-dir: expected a path, got ''"),
     (["pod", "stream", "--type", "message", "--dead-letter-dir", ""], b"--dead-letter-dir: expected a path"),

@@ -91,6 +91,9 @@ def aws_region(text: str) -> str:
     return text
 
 
+_BUCKET = re.compile(r"[a-zA-Z0-9._-]{1,255}\Z")  # what S3 calls a bucket name, older ones included
+
+
 def bucket_name(text: str) -> str:
     """--bucket: a name, not a URL or a path. botocore refused those with its regular expression,
     as a failure to reach S3; the usual mistakes are told here with what to give instead."""
@@ -98,7 +101,7 @@ def bucket_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"give the bucket's name without s3://, got {text!r}")
     if "/" in text and not text.startswith("arn:"):  # an access point ARN holds a "/"
         raise argparse.ArgumentTypeError(f"{text!r}: a bucket name holds no '/'; folders go in --prefix")
-    if not text or not text.isprintable() or " " in text:
+    if not (text.startswith("arn:") and text.isprintable() and " " not in text) and not _BUCKET.match(text):
         raise argparse.ArgumentTypeError(f"expected a bucket name, got {text!r}")
     return text
 
