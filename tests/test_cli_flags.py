@@ -208,7 +208,7 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             ),
             (
                 ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],
-                b"cannot create the dead-letter folder",
+                f"the dead-letter folder {a_file} is a file, not a folder".encode(),
             ),
             (
                 [

@@ -243,6 +243,8 @@ def writable_dir(path: Path, what: str) -> Path:
     when the first write comes, in the middle of a run."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {path} is a file, not a folder") from None
     except OSError as exc:
         raise ConfigError(f"cannot create {what} {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
