@@ -188,7 +188,10 @@ def test_a_fifo_or_an_unwritable_position_folder_is_refused_at_start(tmp_path):
     blocked.write_text("")
     result = run_ppship("gateway", "parse", "--follow", str(log), "--position-file", str(blocked / "p.json"))
     assert result.returncode == 2 and result.stdout == b""  # before any line, not at the first save
-    assert result.stderr.decode().startswith("ppship: error: cannot create the folder of the position file")
+    assert (
+        result.stderr.decode()
+        == f"ppship: error: the folder of the position file {blocked} is a file, not a folder\n"
+    )
 
 
 def test_a_second_follower_on_one_position_file_is_refused(files):

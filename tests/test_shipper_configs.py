@@ -74,8 +74,8 @@ def _commands():
 
 
 # What the agent, systemd or Kubernetes puts in place of a variable before ppship sees the line:
-# flags that check their value (--region) cannot take "$(AWS_REGION)" itself.
-DEPLOYED_VALUES = {"AWS_REGION": "eu-west-1", "GATEWAY_TZ": "America/Chicago"}
+# flags that check their value (--region, --bucket) cannot take "$(AWS_REGION)" itself.
+DEPLOYED_VALUES = {"AWS_REGION": "eu-west-1", "GATEWAY_TZ": "America/Chicago", "S3_BUCKET": "security-lake"}
 
 
 def _as_deployed(argument: str) -> str:
