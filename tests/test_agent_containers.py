@@ -170,6 +170,39 @@ def test_gateway_flow_through_the_relay_lands_the_two_text_tables(engine, local_
     )
 
 
+@pytest.mark.parametrize("image", FLUENT_BIT_RELEASES)
+def test_gateway_syslog_over_tcp_through_the_relay_lands_the_two_text_tables(
+    engine, local_s3, bucket, tmp_path, image
+):
+    """A gateway sends its syslog over TCP, <PRI> first; Fluent Bit's tcp input keeps each line
+    whole under `log` for the real relay; the S3 outputs write the normalised lines."""
+    from tests.test_relay import stop_relay
+
+    config_dir = _folders(tmp_path)
+    relay, relay_port = _relay_to_the_agent()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        syslog_port = probe.getsockname()[1]
+    edits = [("upload_timeout: 10m", "upload_timeout: 5s"), ("port: 24225", f"port: {relay_port}")]
+    _write_config(config_dir, CONFIGS / "fluent-bit" / "gateway-syslog.yaml", edits)
+    environment = _environment(local_s3, bucket, "/data") | {
+        "SYSLOG_LISTEN": "127.0.0.1",
+        "SYSLOG_PORT": str(syslog_port),
+    }
+    container = _run_agent(engine, image, ["-c", "/config/gateway-syslog.yaml"], environment, tmp_path)
+    try:
+        _wait_for_port(syslog_port)
+        with socket.create_connection(("127.0.0.1", syslog_port)) as gateway:
+            gateway.sendall(b"".join(f"<22>{line}\n".encode() for line, _ in GATEWAY_LINES.values()))
+        landed = _text_tables_landed(local_s3.client(), bucket, set(GATEWAY_LINES))
+    finally:
+        logs = _stopped(container)
+        relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
+    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, (
+        logs + relay_log
+    )
+
+
 def _text_tables_landed(client, bucket: str, tables: set[str], seconds: float = 120) -> dict[str, list[str]]:
     deadline, landed = time.monotonic() + seconds, {}
     while time.monotonic() < deadline and set(landed) != tables:

@@ -46,7 +46,8 @@ def _size(text: str) -> int:
 
 
 def _kind(path: Path) -> str:
-    return path.stem.removesuffix("-exec")
+    """The flow a config serves, whatever its input: tap-exec is tap, gateway-syslog is gateway."""
+    return path.stem.removesuffix("-exec").removesuffix("-syslog")
 
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -237,10 +238,12 @@ def test_fluent_bit_inputs_follow_the_known_rules(path):
             assert body.get("parser") in parsers, "an undeclared parser leaves raw lines"
             max_line = re.search(r"--max-line-bytes (\d+)", body["command"])
             assert max_line and int(max_line.group(1)) <= _size(body["buf_size"])
-        if name == "INPUT" and body["name"] in ("forward", "tail"):
+        if name == "INPUT" and body["name"] in ("forward", "tail", "tcp"):
             assert body["storage.type"] == "filesystem", "an ack must mean: on disk"
         if name == "INPUT" and body["name"] == "forward":
             assert body["listen"] == "127.0.0.1"
+        if name == "INPUT" and body["name"] in ("tcp", "udp", "syslog"):  # reached from other hosts
+            assert re.fullmatch(r"\$\{\w+\}", body["listen"]), "the user names the address to open"
         if name == "OUTPUT" and body["name"] == "forward":
             assert body["require_ack_response"] == "true"
 
