@@ -2,8 +2,14 @@
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +77,38 @@ def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket, 
             assert len(records) == POD_EVENTS
     output = result.stdout.decode()
     assert all(stream.table in output for stream in STREAMS)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by init, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the request to end with the parent is Linux's")
+def test_a_killed_demo_leaves_no_server_or_collector_running():
+    # SIGKILL, as a CI job's timeout sends: no `finally` of the demo runs. Before, the local S3, the
+    # simulators and the PoD stream ran on for good.
+    command = [sys.executable, "-m", "proofpoint_shipper", "demo", "--pod-events", "10000000"]
+    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for line in demo.stdout:
+            if b"PoD message: started" in line:
+                break
+        children = [
+            int(pid) for pid in Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
+        ]
+        assert len(children) >= 4  # local S3, two simulators, the relay, the collectors
+    finally:
+        demo.kill()
+        demo.wait()
+        demo.stdout.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    running = [pid for pid in children if _alive(pid)]
+    for pid in running:  # not left behind for the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert running == []
