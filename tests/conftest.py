@@ -75,6 +75,14 @@ def run_ppship(
     )
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (ended, not yet reaped by init) counts as ended."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The one line a command that stopped on a clear error wrote (exit 2, no traceback)."""
     assert result.returncode == 2, result.stdout.decode()

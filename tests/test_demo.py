@@ -18,7 +18,7 @@ from proofpoint_shipper.gateway import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.streams import STREAMS
 from tests import ports
-from tests.conftest import run_ppship
+from tests.conftest import process_alive, run_ppship
 
 GATEWAY_LINES, POD_EVENTS = 300, 40
 EVENT_TYPES = {
@@ -79,14 +79,6 @@ def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket, 
     assert all(stream.table in output for stream in STREAMS)
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped by init, counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="the request to end with the parent is Linux's")
 def test_a_killed_demo_leaves_no_server_or_collector_running():
     # SIGKILL, as a CI job's timeout sends: no `finally` of the demo runs. Before, the local S3, the
@@ -106,9 +98,9 @@ def test_a_killed_demo_leaves_no_server_or_collector_running():
         demo.wait()
         demo.stdout.close()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in children):
         time.sleep(0.2)
-    running = [pid for pid in children if _alive(pid)]
+    running = [pid for pid in children if process_alive(pid)]
     for pid in running:  # not left behind for the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert running == []

@@ -23,7 +23,7 @@ from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.certificates import self_signed
-from tests.conftest import golden_lines, one_error_line, run_ppship
+from tests.conftest import golden_lines, one_error_line, process_alive, run_ppship
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
 from tests.test_codec import fluentd_frame
@@ -538,6 +538,27 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
         assert relay.returncode == 1
         assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
         assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
+    finally:
+        kill_workers(relay)
+        receiver.stop()
+
+
+def test_a_killed_supervisor_leaves_no_worker_on_the_port():
+    # SIGKILL (the OOM killer, kill -9) runs no handler of the supervisor: before, its workers
+    # served on, and a restarted relay shared the port with them.
+    receiver = ForwardReceiver().start()
+    command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
+    command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
+        children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
+        relay.kill()
+        relay.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(process_alive(int(pid)) for pid in children):
+            time.sleep(0.2)
+        assert not any(process_alive(int(pid)) for pid in children)
     finally:
         kill_workers(relay)
         receiver.stop()

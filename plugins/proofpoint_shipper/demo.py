@@ -8,17 +8,14 @@ given to the children only.
 """
 
 import argparse
-import ctypes
 import gzip
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +24,7 @@ from proofpoint_shipper.bucket.access import new_bucket_name
 from proofpoint_shipper.errors import StageFailed
 from proofpoint_shipper.fluent import protocol
 from proofpoint_shipper.local_s3 import LOCAL_CREDENTIALS, forget_machine_aws_profile
-from proofpoint_shipper.service import positive_int, url_of
+from proofpoint_shipper.service import ending_with_this_process, positive_int, url_of
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.streams import STREAMS
 
@@ -157,7 +154,7 @@ class Children:
             stderr=log,
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_ends_with(os.getpid()) if sys.platform == "linux" else None,
+            preexec_fn=ending_with_this_process(),  # before, its servers ran on after a SIGKILL
         )
 
     def start(self, name: str, argv: list[str], banner: str) -> str:
@@ -211,22 +208,6 @@ class Children:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             print()
-
-
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
-
-
-def _ends_with(parent: int) -> Callable[[], None]:
-    """For a child, before it runs: SIGTERM when the demo ends, even killed (SIGKILL), which no
-    `finally` sees. Before, its servers and collectors ran on for good, holding ports and CPU."""
-
-    def arrange() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the demo ended before the request was in place
-            os._exit(0)
-
-    return arrange
 
 
 def _first_line(child: subprocess.Popen, seconds: float) -> str:

@@ -9,9 +9,11 @@ banner)` runs a context-managed server, prints one line about it, and returns 0 
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +72,27 @@ def tune_gc_for_long_lived_state() -> None:
     most that many more objects waiting for a collection.
     """
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def ending_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` for children that must not outlive this process: each gets SIGTERM when it
+    ends, even killed outright (SIGKILL, the OOM killer), which no `finally` sees. Linux only
+    (None elsewhere); the caller forks from its main thread, whose end is what the kernel watches.
+    """
+    if sys.platform != "linux":
+        return None
+    parent = os.getpid()
+
+    def arrange() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it ended before the request was in place
+            os._exit(0)
+
+    return arrange
 
 
 def serve_until_stopped(server, banner: Callable[[object], str]) -> int:

@@ -29,6 +29,7 @@ from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
     check_metrics_flags,
+    ending_with_this_process,
     filesystem_path,
     host_and_port,
     operate,
@@ -284,7 +285,11 @@ def _run_workers(args: argparse.Namespace) -> int:
         *("--workers", "1", "--reuse-port", "--listen", listen),
     ]
     try:
-        children = [subprocess.Popen(command + _metrics_port(args, index)) for index in range(args.workers)]
+        ends_with_us = ending_with_this_process()  # a killed supervisor leaves no worker on the port
+        children = [
+            subprocess.Popen(command + _metrics_port(args, index), preexec_fn=ends_with_us)
+            for index in range(args.workers)
+        ]
         stopping = []
 
         def pass_on(signum, _frame) -> None:
