@@ -145,29 +145,12 @@ def test_tap_flow_lands_the_four_tables(engine, local_s3, bucket, tmp_path, agen
 def test_gateway_flow_through_the_relay_lands_the_two_text_tables(engine, local_s3, bucket, tmp_path, image):
     """Fluent Bit tails the mail log and forwards it to the real relay, which sends the parsed
     records back to Fluent Bit's forward input; the S3 outputs write the normalised lines."""
-    from tests.test_relay import stop_relay
-
     config_dir = _folders(tmp_path, with_mail_log=True)
-    relay, relay_port = _relay_to_the_agent()
-    edits = [
-        ("upload_timeout: 10m", "upload_timeout: 5s"),
-        ("read_from_head: false", "read_from_head: true"),  # the lines are there before it starts
-        ("port: 24225", f"port: {relay_port}"),
-    ]
-    _write_config(config_dir, CONFIGS / "fluent-bit" / "gateway.yaml", edits)
-    environment = _environment(local_s3, bucket, "/data") | {
-        "GATEWAY_LOG": "/data/maillog",
-        "FLB_DB_DIR": "/data",
-    }
-    container = _run_agent(engine, image, ["-c", "/config/gateway.yaml"], environment, tmp_path)
-    try:
-        landed = _text_tables_landed(local_s3.client(), bucket, set(GATEWAY_LINES))
-    finally:
-        logs = _stopped(container)
-        relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
-    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, (
-        logs + relay_log
-    )
+    edits = [("read_from_head: false", "read_from_head: true")]  # the lines are there before it starts
+    environment = {"GATEWAY_LOG": "/data/maillog", "FLB_DB_DIR": "/data"}
+    flow = _GatewayFlow(engine, image, local_s3, bucket, tmp_path)
+    landed, logs = flow.run(config_dir, "gateway.yaml", edits, environment)
+    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, logs
 
 
 @pytest.mark.parametrize("image", FLUENT_BIT_RELEASES)
@@ -176,31 +159,57 @@ def test_gateway_syslog_over_tcp_through_the_relay_lands_the_two_text_tables(
 ):
     """A gateway sends its syslog over TCP, <PRI> first; Fluent Bit's tcp input keeps each line
     whole under `log` for the real relay; the S3 outputs write the normalised lines."""
-    from tests.test_relay import stop_relay
-
     config_dir = _folders(tmp_path)
-    relay, relay_port = _relay_to_the_agent()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         syslog_port = probe.getsockname()[1]
-    edits = [("upload_timeout: 10m", "upload_timeout: 5s"), ("port: 24225", f"port: {relay_port}")]
-    _write_config(config_dir, CONFIGS / "fluent-bit" / "gateway-syslog.yaml", edits)
-    environment = _environment(local_s3, bucket, "/data") | {
-        "SYSLOG_LISTEN": "127.0.0.1",
-        "SYSLOG_PORT": str(syslog_port),
-    }
-    container = _run_agent(engine, image, ["-c", "/config/gateway-syslog.yaml"], environment, tmp_path)
-    try:
+
+    def send_as_a_gateway() -> None:
         _wait_for_port(syslog_port)
         with socket.create_connection(("127.0.0.1", syslog_port)) as gateway:
             gateway.sendall(b"".join(f"<22>{line}\n".encode() for line, _ in GATEWAY_LINES.values()))
-        landed = _text_tables_landed(local_s3.client(), bucket, set(GATEWAY_LINES))
-    finally:
-        logs = _stopped(container)
-        relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
-    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, (
-        logs + relay_log
-    )
+
+    environment = {"SYSLOG_LISTEN": "127.0.0.1", "SYSLOG_PORT": str(syslog_port)}
+    flow = _GatewayFlow(engine, image, local_s3, bucket, tmp_path)
+    landed, logs = flow.run(config_dir, "gateway-syslog.yaml", [], environment, send_as_a_gateway)
+    assert landed == {table: [normalised] for table, (_, normalised) in GATEWAY_LINES.items()}, logs
+
+
+class _GatewayFlow:
+    """A Fluent Bit gateway config run with the real relay: what landed in the text tables."""
+
+    def __init__(self, engine, image: str, local_s3, bucket: str, tmp_path: Path):
+        self.engine, self.image, self.local_s3, self.bucket, self.tmp_path = (
+            engine,
+            image,
+            local_s3,
+            bucket,
+            tmp_path,
+        )
+
+    def run(self, config_dir: Path, config: str, edits, environment: dict, deliver=None):
+        """(table → lines landed, the agent's and the relay's logs); `deliver` sends the lines."""
+        from tests.test_relay import stop_relay
+
+        relay, relay_port = _relay_to_the_agent()
+        edits = [
+            ("upload_timeout: 10m", "upload_timeout: 5s"),
+            ("port: 24225", f"port: {relay_port}"),
+            *edits,
+        ]
+        _write_config(config_dir, CONFIGS / "fluent-bit" / config, edits)
+        environment = _environment(self.local_s3, self.bucket, "/data") | environment
+        container = _run_agent(
+            self.engine, self.image, ["-c", f"/config/{config}"], environment, self.tmp_path
+        )
+        try:
+            if deliver is not None:
+                deliver()
+            landed = _text_tables_landed(self.local_s3.client(), self.bucket, set(GATEWAY_LINES))
+        finally:
+            logs = _stopped(container)
+            relay_log = stop_relay(relay).decode(errors="replace")[-2000:]
+        return landed, logs + relay_log
 
 
 def _text_tables_landed(client, bucket: str, tables: set[str], seconds: float = 120) -> dict[str, list[str]]:

@@ -525,43 +525,40 @@ def test_workers_share_one_port_and_stop_on_sigterm(pick_port):
         receiver.stop()
 
 
-def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart():
+@contextlib.contextmanager
+def two_workers():
+    """A relay supervising two workers, once both listen: (the supervisor, the workers' pids)."""
     receiver = ForwardReceiver().start()
     command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
     command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
     relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
-        children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
-        os.kill(int(children[0]), signal.SIGKILL)
-        _, stderr = relay.communicate(timeout=60)
-        assert relay.returncode == 1
-        assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
-        assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
+        yield relay, Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
     finally:
         kill_workers(relay)
         receiver.stop()
 
 
+def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart():
+    with two_workers() as (relay, children):
+        os.kill(int(children[0]), signal.SIGKILL)
+        _, stderr = relay.communicate(timeout=60)
+        assert relay.returncode == 1
+        assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
+        assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
+
+
 def test_a_killed_supervisor_leaves_no_worker_on_the_port():
     # SIGKILL (the OOM killer, kill -9) runs no handler of the supervisor: before, its workers
     # served on, and a restarted relay shared the port with them.
-    receiver = ForwardReceiver().start()
-    command = [sys.executable, "-m", "proofpoint_shipper", "relay", "--listen", "127.0.0.1:0"]
-    command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
-    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
-        children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
+    with two_workers() as (relay, children):
         relay.kill()
         relay.wait()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(process_alive(int(pid)) for pid in children):
             time.sleep(0.2)
         assert not any(process_alive(int(pid)) for pid in children)
-    finally:
-        kill_workers(relay)
-        receiver.stop()
 
 
 RFC3339_SENDMAIL_LINE = (
