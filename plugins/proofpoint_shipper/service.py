@@ -9,7 +9,6 @@ banner)` runs a context-managed server, prints one line about it, and returns 0 
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import os
 import signal
@@ -85,6 +84,8 @@ def ending_with_this_process() -> Callable[[], None] | None:
     if sys.platform != "linux":
         return None
     parent = os.getpid()
+
+    import ctypes  # here, not at the top: only the commands that start children need it
 
     def arrange() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
