@@ -192,3 +192,96 @@ def test_zones_resolve_on_a_machine_without_zone_files():
     result = subprocess.run(command, input=line, capture_output=True, env=no_zone_files, check=False)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.startswith(b"2022-02-03T08:35:00.000000-06:00 mx1 sendmail[1]: ")
+
+
+# -- a zone that does not fit the gateway's -------------------------------------------------------
+
+
+def bsd_stamps(start: datetime, count: int, step: timedelta = timedelta(seconds=3)) -> list[str]:
+    """`count` distinct BSD stamps from `start` on, as a gateway writes them on its wall clock."""
+    moments = [start + step * n for n in range(count)]
+    return [f"{m:%b} {m.day:2d} {m:%H:%M:%S}" for m in moments]
+
+
+class LiveClock:
+    """The host's clock for a live reading: each stamp is read a moment after it was written."""
+
+    def __init__(self, start: datetime, step: timedelta = timedelta(seconds=3)):
+        self.moment, self.step = start + timedelta(seconds=1), step
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self) -> None:
+        self.moment += self.step
+
+
+def read_live(zone, gateway_zone, count: int, caplog) -> list[str]:
+    """`count` lines a gateway in `gateway_zone` writes now, read live as `zone`: the warnings."""
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    clock = LiveClock(start)
+    bsd = BsdClock(zone, clock, live=True)
+    with caplog.at_level("WARNING", logger="proofpoint_shipper"):
+        for stamp in bsd_stamps(start.astimezone(gateway_zone), count):
+            bsd.normalize(stamp)
+            clock.advance()
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_bsd_times_a_whole_zone_off_the_clock_are_told_once(caplog):
+    (warning,) = read_live(UTC, CHICAGO, 200, caplog)  # the gateway writes Chicago time
+    assert warning == (
+        "BSD times read in UTC run 6 h behind this host's clock, 50 stamps in a row (the last "
+        "'Nov 30 03:02:27'): if the gateway writes its times in another zone, give --timezone that "
+        "zone, as every time written is 6 h off; if the lines are that old (a backlog), nothing is wrong"
+    )
+
+
+def test_a_half_hour_zone_ahead_is_told_too(caplog):
+    (warning,) = read_live(UTC, ZoneInfo("Asia/Kolkata"), 60, caplog)
+    assert "run 5.5 h ahead of this host's clock" in warning
+
+
+@pytest.mark.parametrize(
+    "zone, gateway_zone, count",
+    [
+        (CHICAGO, CHICAGO, 200),  # the right zone
+        (UTC, CHICAGO, 49),  # one stamp short of the evidence
+    ],
+    ids=["right zone", "too few lines"],
+)
+def test_nothing_is_told_without_the_evidence(caplog, zone, gateway_zone, count):
+    assert read_live(zone, gateway_zone, count, caplog) == []
+
+
+def test_a_backfill_against_a_reference_time_is_not_checked(caplog):
+    reference = datetime(2026, 11, 30, 9, 1, tzinfo=UTC)
+    bsd = BsdClock(UTC, lambda: reference)  # not live: a file of old lines, read at any time
+    with caplog.at_level("WARNING", logger="proofpoint_shipper"):
+        for stamp in bsd_stamps(datetime(2026, 11, 30, 3, tzinfo=UTC), 200):
+            bsd.normalize(stamp)
+    assert caplog.records == []
+
+
+def test_lines_of_mixed_ages_are_no_evidence(caplog):
+    clock = LiveClock(datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    bsd = BsdClock(UTC, clock, live=True)
+    first = bsd_stamps(datetime(2026, 11, 30, 3, 0, 5, tzinfo=UTC), 1)  # 6 h old
+    rest = bsd_stamps(datetime(2026, 11, 30, 2, 30, tzinfo=UTC), 100, timedelta(minutes=1))
+    with caplog.at_level("WARNING", logger="proofpoint_shipper"):
+        for stamp in first + rest:
+            bsd.normalize(stamp)
+    assert caplog.records == []
+
+
+def test_gateway_parse_tells_a_zone_that_does_not_fit_on_stderr():
+    now = datetime.now(CHICAGO)  # the last minute's lines, written on a Chicago wall clock
+    stamps = bsd_stamps(now - timedelta(seconds=61), 60, timedelta(seconds=1))
+    lines = [f"{stamp} mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent" for stamp in stamps]
+    wrong = run_ppship("gateway", "parse", "--timezone", "UTC", input="\n".join(lines).encode() + b"\n")
+    right = run_ppship("gateway", "parse", "--timezone", "America/Chicago", input="\n".join(lines).encode())
+    assert wrong.returncode == right.returncode == 0
+    told = [line for line in wrong.stderr.decode().splitlines() if "BSD times" in line]
+    offset = -now.utcoffset().total_seconds() / 3600
+    assert told and told[0].startswith(f"ppship gateway parse: BSD times read in UTC run {offset:g} h behind")
+    assert "BSD times" not in right.stderr.decode()

@@ -7,6 +7,7 @@ idle, the assembler's clock runs on with the wall clock, so idle messages still 
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -72,6 +73,7 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
+    logging.basicConfig(level=logging.INFO, format="ppship gateway assemble: %(message)s", stream=sys.stderr)
     stdout_fd()  # started with stdout closed: say so now, not at the first message
     sources = open_inputs(args.files)
     job = AssembleJob(

@@ -151,6 +151,7 @@ def _streams(text: str) -> frozenset[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     if args.follow:
         return _run_follow(args)
     for flag, value in (("--position-file", args.position_file), ("--rotate-wait", args.rotate_wait)):
@@ -184,7 +185,6 @@ def _run_follow(args: argparse.Namespace) -> int:
     writable_dir(position_file.parent, "the folder of the position file")  # not at the first save
     positions = FileCursorStore(position_file)
     positions.claim()  # a second follower on this position would write every line again
-    logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
     rotate_wait = DEFAULT_ROTATE_WAIT_SECONDS if args.rotate_wait is None else args.rotate_wait
     job = _job(args)
     with job.signals_handled():

@@ -9,6 +9,7 @@ cut off by EOF, give one error line and exit code 2 (what came before is written
 """
 
 import argparse
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -51,6 +52,9 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
+    logging.basicConfig(
+        level=logging.INFO, format="ppship gateway exec-filter: %(message)s", stream=sys.stderr
+    )
     coprocess = CoProcess(args.key or ["log", "message"], GatewayParser(zone=resolve_zone(args.timezone)))
     with StopOnSignals(coprocess):
         coprocess.run()

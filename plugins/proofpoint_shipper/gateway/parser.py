@@ -62,7 +62,7 @@ class GatewayParser:
         self.now: Callable[[], datetime] = (
             (lambda: reference) if reference is not None else (lambda: datetime.now(self.zone))
         )
-        self.bsd = BsdClock(self.zone, self.now)
+        self.bsd = BsdClock(self.zone, self.now, live=reference is None)
         self.host = host
         self.fast = fast
         self._program_streams: dict[str, str] = {}

@@ -4,6 +4,7 @@
 stamps; `resolve_zone` turns the --timezone setting into a tzinfo.
 """
 
+import logging
 import os
 import re
 import time
@@ -20,6 +21,7 @@ MONTHS = {
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
     )
 }
+log = logging.getLogger("proofpoint_shipper")
 _BSD_CACHE_LIMIT = 4096
 FUTURE_TOLERANCE = timedelta(days=1)  # how far ahead of us a gateway clock may run
 
@@ -87,16 +89,21 @@ class BsdClock:
 
     LATE_TOLERANCE = timedelta(minutes=10)  # how far a line may come after later ones
 
-    def __init__(self, zone: tzinfo, now: Callable[[], datetime]):
+    def __init__(self, zone: tzinfo, now: Callable[[], datetime], *, live: bool = False):
+        """`live`: `now` is the clock, and lines arrive as they are written (not a backfill with a
+        reference time): BSD times that keep a whole zone's distance from it are then told."""
         self.zone = zone
         self.now = now
         self._cache: dict[str, str] = {}
         self._latest_repeated: datetime | None = None  # the latest moment (UTC) read in a repeated hour
+        self._zone_check = ZoneCheck(zone) if live else None
 
     def normalize(self, stamp: str) -> str:
         cached = self._cache.get(stamp)
         if cached is None:
-            moment = self._resolve(stamp)
+            moment, now = self._resolve(stamp)
+            if self._zone_check is not None:
+                self._zone_check.see(stamp, moment, now)
             if moment.replace(fold=1).utcoffset() != moment.utcoffset():
                 return format_time(self._in_repeated_hour(moment))
             if len(self._cache) >= _BSD_CACHE_LIMIT:
@@ -120,7 +127,8 @@ class BsdClock:
             self._latest_repeated = moment
         return chosen
 
-    def _resolve(self, stamp: str) -> datetime:
+    def _resolve(self, stamp: str) -> tuple[datetime, datetime]:
+        """The moment a stamp names, and the reference time it was read against."""
         month_name, day, clock = stamp.split()
         month = MONTHS[month_name]
         hour, minute, second = (int(part) for part in clock.split(":"))
@@ -135,7 +143,61 @@ class BsdClock:
             raise ParseError(f"no such date: {stamp!r}")
         latest_allowed = now + FUTURE_TOLERANCE
         past = [moment for moment in candidates if moment <= latest_allowed]
-        return max(past) if past else min(candidates)
+        return (max(past) if past else min(candidates)), now
+
+
+class ZoneCheck:
+    """Tells, once, when BSD times read in the configured zone keep a whole zone's distance from
+    the clock: the gateway writes in another zone, and every time written is off by that much.
+
+    Read live, a line's time is this host's time give or take a gateway clock's drift and a
+    moment in transit. When SAMPLES distinct stamps in a row all sit the same number of half
+    hours (one hour at least) from the clock, within SLACK, the zone is most likely wrong. A
+    backlog of exactly that age looks the same, which the warning says.
+    """
+
+    SAMPLES = 50
+    SLACK = timedelta(minutes=2)
+    HALF_HOUR = 1800.0
+
+    def __init__(self, zone: tzinfo):
+        self.zone = zone
+        self._halves: int | None = None
+        self._seen = 0
+        self.done = False
+
+    def see(self, stamp: str, moment: datetime, now: datetime) -> None:
+        if self.done:
+            return
+        gap = (now - moment).total_seconds()
+        halves = round(gap / self.HALF_HOUR)
+        off_the_grid = abs(gap - halves * self.HALF_HOUR) > self.SLACK.total_seconds()
+        if abs(halves) < 2 or off_the_grid or self._halves not in (None, halves):
+            self.done = True  # a line near the clock, or off the grid: the zone fits
+            return
+        self._halves, self._seen = halves, self._seen + 1
+        if self._seen == self.SAMPLES:
+            self.done = True
+            log.warning(self._warning(stamp, halves / 2))
+
+    def _warning(self, stamp: str, hours: float) -> str:
+        distance = f"{abs(hours):g} h {'behind' if hours > 0 else 'ahead of'}"
+        return (
+            f"BSD times read in {zone_name(self.zone)} run {distance} this host's clock, "
+            f"{self.SAMPLES} stamps in a row (the last {stamp!r}): if the gateway writes its times "
+            f"in another zone, give --timezone that zone, as every time written is {abs(hours):g} h off; "
+            "if the lines are that old (a backlog), nothing is wrong"
+        )
+
+
+def zone_name(zone: tzinfo) -> str:
+    """How a message names a zone: its IANA name, or what it is."""
+    key = getattr(zone, "key", None)
+    if key == "localtime":
+        return "this host's zone (/etc/localtime)"
+    if isinstance(zone, LibcZone):
+        return f"this host's zone (TZ={os.environ.get('TZ', '')})"
+    return key or str(zone)
 
 
 def resolve_zone(name: str | None) -> tzinfo:
