@@ -120,3 +120,59 @@ def test_collectors_stop_on_a_proxy_setting_they_cannot_use(tmp_path):
         assert one_error_line(result).startswith(
             "ppship: error: proxy setting HTTPS_PROXY=http://proxy.corp:notaport cannot be used"
         )
+
+
+@pytest.mark.parametrize(
+    "value, fault",
+    [
+        (" ", "it is only white space, which the clients read as a proxy"),
+        (f"http://{'x' * 64}.corp:3128", "its host name is not valid (label"),
+    ],
+    ids=["white space", "a label over 63 characters"],
+)
+def test_a_proxy_the_clients_would_fail_on_inside_is_refused(value, fault):
+    # Before: websockets' InvalidProxy, and the idna codec's UnicodeError, as tracebacks.
+    with pytest.raises(ConfigError) as caught:
+        check_proxy_settings({"HTTPS_PROXY": value})
+    assert fault in str(caught.value)
+
+
+HTTPX_UNREADABLE = ["fd00::/8", "[::1]", "[::1]:80", "::::", "host:abc", "http://[::1"]
+HTTPX_READABLE = [
+    "example.com",
+    ".corp.example",
+    "*.corp",
+    "10.0.0.0/8",
+    "::1",
+    "localhost:8080",
+    "1.2.3.4:80",
+]
+
+
+@pytest.mark.parametrize("entry", HTTPX_UNREADABLE)
+def test_a_no_proxy_entry_httpx_cannot_read_is_named(entry, monkeypatch):
+    # httpx itself fails on it, inside its constructor: the check holds it to the real client
+    for name in ("NO_PROXY", "no_proxy"):  # the lower case wins, and the suite sets it
+        monkeypatch.setenv(name, f"example.com,{entry}")
+    monkeypatch.setenv("HTTPS_PROXY", PROXY)
+    with pytest.raises(httpx.InvalidURL):
+        httpx.Client()
+    with pytest.raises(ConfigError) as caught:
+        proxies.check_http_client_no_proxy({"NO_PROXY": f"example.com,{entry}"})
+    assert str(caught.value).startswith(f"NO_PROXY entry {entry!r} is one the TAP API's HTTP client")
+
+
+@pytest.mark.parametrize("entry", HTTPX_READABLE)
+def test_the_no_proxy_entries_httpx_reads_pass(entry, monkeypatch):
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, entry)
+    monkeypatch.setenv("HTTPS_PROXY", PROXY)
+    httpx.Client().close()
+    proxies.check_http_client_no_proxy({"no_proxy": entry})
+
+
+def test_tap_fetch_names_a_no_proxy_entry_it_cannot_read(tmp_path):
+    no_proxy = "10.0.0.0/8,fd00::/8"
+    environment = {"NO_PROXY": no_proxy, "no_proxy": no_proxy, "TAP_PRINCIPAL": "p", "TAP_SECRET": "s"}
+    result = run_ppship("tap", "fetch", "--once", "--cursor", str(tmp_path / "tap.json"), env=environment)
+    assert one_error_line(result).startswith("ppship: error: NO_PROXY entry 'fd00::/8' is one the TAP API's")

@@ -14,6 +14,7 @@ bundle the TAP and PoD clients read, for the commands that use them.
 """
 
 import importlib.util
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, MutableMapping
@@ -46,7 +47,49 @@ def check_client_settings(websocket: bool = False) -> None:
     """The proxy and CA settings the TAP API's HTTP client, or the PoD stream's websocket client,
     reads from the environment: a ConfigError before anything goes out when it cannot use them."""
     check_proxy_settings(scheme_required=websocket)
+    if not websocket:
+        check_http_client_no_proxy()
     check_ca_bundle()
+
+
+def check_http_client_no_proxy(environ: Mapping[str, str] = os.environ) -> None:
+    """A ConfigError for a NO_PROXY entry the HTTP client (httpx) cannot read.
+
+    httpx turns each entry into a URL pattern, and one it cannot parse (an IPv6 network such as
+    fd00::/8, an address in brackets, "host:port" with no number) raised from inside the client's
+    constructor: a traceback before the first request. botocore and websockets read them.
+    """
+    import httpx  # the TAP client's library: imported by the commands that use it anyway
+
+    value = next((environ[name] for name in _NAMES if name in environ), "")
+    for entry in (item.strip() for item in value.split(",")):
+        if not entry or entry == "*":
+            continue
+        try:
+            httpx.URL(_httpx_pattern(entry))
+        except httpx.InvalidURL as exc:
+            raise ConfigError(
+                f"NO_PROXY entry {entry!r} is one the TAP API's HTTP client (httpx) cannot read ({exc}): "
+                "it takes host names, IPv4 addresses and networks, and IPv6 addresses without brackets; "
+                "leave the entry out of NO_PROXY for this command"
+            ) from None
+
+
+def _httpx_pattern(entry: str) -> str:
+    """The URL pattern httpx makes of a NO_PROXY entry (httpx._utils.get_environment_proxies)."""
+    if "://" in entry:
+        return entry
+    try:
+        ipaddress.IPv4Network(entry, strict=False)
+        return f"all://{entry}"
+    except ValueError:
+        pass
+    try:
+        ipaddress.IPv6Address(entry.split("/")[0])
+        return f"all://[{entry}]"
+    except ValueError:
+        pass
+    return f"all://{entry}" if entry.lower() == "localhost" else f"all://*{entry}"
 
 
 def check_proxy_settings(environ: Mapping[str, str] = os.environ, scheme_required: bool = False) -> None:
@@ -56,13 +99,15 @@ def check_proxy_settings(environ: Mapping[str, str] = os.environ, scheme_require
     "proxy" (httpx puts http:// in front).
     """
     for name, value in environ.items():
-        if name.lower() in PROXY_VARIABLES and value.strip():
+        if name.lower() in PROXY_VARIABLES and value:  # "" is unset to every client; " " is not
             fault = _fault(value.strip(), scheme_required)
             if fault is not None:
                 raise ConfigError(f"proxy setting {name}={_shown(value.strip())} cannot be used: {fault}")
 
 
 def _fault(value: str, scheme_required: bool) -> str | None:
+    if not value:
+        return "it is only white space, which the clients read as a proxy: unset it, or name one"
     if "://" not in value:
         if scheme_required:
             return f"write its scheme too, as in http://{_shown(value)}"
@@ -77,6 +122,10 @@ def _fault(value: str, scheme_required: bool) -> str | None:
         return f"its scheme {scheme} is none of http, https, socks4, socks5"
     if not parts.hostname:
         return "it names no host"
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError as exc:  # a label over 63 characters, say: the clients failed with a traceback
+        return f"its host name is not valid ({exc.__cause__ or exc})"
     if scheme not in SOCKS:
         return None
     missing = [shown for package, shown in SOCKS_PACKAGES.items() if not _installed(package)]
