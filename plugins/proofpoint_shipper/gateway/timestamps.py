@@ -1,7 +1,8 @@
 """Timestamp normalisation to the text tables' form, `%Y-%m-%dT%H:%M:%S.%f%z` with a colon offset.
 
 `normalize_iso` handles RFC 3339 and the on-box form; `BsdClock` infers year and zone for BSD
-stamps; `resolve_zone` turns the --timezone setting into a tzinfo.
+stamps, and its `ZoneCheck` tells when, read live, they look written in another zone;
+`resolve_zone` turns the --timezone setting into a tzinfo.
 """
 
 import logging
