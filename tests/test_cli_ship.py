@@ -124,6 +124,23 @@ def test_text_lines_not_in_the_text_form_are_shipped_told_and_counted():
     assert summary.endswith("only the first 10 lines of each kind were told")
 
 
+def test_a_line_of_the_other_tables_program_is_shipped_told_and_counted():
+    # An agent routing sendmail lines to the filter table put them where no query looks for them.
+    filter_line = b"2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=x mod=av"
+    sendmail_line = b"2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: Q1: stat=Sent"
+    lines = [filter_line, sendmail_line]
+    result = ship("--table", "proofpoint_gateway_filter_logs", "--format", "text", input=b"\n".join(lines))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == lines
+    assert result.stderr.decode().splitlines() == [
+        "ppship ship: <stdin>:2: a line of sendmail, which belongs in proofpoint_gateway_sendmail_logs, "
+        "not in proofpoint_gateway_filter_logs; shipped as it is",
+        "ppship ship: 2 records delivered to proofpoint_gateway_filter_logs, 0 not readable, 1 lines of "
+        "another table's program, shipped as they are (`ppship gateway parse --streams filter` or "
+        "`--streams sendmail` writes one table's lines)",
+    ]
+
+
 def test_many_lines_with_invalid_utf8_are_counted_not_said_to_be_told():
     lines = b"2022-02-20T08:35:00.000000+00:00 mx1 sendmail[1]: Q1: stat=Envoy\xe9\n" * 15
     result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)

@@ -294,7 +294,12 @@ def write_with_the_sink(local_s3, bucket: str) -> None:
     now = datetime.now(UTC).isoformat()
     for stream in STREAMS:
         if stream.format == "text":
-            record = {"text": f"{now} mx1 sendmail[1]: q1: to=<a@b>, stat=Sent", "time": now}
+            program, body = (
+                ("sendmail", "q1: to=<a@b>, stat=Sent")
+                if "sendmail" in stream.name
+                else ("filter_instance1", "rprt s=x mod=av")
+            )
+            record = {"text": f"{now} mx1 {program}[1]: {body}", "time": now}
         else:
             record = {"ts": now, "guid": "g-1"}
         sink.write(stream.table, [record, record])
@@ -398,7 +403,14 @@ def test_the_sinks_keys_follow_the_layout_the_check_expects():
 @pytest.mark.parametrize(
     ("table", "body", "problem"),
     [
-        (FILTER, b"2022-02-20T08:35:00.157994-06:00 mx1 p[1]: x\n", None),
+        (FILTER, b"2022-02-20T08:35:00.157994-06:00 mx1 filter_instance1[1]: rprt s=x\n", None),
+        (FILTER, b"2015-06-17T16:51:00.354586-07:00 rprt s=x mod=av\n", None),  # the on-box form
+        (
+            FILTER,
+            b"2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: Q1: stat=Sent\n",
+            f"a line of sendmail, which belongs in {SENDMAIL}, not in {FILTER}",
+        ),
+        (SENDMAIL, b"2022-02-20T08:35:00.157994-06:00 mx1 cron[1]: x\n", "which belongs in no gateway table"),
         (FILTER, b"2022-02-20T08:35:00-06:00 mx1 p[1]: x\n", "does not start with"),
         (FILTER, b"2022-02-30T08:35:00.157994-06:00 mx1 p[1]: x\n", "is not a real time"),
         (SENDMAIL, b'{"a": 1}\n', "JSON where text is expected"),

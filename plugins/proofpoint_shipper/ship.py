@@ -18,7 +18,8 @@ from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
-from proofpoint_shipper.sinks.records import json_record, stream_for, text_line_problem
+from proofpoint_shipper.sinks.records import json_record, line_of_another_table, stream_for, text_line_problem
+from proofpoint_shipper.streams import Stream
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -56,12 +57,15 @@ NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines
 
 # Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
 SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
+OTHER_TABLE = "of another table"
 _TOO_LONG = ((SKIPPED, f"longer than {MAX_RECORD_BYTES} bytes"),)
 _SUMMARY = {
     EMPTY: "{} empty lines skipped",
     NOT_UTF8: "{} text lines with invalid UTF-8 (written with U+FFFD)",
     NOT_TEXT_FORM: "{} text lines not in the text tables' form, shipped as they are "
     "(`ppship gateway parse --format text` writes gateway lines in that form)",
+    OTHER_TABLE: "{} lines of another table's program, shipped as they are "
+    "(`ppship gateway parse --streams filter` or `--streams sendmail` writes one table's lines)",
 }
 
 
@@ -84,7 +88,7 @@ class _Notes:
             parts.append(f"{undelivered} read but not confirmed delivered")
         parts.append(f"{self.counts[SKIPPED]} not readable")
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
-        if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM)):  # the kinds told
+        if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM, OTHER_TABLE)):  # told
             parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
         return "ppship ship: " + ", ".join(parts)
 
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 for source in sources:
                     if shipment.stopping:
                         break
-                    _ship_lines(source, stream.format, shipment, notes)
+                    _ship_lines(source, stream, shipment, notes)
                 shipment.close()
             except DeliveryError:
                 # Past the output's retries: say how far it got, then the error (exit code 2).
@@ -167,13 +171,13 @@ def _resend_hint(args: argparse.Namespace) -> str:
     return hint
 
 
-def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -> None:
+def _ship_lines(source, stream: Stream, shipment: _Shipment, notes: _Notes) -> None:
     number, name = 0, _name(source)
     reader = LineReader(source.fileno(), MAX_RECORD_BYTES, shipment.flush_if_due, name=name)
     for batch in reader.batches():
         for index, line in enumerate(batch.lines):
             number += 1
-            record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(table_format, line)
+            record, faults = (None, _TOO_LONG) if index in batch.dropped else _record(stream, line)
             for kind, detail in faults:
                 notes.add(kind, f"{name}:{number}", detail)
             if record is not None:
@@ -182,12 +186,12 @@ def _ship_lines(source, table_format: str, shipment: _Shipment, notes: _Notes) -
             return
 
 
-def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
+def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
     """The line's record (None: skipped) and its faults, each (kind, a word on it or None)."""
     text = line.rstrip(b"\r\n")
     if not text.strip():
         return None, ((EMPTY, None),)
-    if table_format == "ndjson":
+    if stream.format == "ndjson":
         record, why_not = json_record(text)
         return record, () if record is not None else ((SKIPPED, why_not),)
     try:
@@ -197,6 +201,8 @@ def _record(table_format: str, line: bytes) -> tuple[dict | None, tuple[tuple[st
     problem = text_line_problem(decoded)
     if problem is not None:
         faults += ((NOT_TEXT_FORM, problem),)
+    elif (elsewhere := line_of_another_table(decoded, stream)) is not None:
+        faults += ((OTHER_TABLE, elsewhere),)
     return {"text": decoded}, faults
 
 

@@ -11,6 +11,7 @@ folders leading to its newest day, and that day's keys (up to `max_keys`); and i
 `sample` newest objects.
 """
 
+import functools
 import gzip
 import zlib
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from proofpoint_shipper.bucket.setup import (
     read_settings,
     rule_prefix,
 )
-from proofpoint_shipper.sinks.records import GATEWAY_TIME, text_line_problem
+from proofpoint_shipper.sinks.records import GATEWAY_TIME, line_of_another_table, text_line_problem
 from proofpoint_shipper.streams import BY_TABLE, STREAMS, Stream
 
 LINES_READ = 10_000  # per sampled object
@@ -238,7 +239,7 @@ def format_problem(
             return "not gzip although named or marked so", 0
     lines = data.split(b"\n", LINES_READ)[:LINES_READ]
     lines = [line for line in lines if line]
-    check = _json_problem if stream.format == "ndjson" else _text_problem
+    check = _json_problem if stream.format == "ndjson" else functools.partial(_text_problem, stream=stream)
     problems = [(number, problem) for number, line in enumerate(lines, 1) if (problem := check(line))]
     if not problems:
         return None, len(lines)
@@ -254,5 +255,6 @@ def _json_problem(line: bytes) -> str | None:
     return None if isinstance(value, dict) else "a JSON value that is not an object"
 
 
-def _text_problem(line: bytes) -> str | None:
-    return text_line_problem(line.decode("utf-8", "replace"))
+def _text_problem(line: bytes, stream: Stream) -> str | None:
+    text = line.decode("utf-8", "replace")
+    return text_line_problem(text) or line_of_another_table(text, stream)

@@ -3,7 +3,8 @@
 `stream_for(table)` refuses unknown tables; `record_time` finds an event's own time (`utc_time`
 reads one); `json_record` reads an NDJSON line into a record a sink can write; `table_line` is
 the bytes that land in S3 for one record (NDJSON or the text line); `text_line_problem` says
-why a line is not in the gateway text tables' form.
+why a line is not in the gateway text tables' form, `line_of_another_table` why it is in the
+wrong one.
 """
 
 import re
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 import orjson
 
 from proofpoint_shipper.errors import ConfigError
-from proofpoint_shipper.streams import BY_TABLE, Stream
+from proofpoint_shipper.streams import BY_NAME, BY_TABLE, Stream
 
 # Where each source keeps the event's own time, in the order they are tried.
 TIME_KEYS = ("time", "eventTime", "clickTime", "click_time", "messageTime", "ts")
@@ -80,6 +81,25 @@ def table_line(stream: Stream, record: dict) -> bytes:
             raise ValueError("a text-table record needs a 'text' (or 'raw') string")
         return text.encode() + b"\n"
     return orjson.dumps(record) + b"\n"
+
+
+# After the time: host, program, maybe [pid], a colon; the on-box form names no program.
+_TAG_AFTER_TIME = re.compile(r"\S+ \S+ ([^\s\[\]:]+)(?:\[[^\]\s]*\])?: ")
+
+
+def line_of_another_table(line: str, stream: Stream) -> str | None:
+    """Why a text line does not belong in `stream`'s table (its program is another stream's, a
+    sendmail line in the filter table, say: an agent routing lines wrong), or None."""
+    tag = _TAG_AFTER_TIME.match(line)
+    if tag is None:
+        return None  # no program named: nothing to hold the line to
+    from proofpoint_shipper.gateway.record import stream_of_program  # the grammars' program names
+
+    owner = stream_of_program(tag[1])
+    if owner == stream.name:
+        return None
+    belongs = f"belongs in {BY_NAME[owner].table}" if owner in BY_NAME else "belongs in no gateway table"
+    return f"a line of {tag[1]}, which {belongs}, not in {stream.table}"
 
 
 def text_line_problem(line: str) -> str | None:
