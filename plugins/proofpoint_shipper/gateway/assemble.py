@@ -7,7 +7,6 @@ idle, the assembler's clock runs on with the wall clock, so idle messages still 
 """
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import LineReader
+from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.records import json_record
@@ -73,7 +73,7 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    logging.basicConfig(level=logging.INFO, format="ppship gateway assemble: %(message)s", stream=sys.stderr)
+    setup_logging(text_format="ppship gateway assemble: %(message)s")
     stdout_fd()  # started with stdout closed: say so now, not at the first message
     sources = open_inputs(args.files)
     job = AssembleJob(

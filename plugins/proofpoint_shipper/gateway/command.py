@@ -5,7 +5,6 @@ stderr at exit; EPIPE, SIGTERM and a vanished parent end the run cleanly with ex
 """
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from proofpoint_shipper.gateway.options import host_name, open_inputs, reference
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, write_stdout
 from proofpoint_shipper.service import StopOnSignals, filesystem_path, positive_int, seconds, writable_dir
 from proofpoint_shipper.streams import OTHER
@@ -151,7 +151,7 @@ def _streams(text: str) -> frozenset[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="ppship gateway parse: %(message)s", stream=sys.stderr)
+    setup_logging(text_format="ppship gateway parse: %(message)s")
     if args.follow:
         return _run_follow(args)
     for flag, value in (("--position-file", args.position_file), ("--rotate-wait", args.rotate_wait)):

@@ -9,7 +9,6 @@ cut off by EOF, give one error line and exit code 2 (what came before is written
 """
 
 import argparse
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from proofpoint_shipper.gateway.options import record_key
 from proofpoint_shipper.gateway.record import agent_line, decoding_problem
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import wait_readable
+from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, stdout_failed, stdout_fd, write_all
 from proofpoint_shipper.service import StopOnSignals
 
@@ -52,9 +52,7 @@ def register(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
-    logging.basicConfig(
-        level=logging.INFO, format="ppship gateway exec-filter: %(message)s", stream=sys.stderr
-    )
+    setup_logging(text_format="ppship gateway exec-filter: %(message)s")
     coprocess = CoProcess(args.key or ["log", "message"], GatewayParser(zone=resolve_zone(args.timezone)))
     with StopOnSignals(coprocess):
         coprocess.run()
