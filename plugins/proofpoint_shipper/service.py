@@ -136,16 +136,17 @@ def add_operability_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_metrics_flags(args: argparse.Namespace) -> None:
-    """--metrics-host alone would be ignored, and a scraper would find nothing: a ConfigError."""
+def set_up_operability(args: argparse.Namespace) -> None:
+    """Logging as --log-format says, and the metrics flags checked: --metrics-host alone would be
+    ignored, and a scraper would find nothing, so it is a ConfigError. Serving is `operate`'s."""
+    setup_logging(args.log_format)
     if args.metrics_host is not None and args.metrics_port is None:
         raise ConfigError("--metrics-host is for --metrics-port, which is not given")
 
 
 def operate(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     """Set up logging now; the returned context serves metrics while the command runs."""
-    setup_logging(args.log_format)
-    check_metrics_flags(args)
+    set_up_operability(args)
     if args.metrics_port is None:
         return contextlib.nullcontext()
     from proofpoint_shipper.metrics import MetricsServer  # an HTTP server: only when asked for

@@ -24,11 +24,9 @@ from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import record_key, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.listening import bound_socket, url_host
-from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
-    check_metrics_flags,
     ending_with_this_process,
     filesystem_path,
     host_and_port,
@@ -37,6 +35,7 @@ from proofpoint_shipper.service import (
     positive_seconds,
     read_secret,
     seconds,
+    set_up_operability,
 )
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, check_output_flags, open_s3_sink, output_only
@@ -169,8 +168,7 @@ def _secret(path: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
-        setup_logging(args.log_format)
-        check_metrics_flags(args)
+        set_up_operability(args)  # each worker serves its own metrics: none here
         _, upstream = _prepare(args)  # a setting at fault: one error line here, not one per worker
         upstream.close()
         return _run_workers(args)
