@@ -74,12 +74,17 @@ class _Notes:
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
+        self.untold = False  # a line of a kind that is told by line went untold
 
     def add(self, kind: str, where: str, detail: str | None) -> None:
         self.counts[kind] += 1
-        if detail is not None and self.counts[kind] <= NOTES_SHOWN:
-            shipped = "skipped" if kind == SKIPPED else "shipped as it is"
-            print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
+        if detail is None:
+            return
+        if self.counts[kind] > NOTES_SHOWN:
+            self.untold = True
+            return
+        shipped = "skipped" if kind == SKIPPED else "shipped as it is"
+        print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
     def summary(self, shipped: int, table: str, stopped: bool, undelivered: int = 0) -> str:
         delivered = f"{shipped} records delivered to {table}" + (" (stopped early)" if stopped else "")
@@ -88,7 +93,7 @@ class _Notes:
             parts.append(f"{undelivered} read but not confirmed delivered")
         parts.append(f"{self.counts[SKIPPED]} not readable")
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
-        if any(self.counts[kind] > NOTES_SHOWN for kind in (SKIPPED, NOT_TEXT_FORM, OTHER_TABLE)):  # told
+        if self.untold:
             parts.append(f"only the first {NOTES_SHOWN} lines of each kind were told")
         return "ppship ship: " + ", ".join(parts)
 
