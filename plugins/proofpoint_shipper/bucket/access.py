@@ -101,7 +101,11 @@ def bucket_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"give the bucket's name without s3://, got {text!r}")
     if "/" in text and not text.startswith("arn:"):  # an access point ARN holds a "/"
         raise argparse.ArgumentTypeError(f"{text!r}: a bucket name holds no '/'; folders go in --prefix")
-    if not (text.startswith("arn:") and text.isprintable() and " " not in text) and not _BUCKET.match(text):
+    if text.startswith("arn:"):  # an access point, checked by botocore's own expression
+        readable = text.isprintable() and " " not in text
+    else:
+        readable = _BUCKET.match(text) is not None
+    if not readable:
         raise argparse.ArgumentTypeError(f"expected a bucket name, got {text!r}")
     return text
 
