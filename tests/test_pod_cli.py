@@ -154,7 +154,7 @@ def test_an_s3_outage_is_spooled_by_default_as_the_api_never_resends(simulator, 
     ) as child:
         wait_for(lambda: first.client().list_objects_v2(Bucket="pod-outage").get("KeyCount", 0) > 0)
         first.stop()  # S3 goes away while events keep coming
-        while b"S3 unreachable; spooling" not in (line := child.stderr.readline()):
+        while b"kept in the spool" not in (line := child.stderr.readline()):
             assert line, "the stream ended instead of spooling"
         child.send_signal(signal.SIGTERM)
         stderr = child.stderr.read()

@@ -215,6 +215,29 @@ def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_dupl
         server.stop()
 
 
+def test_a_batch_the_spool_cannot_keep_waits_in_memory_and_says_why(tmp_path, caplog):
+    """S3 down and the spool unwritable (its folder replaced by a file): nothing lost, told."""
+    server = LocalS3("held-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    server.stop()
+    folder = tmp_path / "spool"
+    sink = S3Sink(client, "held-bucket", host="gw1", spool=Spool(folder), max_batch_age=0, retry=FAST)
+    folder.write_text("not a folder")
+    with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
+        sink.write("proofpoint_tap_messages_delivered", _records(4))
+    told = [message for message in caplog.messages if "waits in memory" in message]
+    assert len(told) == 1 and f"spool {folder} cannot keep" in told[0]
+    assert not any("kept in the spool" in message for message in caplog.messages)
+
+    folder.unlink()
+    server = LocalS3("held-bucket", port=port).start()  # S3 is back
+    try:
+        sink.flush()
+        assert _landed_numbers(client, "held-bucket") == [0, 1, 2, 3]
+    finally:
+        server.stop()
+
+
 def test_an_unreadable_spool_entry_is_set_aside_and_the_rest_delivered(local_s3, tmp_path, caplog):
     spool = Spool(tmp_path / "spool")
     spool.put("proofpoint_tap_clicks_permitted/a.ndjson.gz", gzip.compress(b'{"n": 1}\n'), {})

@@ -142,8 +142,8 @@ class S3Sink:
         self._waiting.append((self.object_key(table, batch.first_time, batch.name), body, headers))
         try:
             self._deliver_waiting()  # at once: memory holds one batch, not a queue of them
-        except DeliveryError:
-            log.error("S3 did not take a batch; it waits for the next flush")
+        except DeliveryError as exc:
+            log.error("%s; the batch waits in memory for the next flush", exc)
 
     def _deliver_waiting(self) -> None:
         """Spooled objects first (they are older), then the closed batches, in order."""
@@ -158,8 +158,8 @@ class S3Sink:
                 except DeliveryError:
                     if self.spool is None:
                         raise  # the batch stays waiting for the next flush
-                    log.error("S3 unreachable; spooling %s to %s", key, self.spool.directory)
-                    self.spool.put(key, body, headers)
+                    self.spool.put(key, body, headers)  # a full disk: a DeliveryError of its own
+                    log.error("S3 unreachable; %s kept in the spool %s", key, self.spool.directory)
             self._waiting.pop(0)
 
     def _drain_spool(self) -> None:
