@@ -125,7 +125,7 @@ def _fault(value: str, scheme_required: bool) -> str | None:
     try:
         parts.hostname.encode("idna")
     except UnicodeError as exc:  # a label over 63 characters, say: the clients failed with a traceback
-        return f"its host name is not valid ({exc.__cause__ or exc})"
+        return f"its host name is not valid ({_codec_reason(exc)})"
     if scheme not in SOCKS:
         return None
     missing = [shown for package, shown in SOCKS_PACKAGES.items() if not _installed(package)]
@@ -141,3 +141,10 @@ def _installed(package: str) -> bool:
 def _shown(value: str) -> str:
     """The setting without the user and password a proxy URL may hold: they never reach a log."""
     return re.sub(r"//[^/@]*@", "//***@", value)
+
+
+def _codec_reason(exc: UnicodeError) -> str:
+    """The idna codec's reason alone ("label too long"), whichever Python raised it: 3.11 wraps
+    it in a cause, 3.13 in a UnicodeEncodeError that names positions."""
+    inner = exc.__cause__ or exc
+    return getattr(inner, "reason", None) or str(inner)
