@@ -299,6 +299,10 @@ def test_an_ipv6_address_without_brackets_is_refused_not_guessed(text):
             "--upstream is for --output forward, but the output is s3",
         ),
         (
+            ["relay", "--output", "s3", "--upstream-ca", "ca.pem"],
+            "--upstream-ca is for --output forward, but the output is s3",
+        ),
+        (
             ["relay", "--upstream", "127.0.0.1:1", "--batch-age", "5"],
             "--batch-age is for --output s3, but the output is forward",
         ),

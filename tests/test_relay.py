@@ -233,6 +233,40 @@ def test_tls_clients_are_served_and_a_plain_one_is_told_in_the_log(tmp_path):
     assert "Traceback" not in stderr
 
 
+def test_an_upstream_whose_certificate_a_private_ca_signed_is_verified_with_upstream_ca(tmp_path):
+    cert, key = self_signed(tmp_path)  # the agent's own CA, which the system does not trust
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    receiver = ForwardReceiver(tls=server_context).start()
+    try:
+        relay, port = start_relay(receiver.port, "--upstream-ca", str(cert))
+        try:
+            send_chunk(port, "forward", [(EventTime(1645367700, 7), {"log": FILTER_LINE})])
+        finally:
+            stop_relay(relay)
+        assert [record["raw"] for _, _, record in receiver.entries] == [FILTER_LINE]
+
+        # The system's CAs only; delivery stops at once, and the relay with it, without a drain.
+        relay, port = start_relay(receiver.port, "--upstream-tls", "--drain-seconds", "600")
+        assert send_chunk(port, "forward", [(EventTime(1645367700, 8), {"log": "x"})]) is None  # no ack
+        _, stderr = relay.communicate(timeout=60)
+    finally:
+        receiver.stop()
+    assert relay.returncode == 2
+    assert "Traceback" not in stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == (
+        f"ppship: error: forward receiver 127.0.0.1:{receiver.port} presented a certificate we do not "
+        "trust: self-signed certificate; give the CA that signed it with --upstream-ca"
+    )
+    assert len(receiver.entries) == 1
+
+    missing = run_ppship("relay", "--upstream", "127.0.0.1:1", "--upstream-ca", str(tmp_path / "gone.pem"))
+    assert one_error_line(missing) == (
+        f"ppship: error: --upstream-ca {tmp_path / 'gone.pem'} cannot be used as a CA bundle: "
+        "No such file or directory"
+    )
+
+
 def test_an_encrypted_tls_key_opens_with_its_passphrase_from_a_file_or_the_environment(tmp_path):
     cert, key = self_signed(tmp_path, passphrase=b"open sesame")
     (tmp_path / "passphrase").write_text("open sesame\n")

@@ -7,6 +7,7 @@ environment (httpx and websockets from SSL_CERT_FILE, botocore from AWS_CA_BUNDL
 
 import os
 import ssl
+from pathlib import Path
 
 from proofpoint_shipper.errors import ConfigError
 
@@ -34,6 +35,15 @@ def verifying_context(ca_file: str | None, what: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:  # SSLError is an OSError whose words are in str()
         reason = str(exc) if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc)
         raise ConfigError(f"{what} cannot be used as a CA bundle: {reason}") from None
+
+
+def agent_tls(enabled: bool, ca_file: Path | None, flag: str) -> ssl.SSLContext | None:
+    """TLS towards an agent's forward input, asked for by its switch or by naming the CA to verify
+    the agent with (`flag`, e.g. --forward-ca); None for plain TCP."""
+    if not (enabled or ca_file):
+        return None
+    ca = str(ca_file) if ca_file else None
+    return verifying_context(ca, f"{flag} {ca}" if ca else "the system's CAs")
 
 
 def untrusted_certificate(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:

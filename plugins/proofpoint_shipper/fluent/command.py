@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from proofpoint_shipper.service import (
 )
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.options import add_s3_arguments, check_output_flags, open_s3_sink, output_only
+from proofpoint_shipper.trust import agent_tls
 
 log = logging.getLogger("proofpoint_shipper")
 
@@ -94,6 +94,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help=f"file holding the passphrase of an encrypted --tls-key (default: ${PASSWORD_ENV})",
     )
     only("forward", "--upstream-tls", action="store_true", help="connect upstream with TLS")
+    only(
+        "forward",
+        "--upstream-ca",
+        type=filesystem_path,
+        help="CA bundle to verify the upstream agent with, for an agent whose certificate a private "
+        "CA signed (implies --upstream-tls; default: the system's CAs)",
+    )
     relay.add_argument(
         "--upstream-timeout",
         type=positive_seconds,
@@ -241,7 +248,8 @@ def _upstream(args: argparse.Namespace):
         up_host,
         up_port,
         shared_key=_secret(args.upstream_shared_key_file),
-        tls=ssl.create_default_context() if args.upstream_tls else None,
+        tls=agent_tls(args.upstream_tls, args.upstream_ca, "--upstream-ca"),
+        ca_flag="--upstream-ca",
     )
 
 

@@ -120,14 +120,15 @@ class ForwardRelay:
         return self._server.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
-        """Stop accepting; give chunks in delivery `drain_seconds` to be acked, then close.
+        """Stop accepting; give chunks in delivery `drain_seconds` to be acked, then close. When
+        delivery itself stopped (`broken`), close at once: no chunk can be acked any more.
 
         A chunk not acked by then is not lost: its client never got our ack and sends it again.
         """
         self._closing = True
         if self._server is not None:
             self._server.close()  # no new connections
-        if self._handlers:
+        if self._handlers and not self.broken.is_set():  # broken: nothing in delivery can be acked
             await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
             handler.cancel()

@@ -38,9 +38,11 @@ class ForwardSink:
         retry: RetryPolicy = DEFAULT_RETRY,
         chunk_records: int = DEFAULT_CHUNK_RECORDS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        ca_flag: str = "--forward-ca",
     ):
         self.address = (host, port)
         self.tls = tls
+        self.ca_flag = ca_flag  # named when the receiver's certificate is not trusted
         self.shared_key = shared_key
         self.hostname = hostname or socket.gethostname()
         self.timeout = timeout
@@ -150,7 +152,7 @@ class ForwardSink:
             raw.close()
             raise ConfigError(
                 f"forward receiver {self._where()} presented a certificate we do not "
-                f"trust: {exc.verify_message}"
+                f"trust: {exc.verify_message}; give the CA that signed it with {self.ca_flag}"
             ) from exc
         except BaseException:
             raw.close()

@@ -30,7 +30,7 @@ from proofpoint_shipper.sinks.s3 import (
 )
 from proofpoint_shipper.sinks.spool import Spool
 from proofpoint_shipper.sinks.stdout import DEFAULT_MAX_LINE_BYTES, StdoutSink
-from proofpoint_shipper.trust import verifying_context
+from proofpoint_shipper.trust import agent_tls
 
 SHARED_KEY_ENV = "PPSHIP_FORWARD_SHARED_KEY"
 
@@ -157,10 +157,7 @@ def open_sink(args: argparse.Namespace, writer: str | None = None):
 
 def _forward_sink(args: argparse.Namespace) -> ForwardSink:
     host, port = host_and_port(args.forward, "--forward")
-    tls = None
-    if args.forward_tls or args.forward_ca:
-        ca_file = str(args.forward_ca) if args.forward_ca else None
-        tls = verifying_context(ca_file, f"--forward-ca {ca_file}" if ca_file else "the system's CAs")
+    tls = agent_tls(args.forward_tls, args.forward_ca, "--forward-ca")
     return ForwardSink(host, port, tls=tls, shared_key=_shared_key(args))
 
 
