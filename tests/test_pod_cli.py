@@ -160,7 +160,7 @@ def test_an_s3_outage_is_spooled_by_default_as_the_api_never_resends(simulator, 
         stderr = child.stderr.read()
         child.wait(timeout=120)
     assert child.returncode == 0, stderr.decode()[-1000:]
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", "pod-outage")
     spooled = sum(len(gzip.decompress(body).splitlines()) for _, _, body, _ in spool.items())
     assert spooled > 0
 

@@ -131,7 +131,14 @@ def test_the_canned_acl_goes_with_every_batch_and_every_spooled_resend(tmp_path)
     sent = put_headers(client)
     table = "proofpoint_tap_messages_delivered"
     settings = ObjectSettings(acl="bucket-owner-full-control")
-    sink = S3Sink(client, "acl-bucket", host="gw1", objects=settings, spool=Spool(tmp_path / "s"), retry=FAST)
+    sink = S3Sink(
+        client,
+        "acl-bucket",
+        host="gw1",
+        objects=settings,
+        spool=Spool(tmp_path / "s", "acl-bucket"),
+        retry=FAST,
+    )
     sink.write(table, _records(3))
     sink.flush()
     server.stop()
@@ -177,7 +184,7 @@ def test_unwritable_spool_is_found_at_start_up(local_s3, bucket, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match=r"spool directory .* is not writable"):
-        S3Sink(local_s3.client(), bucket, spool=Spool(blocker / "spool")).check()
+        S3Sink(local_s3.client(), bucket, spool=Spool(blocker / "spool", bucket)).check()
 
 
 def _records(n: int, start: int = 0) -> list[dict]:
@@ -194,7 +201,9 @@ def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_dupl
     server = LocalS3("outage-bucket").start()
     port, client = server.port, server.client(config=_quick_client())
     table = "proofpoint_tap_messages_delivered"
-    sink = S3Sink(client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool"), retry=FAST)
+    sink = S3Sink(
+        client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool", "outage-bucket"), retry=FAST
+    )
     sink.write(table, _records(10))
     sink.flush()  # delivered while S3 is up
     server.stop()
@@ -202,15 +211,44 @@ def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_dupl
     sink.flush()  # S3 is down: spooled, durable locally
     sink.write(table, _records(5, start=25))
     sink.flush()
-    assert len(Spool(tmp_path / "spool")) == 2
+    assert len(Spool(tmp_path / "spool", "outage-bucket")) == 2
     del sink  # the collector process ends
 
     server = LocalS3("outage-bucket", port=port).start()  # S3 is back
     try:
-        restarted = S3Sink(client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool"), retry=FAST)
+        restarted = S3Sink(
+            client, "outage-bucket", host="gw1", spool=Spool(tmp_path / "spool", "outage-bucket"), retry=FAST
+        )
         restarted.flush()
-        assert len(Spool(tmp_path / "spool")) == 0
+        assert len(Spool(tmp_path / "spool", "outage-bucket")) == 0
         assert _landed_numbers(client, "outage-bucket") == list(range(30))
+    finally:
+        server.stop()
+
+
+def test_a_spool_folder_shared_by_outputs_to_two_buckets_delivers_each_object_to_its_own(tmp_path):
+    """Collectors on one host given one --spool-dir, writing to two buckets (staging and
+    production, say): an object spooled for one is never drained into the other."""
+    server = LocalS3("staging-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    client.create_bucket(Bucket="production-bucket")
+    table = "proofpoint_tap_messages_delivered"
+    server.stop()
+    staging = S3Sink(
+        client, "staging-bucket", host="gw1", spool=Spool(tmp_path, "staging-bucket"), retry=FAST
+    )
+    staging.write(table, _records(3))
+    staging.flush()  # S3 is down: spooled for the staging bucket
+    server = LocalS3("staging-bucket", port=port).start()
+    try:
+        production = S3Sink(
+            client, "production-bucket", host="gw1", spool=Spool(tmp_path, "production-bucket"), retry=FAST
+        )
+        production.write(table, _records(2, start=10))
+        production.flush()
+        assert _landed_numbers(client, "production-bucket") == [10, 11]
+        staging.flush()
+        assert _landed_numbers(client, "staging-bucket") == [0, 1, 2]
     finally:
         server.stop()
 
@@ -220,8 +258,9 @@ def test_a_batch_the_spool_cannot_keep_waits_in_memory_and_says_why(tmp_path, ca
     server = LocalS3("held-bucket").start()
     port, client = server.port, server.client(config=_quick_client())
     server.stop()
-    folder = tmp_path / "spool"
-    sink = S3Sink(client, "held-bucket", host="gw1", spool=Spool(folder), max_batch_age=0, retry=FAST)
+    spool = Spool(tmp_path, "held-bucket")
+    sink = S3Sink(client, "held-bucket", host="gw1", spool=spool, max_batch_age=0, retry=FAST)
+    folder = spool.directory
     folder.write_text("not a folder")
     with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
         sink.write("proofpoint_tap_messages_delivered", _records(4))
@@ -239,16 +278,16 @@ def test_a_batch_the_spool_cannot_keep_waits_in_memory_and_says_why(tmp_path, ca
 
 
 def test_an_unreadable_spool_entry_is_set_aside_and_the_rest_delivered(local_s3, tmp_path, caplog):
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", "spool-bucket")
     spool.put("proofpoint_tap_clicks_permitted/a.ndjson.gz", gzip.compress(b'{"n": 1}\n'), {})
-    (tmp_path / "spool" / "notes.json").write_text("not a spool entry")
+    (spool.directory / "notes.json").write_text("not a spool entry")
     spool.put("proofpoint_tap_clicks_permitted/b.ndjson.gz", gzip.compress(b'{"n": 2}\n'), {})
     client = local_s3.client()
     client.create_bucket(Bucket="spool-bucket")
     with caplog.at_level(logging.ERROR, "proofpoint_shipper"):
         S3Sink(client, "spool-bucket", host="gw1", spool=spool, retry=FAST).flush()
     assert _landed_numbers(client, "spool-bucket") == [1, 2]
-    assert len(spool) == 0 and (tmp_path / "spool" / "notes.json.unreadable").exists()
+    assert len(spool) == 0 and (spool.directory / "notes.json.unreadable").exists()
     assert any("notes.json cannot be read" in message for message in caplog.messages)
 
 
@@ -257,7 +296,7 @@ SPOOLING_PROCESS = textwrap.dedent("""
     from pathlib import Path
     from proofpoint_shipper.sinks.spool import Spool
 
-    spool, name = Spool(Path(sys.argv[1])), sys.argv[2]
+    spool, name = Spool(Path(sys.argv[1]), "b"), sys.argv[2]
     sys.stdin.readline()  # both processes start spooling together
     for n in range(150):
         spool.put(f"t/{name}-{n}", f"{name}-{n}".encode(), {})
@@ -273,7 +312,7 @@ FULL_SPOOL = textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails, as on a full disk
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
-    spool = Spool(Path(sys.argv[1]))
+    spool = Spool(Path(sys.argv[1]), "b")
     for key, body in (("t/big-body", b"x" * 5000), ("t/" + "k" * 2000, b"small")):  # body, then meta
         try:
             spool.put(key, body, {})
@@ -283,28 +322,29 @@ FULL_SPOOL = textwrap.dedent("""
 
 
 def test_an_object_the_spool_cannot_keep_is_a_delivery_error_and_leaves_nothing(tmp_path):
-    folder = tmp_path / "spool"
     result = subprocess.run(
-        [sys.executable, "-c", FULL_SPOOL, str(folder)],
+        [sys.executable, "-c", FULL_SPOOL, str(tmp_path / "spool")],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
+    folder = tmp_path / "spool" / "b"
     assert result.stdout.splitlines() == [
         f"spool {folder} cannot keep t/big-body: File too large"[:60],
         f"spool {folder} cannot keep t/kkkkk"[:60],
     ]
-    assert list(folder.iterdir()) == []
+    assert list(folder.iterdir()) == []  # the bucket's folder of the spool
 
 
 def test_spooled_objects_are_readable_by_our_user_only(tmp_path):
     previous = os.umask(0)  # whatever the umask: the objects hold mail data
     try:
-        Spool(tmp_path / "spool").put("t/a", b"from=<a@example.com>", {})
+        spool = Spool(tmp_path / "spool", "b")
+        spool.put("t/a", b"from=<a@example.com>", {})
     finally:
         os.umask(previous)
-    modes = {path.suffix: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "spool").iterdir()}
+    modes = {path.suffix: stat.S_IMODE(path.stat().st_mode) for path in spool.directory.iterdir()}
     assert modes == {".body": 0o600, ".json": 0o600}
 
 
@@ -319,13 +359,13 @@ def test_processes_sharing_a_spool_folder_keep_every_object(tmp_path):
         writer.stdin.write(b"go\n")
         writer.stdin.close()
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
-    entries = list(Spool(folder).items())
+    entries = list(Spool(folder, "b").items())
     assert sorted(key for _, key, _, _ in entries) == sorted(f"t/{a}-{n}" for a in "ab" for n in range(150))
     assert all(body.decode() == key[2:] for _, key, body, _ in entries)  # each body under its own key
 
 
 def test_two_sinks_draining_one_spool_deliver_each_object_and_stop_cleanly(local_s3, tmp_path, caplog):
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", "shared-spool-bucket")
     for n in range(40):
         spool.put(f"proofpoint_tap_clicks_permitted/{n}.ndjson.gz", gzip.compress(b'{"n": %d}\n' % n), {})
     client = local_s3.client()
@@ -335,7 +375,10 @@ def test_two_sinks_draining_one_spool_deliver_each_object_and_stop_cleanly(local
     def drain() -> None:
         try:
             sink = S3Sink(
-                local_s3.client(), "shared-spool-bucket", host="gw1", spool=Spool(tmp_path / "spool")
+                local_s3.client(),
+                "shared-spool-bucket",
+                host="gw1",
+                spool=Spool(tmp_path / "spool", "shared-spool-bucket"),
             )
             sink.flush()
         except BaseException as exc:  # reported by the assertion below

@@ -180,7 +180,7 @@ def open_s3_sink(args: argparse.Namespace, writer: str | None = None) -> S3Sink:
         max_batch_bytes=args.batch_bytes,
         max_batch_age=args.batch_age,
         objects=object_settings(args),
-        spool=Spool(args.spool_dir) if args.spool_dir else None,
+        spool=Spool(args.spool_dir, args.bucket) if args.spool_dir else None,
     )
     sink.check()
     return sink

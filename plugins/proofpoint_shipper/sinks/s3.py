@@ -63,6 +63,8 @@ class S3Sink:
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_age = max_batch_age
         self.objects = objects
+        if spool is not None and spool.bucket != bucket:
+            raise ValueError(f"a spool for bucket {spool.bucket} given to the output for {bucket}")
         self.spool = spool
         self.retry = retry
         self._open: dict[tuple[str, datetime, str | None], _Batch] = {}

@@ -1,5 +1,7 @@
 """A local spool of S3 objects that could not be uploaded: kept in order, safe across restarts.
 
+Objects are kept per bucket, in a folder of the spool named after it: outputs to two buckets
+(staging and production) may share one --spool-dir, and each drains only its own bucket's.
 Each object is two files named by the time it was spooled and the process that spooled it:
 `<name>.body`, then `<name>.json` (its key and headers) written last, so an object without its
 `.json` was never completely spooled. Both are written to a temporary name, fsynced, then
@@ -19,6 +21,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError
 from proofpoint_shipper.rawio import write_file_durably
@@ -28,8 +31,9 @@ PRIVATE_FILE_MODE = 0o600  # spooled objects hold senders, recipients and subjec
 
 
 class Spool:
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, root: Path, bucket: str):
+        self.bucket = bucket
+        self.directory = root / _folder_name(bucket)
 
     def check(self) -> None:
         """Fail at start-up, not at the first outage, when the spool cannot be written."""
@@ -89,6 +93,13 @@ class Spool:
 
 
 _SPOOLED_IN_THIS_PROCESS = itertools.count()
+
+
+def _folder_name(bucket: str) -> str:
+    """One plain folder name per bucket: an access point ARN holds ":" and "/", and a name
+    opening with a dot would be hidden (or name the folder itself, or its parent)."""
+    name = quote(bucket, safe="")
+    return "%2E" + name[1:] if name.startswith(".") else name
 
 
 def _new_name() -> str:
