@@ -267,6 +267,52 @@ def test_an_upstream_whose_certificate_a_private_ca_signed_is_verified_with_upst
     )
 
 
+# The relay with an open-file limit of its own, set in the child (preexec_fn is not safe beside
+# the servers' threads in the test process).
+_LIMITED_FILES = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+sys.argv = ["ppship", *sys.argv[3:]]
+runpy.run_module("proofpoint_shipper", run_name="__main__")
+"""
+
+
+def _relay_with_file_limit(upstream_port: int, soft: int, hard: int) -> tuple[subprocess.Popen, int]:
+    command = [sys.executable, "-c", _LIMITED_FILES, str(soft), str(hard), "relay", "--listen", "127.0.0.1:0"]
+    command += ["--upstream", f"127.0.0.1:{upstream_port}", "--timezone", "UTC"]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return relay, int(re.search(rb"listening on 127\.0\.0\.1:(\d+)", relay.stdout.readline()).group(1))
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    """Connections that send nothing; the kernel completes them whether or not the relay accepts."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+
+
+@pytest.mark.parametrize("hard", [40, 4096], ids=["hard limit reached", "soft limit raised"])
+def test_a_relay_out_of_file_descriptors_says_so_in_one_line_and_serves_once_they_free(hard):
+    """systemd starts services with a soft limit of 1024 open files; each client holds one."""
+    receiver = ForwardReceiver().start()
+    relay, port = _relay_with_file_limit(receiver.port, 40, hard)
+    try:
+        idle = _idle_connections(port, 60)
+        time.sleep(1.5)  # the relay tries to accept them all
+        for connection in idle:
+            connection.close()
+        reply = send_chunk(port, "forward", [(EventTime(1645367700, 7), {"log": FILTER_LINE})], timeout=30)
+    finally:
+        stderr = stop_relay(relay).decode()
+        receiver.stop()
+    assert reply == {"ack": "chunk-1"}
+    assert "Traceback" not in stderr
+    told = [line for line in stderr.splitlines() if "cannot accept new connections" in line]
+    if hard == 40:  # asyncio logged a traceback per failed accept, hundreds a second
+        assert len(told) == 1
+        assert "(Too many open files, open-file limit 40): they wait until connections close" in told[0]
+    else:
+        assert told == []  # the relay raised its soft limit to the hard one
+
+
 def test_an_encrypted_tls_key_opens_with_its_passphrase_from_a_file_or_the_environment(tmp_path):
     cert, key = self_signed(tmp_path, passphrase=b"open sesame")
     (tmp_path / "passphrase").write_text("open sesame\n")

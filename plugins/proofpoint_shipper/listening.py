@@ -3,12 +3,20 @@
 `check_can_listen(host, port)` fails early with one clear ConfigError (`bound_socket` gives the
 bound socket itself, to hold a port); `http_server` is the standard library's threading HTTP
 server on either family; `url_host` writes an address as a URL's host (IPv6 in brackets).
+Each connection holds a file descriptor: `raise_open_file_limit` lifts the soft limit a service
+manager sets (systemd: 1024) to the hard one, and `AcceptFailures` tells an asyncio server that
+ran out of them in one line a minute.
 """
 
+import logging
+import resource
 import socket
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from proofpoint_shipper.errors import ConfigError
+
+log = logging.getLogger("proofpoint_shipper")
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -49,3 +57,52 @@ def http_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> 
 
 def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def raise_open_file_limit() -> None:
+    """The soft limit on open files up to the hard one, where the system lets it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:  # a container that caps it below the hard limit, say
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+
+
+class AcceptFailures:
+    """An asyncio exception handler for servers: asyncio meets an accept() that finds no file
+    descriptor (or memory) left with a traceback each time, up to a hundred at once, and tries
+    again a second later. Here: told at once in one line, then at most once a minute with the
+    count. Any other context goes to asyncio's own handler."""
+
+    MESSAGE = "socket.accept() out of system resource"
+    EVERY = 60.0  # seconds between two lines
+
+    def __init__(self, server: str):
+        self.server = server
+        self.count = 0
+        self.told_at: float | None = None
+
+    def __call__(self, loop, context: dict) -> None:
+        if context.get("message") != self.MESSAGE:
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if self.told_at is not None and now - self.told_at < self.EVERY:
+            return
+        exc = context.get("exception")
+        reason = getattr(exc, "strerror", None) or str(exc)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        log.error(
+            "%s: cannot accept new connections (%s, open-file limit %d): they wait until "
+            "connections close; %d %s since the last such line",
+            self.server,
+            reason,
+            limit,
+            self.count,
+            "refusal" if self.count == 1 else "refusals",
+        )
+        self.told_at, self.count = now, 0

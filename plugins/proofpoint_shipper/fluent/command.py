@@ -22,7 +22,7 @@ from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import record_key, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.listening import bound_socket, url_host
+from proofpoint_shipper.listening import AcceptFailures, bound_socket, raise_open_file_limit, url_host
 from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
@@ -206,6 +206,7 @@ def _prepare(args: argparse.Namespace):
 
 def _run_one(args: argparse.Namespace) -> int:
     settings, upstream = _prepare(args)
+    raise_open_file_limit()  # one descriptor per client connection
     from proofpoint_shipper.gateway.parser import GatewayParser  # builds the grammars: only when run
 
     assembler = Assembler(_assembly_settings(args)) if args.assemble else None
@@ -268,6 +269,7 @@ async def _serve(relay: ForwardRelay) -> int:
     print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptFailures("relay"))
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     waits = [asyncio.create_task(event.wait()) for event in (stop, relay.broken)]
