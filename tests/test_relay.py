@@ -267,6 +267,26 @@ def test_an_upstream_whose_certificate_a_private_ca_signed_is_verified_with_upst
     )
 
 
+@pytest.mark.parametrize(
+    "listen, key, told",
+    [("0.0.0.0:0", False, True), ("0.0.0.0:0", True, False), ("localhost:0", False, False)],
+    ids=["all addresses, no key", "all addresses, a key", "loopback"],
+)
+def test_a_relay_other_hosts_can_reach_without_a_shared_key_is_told_at_start(listen, key, told, tmp_path):
+    """Any host reaching it could write lines into the gateway tables of a security data lake."""
+    (tmp_path / "key").write_text("k\n")
+    extra = ["--shared-key-file", str(tmp_path / "key")] if key else []
+    command = [*PPSHIP_RELAY, "--listen", listen, "--upstream", "127.0.0.1:1", *extra]
+    relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    port = re.search(rb"listening on [\d.]+:(\d+)", relay.stdout.readline()).group(1).decode()
+    warnings = [line for line in stop_relay(relay).decode().splitlines() if "WARNING" in line]
+    expected = (
+        f"relay: listening on 0.0.0.0:{port} with no --shared-key-file: any host that reaches the "
+        "port can write gateway lines into the data lake"
+    )
+    assert [expected in line for line in warnings] == ([True] if told else [])
+
+
 # The relay with an open-file limit of its own, set in the child (preexec_fn is not safe beside
 # the servers' threads in the test process).
 _LIMITED_FILES = """

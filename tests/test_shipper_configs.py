@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from proofpoint_shipper.cli import build_parser
+from proofpoint_shipper.listening import is_loopback
+from proofpoint_shipper.service import host_and_port
 from proofpoint_shipper.sinks.options import check_output_flags
 from proofpoint_shipper.streams import BY_NAME, BY_TABLE, STREAMS
 from tests.agent_configs import (
@@ -87,6 +89,22 @@ def _as_deployed(argument: str) -> str:
     )
 
 
+def _relay_commands():
+    return [command for command in _commands() if command.values[0][1:2] == ["relay"]]
+
+
+@pytest.mark.parametrize("command", _relay_commands())
+def test_a_relay_that_other_hosts_can_reach_asks_its_clients_for_a_shared_key(command):
+    """Else any host that reaches its port writes lines into the gateway tables."""
+    args = build_parser().parse_args([_as_deployed(argument) for argument in command[1:]])
+    host, _ = host_and_port(args.listen, "--listen")
+    assert is_loopback(host) or args.shared_key_file is not None
+
+
+def test_the_relay_commands_are_found():
+    assert len(_relay_commands()) >= 2  # the systemd unit's and the Kubernetes relay's
+
+
 @pytest.mark.parametrize("command", list(_commands()))
 def test_every_ppship_command_line_is_accepted_by_the_real_cli(command):
     errors = io.StringIO()
@@ -158,6 +176,9 @@ def test_each_secret_and_config_map_the_header_names_reaches_the_containers(path
                     referenced.add(("secret", source["secretRef"]["name"]))
                 if "configMapRef" in source:
                     referenced.add(("config map", source["configMapRef"]["name"]))
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                referenced.add(("secret", volume["secret"]["secretName"]))
     assert named <= referenced
 
 

@@ -8,6 +8,7 @@ manager sets (systemd: 1024) to the hard one, and `AcceptFailures` tells an asyn
 ran out of them in one line a minute.
 """
 
+import ipaddress
 import logging
 import resource
 import socket
@@ -53,6 +54,16 @@ def http_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> 
     server = type("HTTPServer", (ThreadingHTTPServer,), {"address_family": family})((host, port), handler)
     server.daemon_threads = True
     return server
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one (127.0.0.0/8, ::1): only this host
+    can reach a server there. False for a name that does not resolve."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def url_host(host: str) -> str:

@@ -22,7 +22,13 @@ from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import record_key, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.listening import AcceptFailures, bound_socket, raise_open_file_limit, url_host
+from proofpoint_shipper.listening import (
+    AcceptFailures,
+    bound_socket,
+    is_loopback,
+    raise_open_file_limit,
+    url_host,
+)
 from proofpoint_shipper.service import (
     STOP_SIGNALS,
     add_operability_arguments,
@@ -183,6 +189,19 @@ def run(args: argparse.Namespace) -> int:
         return _run_one(args)
 
 
+def _tell_an_open_door(host: str, port: int, shared_key: str | None) -> None:
+    """Other hosts can reach the relay and it asks no shared key: any of them can write lines
+    into the gateway tables of a security data lake."""
+    if shared_key is None and not is_loopback(host):
+        log.warning(
+            "relay: listening on %s:%d with no --shared-key-file: any host that reaches the port can "
+            "write gateway lines into the data lake; give the relay and its agents a shared key "
+            "(and --tls-cert, as the key proves who connects but does not encrypt)",
+            url_host(host),
+            port,
+        )
+
+
 def _prepare(args: argparse.Namespace):
     """The relay's settings and its upstream, every flag, file and the bucket checked:
     ConfigError with one line for the first at fault."""
@@ -255,23 +274,17 @@ def _upstream(args: argparse.Namespace):
 
 
 async def _serve(relay: ForwardRelay) -> int:
-    try:
-        host, port = await relay.start()
-    except OSError as exc:
-        where = f"{url_host(relay.settings.host)}:{relay.settings.port}"
-        if isinstance(exc, socket.gaierror):  # a name that does not resolve: its errno is no OS error
-            reason = exc.strerror
-        else:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
-        raise ConfigError(f"cannot listen on {where}: {reason}") from None
-    # One write with its newline: --workers print into one pipe, and unbuffered (PYTHONUNBUFFERED)
-    # print() writes the newline apart, so two banners could run together on one line.
-    print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
+    host, port = await _listen(relay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptFailures("relay"))
-    for signum in STOP_SIGNALS:
+    for signum in STOP_SIGNALS:  # before the banner: who read it may send one at once
         loop.add_signal_handler(signum, stop.set)
+    # One write with its newline: --workers print into one pipe, and unbuffered (PYTHONUNBUFFERED)
+    # print() writes the newline apart, so two banners could run together on one line.
+    print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
+    if not relay.settings.reuse_port:  # a worker: its supervisor told it
+        _tell_an_open_door(host, port, relay.settings.shared_key)
     waits = [asyncio.create_task(event.wait()) for event in (stop, relay.broken)]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for wait in waits:
@@ -283,8 +296,22 @@ async def _serve(relay: ForwardRelay) -> int:
     return 1 if relay.broken.is_set() else 0
 
 
+async def _listen(relay: ForwardRelay) -> tuple[str, int]:
+    """The address the relay listens on; a ConfigError in one line when it cannot."""
+    try:
+        return await relay.start()
+    except OSError as exc:
+        where = f"{url_host(relay.settings.host)}:{relay.settings.port}"
+        if isinstance(exc, socket.gaierror):  # a name that does not resolve: its errno is no OS error
+            reason = exc.strerror
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
+        raise ConfigError(f"cannot listen on {where}: {reason}") from None
+
+
 def _run_workers(args: argparse.Namespace) -> int:
     listen, reservation = _one_address_for_all(args.listen)
+    _tell_an_open_door(*host_and_port(listen, "--listen"), _secret(args.shared_key_file))
     command = [
         sys.executable,
         "-m",
