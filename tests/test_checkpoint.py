@@ -27,12 +27,6 @@ def test_file_cursor_round_trip(tmp_path):
     }
 
 
-def test_a_corrupt_cursor_file_is_a_clear_error(tmp_path):
-    (tmp_path / "tap.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="cannot be read"):
-        FileCursorStore(tmp_path / "tap.json").load()
-
-
 @pytest.mark.parametrize("folder", ["/", "{tmp}"])
 def test_a_folder_given_as_cursor_file_is_a_config_error(tmp_path, folder):
     with pytest.raises(ConfigError, match="is a folder: name a file in it"):
@@ -142,6 +136,20 @@ def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_err
         S3CursorStore(unreachable, bucket, "cursors/odd.json").load()
 
 
+def test_a_damaged_cursor_file_is_refused_with_what_to_do(tmp_path):
+    """Written whole and renamed, a cursor is damaged only by hand or by the disk: nothing
+    guesses where it stood, and the line says how to go on."""
+    path = tmp_path / "tap.json"
+    for body, fault in ((b'{"cursor": "2022', "is not JSON"), (b"[1, 2]", "does not hold a JSON object")):
+        path.write_bytes(body)
+        with pytest.raises(ConfigError) as caught:
+            FileCursorStore(path).load()
+        assert str(caught.value).startswith(f"cursor file {path} {fault}")
+        assert str(caught.value).endswith(
+            ": restore it from a backup, or move it aside to start as a first run does"
+        )
+
+
 LOCK_HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
@@ -194,7 +202,7 @@ def test_a_second_collector_on_one_cursor_file_stops_before_any_request(tmp_path
     assert result.returncode == 2
     assert result.stderr.decode() == (
         f"ppship: error: cursor file {cursor} is in use by another process (pid {os.getpid()}); "
-        "only one collector may run on one cursor\n"
+        "only one process may run on one cursor file\n"
     )
 
 

@@ -175,7 +175,7 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (["relay", "--listen", "256.0.0.1:0", *UPSTREAM], b"cannot listen on 256.0.0.1:0: "),
             (
                 ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tmp_path)],
-                f"cursor file {tmp_path} is a folder: name a file in it".encode(),
+                f"position file {tmp_path} is a folder: name a file in it".encode(),
             ),
             # the stand-ins bind in threads of their own: a traceback there, or (moto) a start that waits
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),
@@ -204,7 +204,7 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             ),
             (
                 ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tap_cursor)],
-                f"cursor file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
+                f"position file {tap_cursor} holds cursor, pending, seen, which this command never".encode(),
             ),
             (
                 ["tap", "fetch", "--cursor", str(tmp_path / "c.json"), "--dead-letter-dir", str(a_file)],

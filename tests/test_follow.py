@@ -206,8 +206,8 @@ def test_a_second_follower_on_one_position_file_is_refused(files):
         )
         assert second.returncode == 2 and second.stdout == b""  # it would write every line again
         assert second.stderr.decode() == (
-            f"ppship: error: cursor file {position} is in use by another process (pid {first.process.pid}); "
-            "only one collector may run on one cursor\n"
+            f"ppship: error: position file {position} is in use by another process "
+            f"(pid {first.process.pid}); only one process may run on one position file\n"
         )
         append(path, [2])
         first.expect([2])

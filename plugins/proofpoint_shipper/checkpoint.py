@@ -40,16 +40,23 @@ def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str
         )
 
 
+# What to do with a saved-state file that cannot be read: nothing guesses where it stood.
+_DAMAGED = "restore it from a backup, or move it aside to start as a first run does"
+
+
 class FileCursorStore:
-    def __init__(self, path: Path):
+    """`kind` names the file in messages: a collector's cursor, a follower's position."""
+
+    def __init__(self, path: Path, kind: str = "cursor file"):
         self.path = Path(path)
+        self.kind = kind
         if not self.path.name or self.path.is_dir():
-            raise ConfigError(f"cursor file {self.path} is a folder: name a file in it")
+            raise ConfigError(f"{self.where} is a folder: name a file in it")
         self._lock: int | None = None  # held until the process ends
 
     @property
     def where(self) -> str:
-        return f"cursor file {self.path}"
+        return f"{self.kind} {self.path}"
 
     def claim(self) -> None:
         """Take the cursor for this process (a lock file beside it), or CursorConflict."""
@@ -60,21 +67,21 @@ class FileCursorStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise ConfigError(f"cursor file {self.path} cannot be locked: {exc.strerror}") from exc
+            raise ConfigError(f"{self.where} cannot be locked: {exc.strerror}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(handle)
             raise CursorConflict(
-                f"cursor file {self.path} is in use by another process (pid {holder}); "
-                "only one collector may run on one cursor"
+                f"{self.where} is in use by another process (pid {holder}); "
+                f"only one process may run on one {self.kind}"
             ) from None
         except OSError as exc:  # a file system without locks (some NFS mounts): run as before
             os.close(handle)
             log.warning(
-                "cursor file %s cannot be locked (%s): a second collector on it would not be stopped",
-                self.path,
+                "%s cannot be locked (%s): a second process on it would not be stopped",
+                self.where,
                 exc.strerror,
             )
             return
@@ -83,7 +90,7 @@ class FileCursorStore:
             os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:  # a full disk: the cursor could not be saved either, so stop now
             os.close(handle)
-            raise ConfigError(f"cursor file {self.path} cannot be locked: {exc.strerror}") from exc
+            raise ConfigError(f"{self.where} cannot be locked: {exc.strerror}") from exc
         self._lock = handle
 
     def load(self) -> dict | None:
@@ -91,10 +98,12 @@ class FileCursorStore:
             document = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cursor file {self.path} cannot be read: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{self.where} cannot be read: {exc.strerror or exc}") from exc
+        except ValueError as exc:  # written whole, then renamed: damaged by hand or by the disk
+            raise ConfigError(f"{self.where} is not JSON ({exc}): {_DAMAGED}") from exc
         if not isinstance(document, dict):
-            raise ConfigError(f"cursor file {self.path} does not hold a JSON object")
+            raise ConfigError(f"{self.where} does not hold a JSON object: {_DAMAGED}")
         return document
 
     def save(self, document: dict) -> None:
@@ -103,7 +112,7 @@ class FileCursorStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_file_durably(self.path, data)
         except OSError as exc:
-            raise ConfigError(f"cursor file {self.path} cannot be written: {exc.strerror}") from exc
+            raise ConfigError(f"{self.where} cannot be written: {exc.strerror}") from exc
 
 
 class S3CursorStore:

@@ -183,7 +183,7 @@ def _run_follow(args: argparse.Namespace) -> int:
         raise InputError(f"cannot follow {path}: is a directory")
     position_file = args.position_file or _default_position_file(path, args.streams)
     writable_dir(position_file.parent, "the folder of the position file")  # not at the first save
-    positions = FileCursorStore(position_file)
+    positions = FileCursorStore(position_file, kind="position file")
     positions.claim()  # a second follower on this position would write every line again
     rotate_wait = DEFAULT_ROTATE_WAIT_SECONDS if args.rotate_wait is None else args.rotate_wait
     job = _job(args)
