@@ -127,9 +127,9 @@ def test_an_s3_cursor_is_saved_in_a_bucket_with_object_lock(local_s3, locked_buc
 
 def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_error(local_s3, bucket):
     client = local_s3.client()
-    for body, reason in ((b"{torn", "cannot be read"), (b"[1, 2]", "does not hold a JSON object")):
+    for body, reason in ((b"{torn", "is not JSON"), (b"[1, 2]", "does not hold a JSON object")):
         client.put_object(Bucket=bucket, Key="cursors/odd.json", Body=body)
-        with pytest.raises(ConfigError, match=reason):
+        with pytest.raises(ConfigError, match=f"{reason}.*: restore it from a backup, or move it aside"):
             S3CursorStore(client, bucket, "cursors/odd.json").load()
     unreachable = open_client("http://127.0.0.1:9")  # nothing listens: a BotoCoreError, not a ClientError
     with pytest.raises(ConfigError, match="cannot be read"):

@@ -145,9 +145,9 @@ class S3CursorStore:
         try:
             document = json.loads(body)
         except ValueError as exc:
-            raise ConfigError(f"{where} cannot be read: {exc}") from exc
+            raise ConfigError(f"{where} is not JSON ({exc}): {_DAMAGED}") from exc
         if not isinstance(document, dict):
-            raise ConfigError(f"{where} does not hold a JSON object")
+            raise ConfigError(f"{where} does not hold a JSON object: {_DAMAGED}")
         self._etag = response["ETag"]
         return document
 
