@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ import msgpack
 import pytest
 
 from tests.conftest import GOLDEN, read_lines, run_ppship
+from tests.gateway_sessions import session_lines
 
 SEED_LINES = read_lines(GOLDEN / "gateway_filter" / "seed.log") + read_lines(
     GOLDEN / "gateway_sendmail" / "seed.log"
@@ -162,6 +164,31 @@ def test_a_gzip_file_or_gzip_on_stdin_reads_as_the_plain_lines(tmp_path):
     assert records(expected.stdout) and from_file.stdout == expected.stdout == from_stdin.stdout
     assembled = run_ppship("gateway", "assemble", *settings, str(tmp_path / "maillog-1.gz"))
     assert assembled.returncode == 0 and assembled.stderr.startswith(b"ppship gateway assemble: 6 lines")
+
+
+def test_a_gzip_file_cut_short_gives_the_lines_before_the_cut_their_counts_then_the_error(tmp_path):
+    """A rotated log copied while it was compressed: `parse` writes the records of the lines before
+    the cut and `assemble` the messages they make (the open ones incomplete), each with its counts."""
+    settings = ("--timezone", "UTC")
+    lines = session_lines(40)
+    compressed = gzip.compress(("\n".join(lines) + "\n").encode())
+    cut = tmp_path / "maillog-1.gz"
+    cut.write_bytes(compressed[: len(compressed) // 2])
+    readable = zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).decode().split("\n")[:-1]
+    error = f"ppship: error: cannot read {cut}: the gzip stream ends inside a member: the file was cut short"
+
+    parsed = run_ppship("gateway", "parse", *settings, str(cut))
+    assert parsed.returncode == 2
+    assert [record["raw"] for record in records(parsed.stdout)] == readable
+    counts, told = parsed.stderr.decode().splitlines()
+    assert counts.startswith(f"ppship gateway parse: {len(readable)} lines: ") and told == error
+
+    assembled = run_ppship("gateway", "assemble", *settings, str(cut))
+    assert assembled.returncode == 2
+    messages = [json.loads(line) for line in assembled.stdout.splitlines()]
+    assert messages and any(not message["complete"] for message in messages)
+    counts, told = assembled.stderr.decode().splitlines()
+    assert counts.startswith(f"ppship gateway assemble: {len(readable)} lines") and told == error
 
 
 def test_help_explains_the_command():

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import termios
+import zlib
 
 import pytest
 
@@ -73,6 +74,30 @@ def test_a_gzip_file_of_records_is_shipped_as_its_records(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {**record, "table": "proofpoint_tap_messages_blocked"} for record in records
+    ]
+
+
+def test_a_gzip_file_cut_short_stops_the_reading_after_what_was_read_is_delivered(tmp_path):
+    """A download or copy that did not finish: the records before the cut are delivered and
+    counted, then the error (exit 2); nothing read is dropped in silence."""
+    table = "proofpoint_tap_messages_blocked"
+    whole, cut = tmp_path / "a.ndjson", tmp_path / "b.ndjson.gz"
+    whole.write_text(
+        "".join(json.dumps({"eventTime": "2022-02-20T14:00:00Z", "id": f"a{n}"}) + "\n" for n in range(3))
+    )
+    lines = b"".join(
+        json.dumps({"eventTime": "2022-02-20T14:00:00Z", "id": f"b{n}"}).encode() + b"\n" for n in range(400)
+    )
+    compressed = gzip.compress(lines)
+    cut.write_bytes(compressed[: len(compressed) - 40])  # the end of the stream is missing
+    readable = zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).count(b"\n")
+    result = ship("--table", table, str(whole), str(cut), str(whole))
+    assert result.returncode == 2
+    shipped = [json.loads(line)["id"] for line in result.stdout.splitlines()]
+    assert shipped == [f"a{n}" for n in range(3)] + [f"b{n}" for n in range(readable)]
+    assert result.stderr.decode().splitlines() == [
+        f"ppship ship: {3 + readable} records delivered to {table}, 0 not readable",
+        f"ppship: error: cannot read {cut}: the gzip stream ends inside a member: the file was cut short",
     ]
 
 

@@ -4,7 +4,8 @@
 endless input, and a line over the bound keeps its first bytes while the batch says how many were
 dropped. An input that opens as gzip is inflated; one that opens with a UTF-16 byte order mark is
 read as UTF-16. A read that fails (EIO from a failing disk), or
-gzip that is not whole, is an InputError naming the input.
+gzip that is not whole, is an InputError naming the input; `UntilUnreadable` lets a command
+deliver and count what it read before that error, then raise it.
 """
 
 import codecs
@@ -27,6 +28,27 @@ UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 WAIT_SECONDS = 0.5
 _NOTHING_DROPPED: dict[int, int] = {}
+
+
+class UntilUnreadable:
+    """`with UntilUnreadable() as reading:` an InputError inside (a gzip file cut short, a
+    failing disk) ends the block and is kept in `reading.error`, for the command to raise once
+    what it read before is delivered and counted: those lines are not dropped with it."""
+
+    error: InputError | None = None
+
+    def __enter__(self) -> "UntilUnreadable":
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if isinstance(exc, InputError):
+            self.error = exc
+            return True
+        return False
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def wait_readable(fd: int, keep_going: Callable[[], bool]) -> bool:

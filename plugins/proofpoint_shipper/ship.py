@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 from proofpoint_shipper.errors import DeliveryError, InputError
-from proofpoint_shipper.lines import LineReader
+from proofpoint_shipper.lines import LineReader, UntilUnreadable
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
@@ -155,10 +155,11 @@ def run(args: argparse.Namespace) -> int:
         notes = _Notes()
         with StopOnSignals(shipment):  # without it, a stop would lose the records not yet flushed
             try:
-                for source in sources:
-                    if shipment.stopping:
-                        break
-                    _ship_lines(source, stream, shipment, notes)
+                with UntilUnreadable() as reading:
+                    for source in sources:
+                        if shipment.stopping:
+                            break
+                        _ship_lines(source, stream, shipment, notes)
                 shipment.close()
             except DeliveryError:
                 # Past the output's retries: say how far it got, then the error (exit code 2).
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 print(summary + _resend_hint(args), file=sys.stderr)
                 raise
     print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
+    reading.raise_error()  # an input cut short: after the summary of what was read before it
     return 0
 
 

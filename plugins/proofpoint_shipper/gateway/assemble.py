@@ -17,7 +17,7 @@ import orjson
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import LineReader
+from proofpoint_shipper.lines import LineReader, UntilUnreadable
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
@@ -81,12 +81,14 @@ def run(args: argparse.Namespace) -> int:
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
     )
     with StopOnSignals(job):
-        for name, fd in sources:
-            job.consume(name, fd)
-            if fd != STDIN:
-                os.close(fd)
-        job.write(job.assembler.finish())
+        with UntilUnreadable() as reading:
+            for name, fd in sources:
+                job.consume(name, fd)
+                if fd != STDIN:
+                    os.close(fd)
+        job.write(job.assembler.finish())  # an input cut short too: the open messages, incomplete
     job.report()
+    reading.raise_error()
     return 0
 
 
