@@ -235,6 +235,63 @@ def test_followers_of_one_file_for_different_streams_keep_their_own_position(tmp
     assert sorted(p.name for p in state.glob("*.json")) == expected
 
 
+# Root reads any file. The child gives up the two capabilities that let it (CAP_DAC_OVERRIDE,
+# CAP_DAC_READ_SEARCH: dropped from its bounding set, they are gone after exec) before it starts
+# ppship, so that a file of another user's, mode 0600, is refused to it as to the service user a
+# deployment runs the follower as. Another user than root needs nothing dropped.
+_WITHOUT_READ_OVERRIDE = """
+import ctypes, os, sys
+if os.geteuid() == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise SystemExit("prctl: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.executable, [sys.executable, "-m", "proofpoint_shipper", *sys.argv[1:]])
+"""
+
+
+def _unreadable_to_the_follower(path: Path) -> None:
+    path.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)  # nobody's: not the follower's
+
+
+def test_a_rotated_in_file_the_follower_may_not_read_is_waited_for_and_told_not_a_stop(tmp_path):
+    """logrotate's `create 0600 root root` under a follower run as a service user: tail -F waits,
+    and so does the follower, saying why; it reads the file once its mode is fixed. At start, the
+    same file is one error line and exit code 2: someone is watching then."""
+    path, rotated = tmp_path / "maillog", tmp_path / "maillog.1"
+    append(path, [1])
+    command = [sys.executable, "-c", _WITHOUT_READ_OVERRIDE, "gateway", "parse", "--follow", str(path)]
+    command += ["--position-file", str(tmp_path / "position.json"), "--format", "text"]
+    command += ["--timezone", "UTC", "--rotate-wait", "0.5"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        told: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [told.put(raw.decode()) for raw in child.stderr])
+        reader.start()
+        try:
+            assert child.stdout.readline().decode().rstrip("\n") == line(1)
+            path.rename(rotated)
+            staged = tmp_path / "staged"
+            append(staged, [2])
+            _unreadable_to_the_follower(staged)
+            staged.rename(path)  # the new log appears as logrotate creates it
+            while "waiting until this user" not in (said := told.get(timeout=TIMEOUT)):
+                assert "error" not in said.lower(), said
+            path.chmod(0o644)
+            assert child.stdout.readline().decode().rstrip("\n") == line(2)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=TIMEOUT)
+            reader.join(TIMEOUT)
+    assert child.returncode == 0
+    assert "can be read again" in told.get_nowait()
+    _unreadable_to_the_follower(path)
+    at_start = subprocess.run(command, capture_output=True, timeout=TIMEOUT)
+    assert at_start.returncode == 2
+    assert at_start.stderr.decode() == f"ppship: error: cannot follow {path}: Permission denied\n"
+
+
 class CountingStore(FileCursorStore):
     """The real store, counting its saves."""
 

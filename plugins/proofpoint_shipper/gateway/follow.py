@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from proofpoint_shipper.checkpoint import refuse_foreign
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, InputError
 from proofpoint_shipper.lines import Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 POLL_SECONDS = 0.25
 SAVE_SECONDS = 1.0  # between position saves
 DEFAULT_ROTATE_WAIT_SECONDS = 5.0  # as Fluent Bit's tail input waits (Rotate_Wait)
+REFUSED_TELL_SECONDS = 60.0  # between two lines about a file this user may not read
 
 
 class _OpenFile:
@@ -82,6 +83,7 @@ class FollowedFile:
         self.max_line_bytes = max_line_bytes
         self.keep_going = keep_going
         self.rotate_wait = rotate_wait
+        self._refused_told_at: float | None = None  # when an unreadable new file was last told
 
     def batches(self) -> Iterator[tuple[Batch, dict]]:
         current = yield from self._resume()
@@ -149,12 +151,35 @@ class FollowedFile:
             return _OpenFile(self.path, offset, self.max_line_bytes)
         except FileNotFoundError:
             return None
+        except PermissionError as exc:  # at start: the setting is at fault, and someone is watching
+            raise InputError(f"cannot follow {self.path}: {exc.strerror}") from None
 
     def _open_when_present(self) -> _OpenFile | None:
-        opened = self._open_at(0)
+        """The file now under the path, once it is there and readable. A rotation that creates it
+        with a mode or owner this user cannot read (logrotate's `create 0600 root root`) is
+        waited out, as `tail -F` does, and told once a minute: it ends when the mode is fixed."""
+        try:
+            opened = self._open_at(0)
+        except InputError as exc:
+            self._tell_refused(exc)
+            opened = None
         if opened is None:
             time.sleep(POLL_SECONDS)
+        elif self._refused_told_at is not None:
+            log.warning("follow: %s can be read again: reading it from its start", self.path)
+            self._refused_told_at = None
         return opened
+
+    def _tell_refused(self, exc: InputError) -> None:
+        now = time.monotonic()
+        if self._refused_told_at is None or now - self._refused_told_at >= REFUSED_TELL_SECONDS:
+            log.error(
+                "follow: %s; waiting until this user (uid %d) may read it: give the rotated log a mode "
+                "or group that lets it (logrotate's `create`)",
+                exc,
+                os.geteuid(),
+            )
+            self._refused_told_at = now
 
     def _after_end_of(self, current: _OpenFile) -> Iterator[tuple[Batch, dict]]:
         """At the end of the file: wait, follow a truncation, or move on to a rotated-in file."""
@@ -166,7 +191,7 @@ class FollowedFile:
         if (status.st_dev, status.st_ino) != current.identity:
             log.info("follow: %s was rotated: finishing the old file, then reading the new one", self.path)
             yield from self._drain(current)
-            return self._open_at(0)
+            return self._open_when_present()
         if status.st_size < current.read_to:
             log.warning("follow: %s was truncated: reading it again from its start", self.path)
             current.seek(0)
