@@ -277,9 +277,12 @@ def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_pa
     assert state["pending"], "the unfinished window stays to be fetched"
 
 
-def test_secret_from_a_file(simulator, tmp_path):
+@pytest.mark.parametrize(
+    "written", [SECRET + "\n", "\ufeff" + SECRET + "\r\n"], ids=["echo", "Windows Notepad: BOM and CRLF"]
+)
+def test_secret_from_a_file(simulator, tmp_path, written):
     secret_file = tmp_path / "tap-secret"
-    secret_file.write_text(SECRET + "\n")
+    secret_file.write_bytes(written.encode())
     env = {k: v for k, v in environment().items() if k != "TAP_SECRET"}
     command = fetch_command(simulator, tmp_path, "--secret-file", str(secret_file), since="1h")
     result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)

@@ -291,6 +291,7 @@ def read_secret(path: Path, what: str) -> str:
     """The secret in `path` (`what` names it in the error, e.g. "the token file").
 
     An empty file is refused: a secret not mounted yet must stop the command, not become "".
+    The byte order mark Windows Notepad writes before UTF-8, and a CRLF, are not part of it.
     The errors never quote the file's content.
     """
     try:
@@ -301,7 +302,7 @@ def read_secret(path: Path, what: str) -> str:
     if len(data) > MAX_SECRET_BYTES:
         raise ConfigError(f"{what} {path} is over {MAX_SECRET_BYTES // 1024} KiB: not a secret")
     try:
-        secret = data.decode("utf-8").strip()
+        secret = data.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     if not secret:
