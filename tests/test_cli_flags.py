@@ -66,6 +66,7 @@ REFUSED = [
     (["gateway", "assemble", "--idle-timeout", "-1"], b"--idle-timeout: expected a number of seconds"),
     (["gateway", "assemble", "--idle-timeout", "inf"], b"--idle-timeout: expected a number of seconds"),
     (["tap", "fetch", "--since", "2999-01-01T00:00:00Z"], b"--since: --since 2999-01-01T00:00:00Z is in the"),
+    (["tap", "fetch", "--since", "169h"], b"--since: --since reaches further back than the API's 7 days"),
     (["tap", "fetch", "--lag", "1e400"], b"--lag: not a duration of 0 or more"),
     (["tap", "fetch", "--lookback=-5m"], b"--lookback: not a duration of 0 or more"),
     (["tap", "fetch", "--follow", "--interval", "0"], b"--interval: a polling period must be above 0"),

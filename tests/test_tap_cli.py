@@ -277,6 +277,14 @@ def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_pa
     assert state["pending"], "the unfinished window stays to be fetched"
 
 
+def test_since_7d_the_bound_the_help_gives_starts_at_the_oldest_time_the_api_serves(simulator, tmp_path):
+    result = subprocess.run(
+        fetch_command(simulator, tmp_path, since="7d"), env=environment(), capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode()[-500:]
+    assert b"can no longer be fetched: the API serves only the last 7 days" in result.stderr
+
+
 @pytest.mark.parametrize(
     "written", [SECRET + "\n", "\ufeff" + SECRET + "\r\n"], ids=["echo", "Windows Notepad: BOM and CRLF"]
 )

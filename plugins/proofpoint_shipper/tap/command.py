@@ -38,6 +38,7 @@ from proofpoint_shipper.service import (
 )
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.tap import DEFAULT_BASE_URL
+from proofpoint_shipper.tap.window import API_LOOKBACK
 
 if TYPE_CHECKING:
     from proofpoint_shipper.tap.fetcher import TapFetcher
@@ -154,7 +155,9 @@ def _since(text: str) -> datetime:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"not a time or age: {text!r}") from exc
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    if moment < datetime.now(UTC) - timedelta(days=7):
+    # `7d` itself is taken (it is the documented bound) and starts at the oldest time the API
+    # serves; the minute of slack covers the time from reading the flag to this check.
+    if moment < datetime.now(UTC) - API_LOOKBACK - timedelta(minutes=1):
         raise argparse.ArgumentTypeError("--since reaches further back than the API's 7 days")
     if moment > datetime.now(UTC):
         raise argparse.ArgumentTypeError(f"--since {text} is in the future: nothing to fetch yet")
