@@ -130,6 +130,17 @@ def test_a_unit_says_how_to_create_the_user_it_runs_as(path):
     assert re.search(rf"^#.*`useradd [^`]*\b{re.escape(user)}`", text, re.M)
 
 
+@pytest.mark.parametrize(
+    "path", sorted((CONFIGS / "systemd").glob("ppship-[tp]*.service")), ids=lambda p: p.name
+)
+def test_a_collectors_unit_backs_off_its_restarts(path):
+    """A collector stopped by the API (refused credentials, a token in use: exit code 2) would
+    otherwise be restarted, and put to the API again, every RestartSec for ever."""
+    settings = dict(re.findall(r"^(\w+)=(.*)$", path.read_text(), re.M))
+    assert int(settings["RestartSteps"]) > 0
+    assert int(settings["RestartMaxDelaySec"]) >= 10 * int(settings["RestartSec"])
+
+
 # -- Kubernetes ----------------------------------------------------------------------------------
 
 
