@@ -151,7 +151,7 @@ class FollowedFile:
             return _OpenFile(self.path, offset, self.max_line_bytes)
         except FileNotFoundError:
             return None
-        except PermissionError as exc:  # at start: the setting is at fault, and someone is watching
+        except PermissionError as exc:  # at start, one error line; after a rotation, waited out
             raise InputError(f"cannot follow {self.path}: {exc.strerror}") from None
 
     def _open_when_present(self) -> _OpenFile | None:
