@@ -3,9 +3,10 @@
 `check_can_listen(host, port)` fails early with one clear ConfigError (`bound_socket` gives the
 bound socket itself, to hold a port); `http_server` is the standard library's threading HTTP
 server on either family; `url_host` writes an address as a URL's host (IPv6 in brackets);
-`is_loopback` says whether only this host can reach an address. Each connection holds a file descriptor: `raise_open_file_limit` lifts the soft limit a service
-manager sets (systemd: 1024) to the hard one, and `AcceptFailures` tells an asyncio server that
-ran out of them in one line a minute.
+`is_loopback` says whether only this host can reach an address. Each connection holds a file
+descriptor: `raise_open_file_limit` lifts the soft limit a service manager sets (systemd: 1024)
+to the hard one, and `AcceptFailures` tells an asyncio server that ran out of them in one line a
+minute.
 """
 
 import ipaddress
