@@ -166,29 +166,32 @@ def test_a_gzip_file_or_gzip_on_stdin_reads_as_the_plain_lines(tmp_path):
     assert assembled.returncode == 0 and assembled.stderr.startswith(b"ppship gateway assemble: 6 lines")
 
 
-def test_a_gzip_file_cut_short_gives_the_lines_before_the_cut_their_counts_then_the_error(tmp_path):
-    """A rotated log copied while it was compressed: `parse` writes the records of the lines before
-    the cut and `assemble` the messages they make (the open ones incomplete), each with its counts."""
+def test_a_gzip_file_cut_short_gives_the_lines_before_the_cut_and_the_next_file_then_the_error(tmp_path):
+    """A rotated log copied while it was compressed, in a backfill of several: `parse` writes the
+    records of the lines before the cut and of the files after it, `assemble` the messages they
+    make (those open at the end incomplete), each with its counts, then the error (exit 2)."""
     settings = ("--timezone", "UTC")
     lines = session_lines(40)
     compressed = gzip.compress(("\n".join(lines) + "\n").encode())
-    cut = tmp_path / "maillog-1.gz"
+    cut, after = tmp_path / "maillog-2.gz", tmp_path / "maillog-1"
     cut.write_bytes(compressed[: len(compressed) // 2])
+    after.write_text("\n".join(SEED_LINES) + "\n")
     readable = zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).decode().split("\n")[:-1]
     error = f"ppship: error: cannot read {cut}: the gzip stream ends inside a member: the file was cut short"
+    total = len(readable) + len(SEED_LINES)
 
-    parsed = run_ppship("gateway", "parse", *settings, str(cut))
+    parsed = run_ppship("gateway", "parse", *settings, str(cut), str(after))
     assert parsed.returncode == 2
-    assert [record["raw"] for record in records(parsed.stdout)] == readable
+    assert [record["raw"] for record in records(parsed.stdout)] == readable + SEED_LINES
     counts, told = parsed.stderr.decode().splitlines()
-    assert counts.startswith(f"ppship gateway parse: {len(readable)} lines: ") and told == error
+    assert counts.startswith(f"ppship gateway parse: {total} lines: ") and told == error
 
-    assembled = run_ppship("gateway", "assemble", *settings, str(cut))
+    assembled = run_ppship("gateway", "assemble", *settings, str(cut), str(after))
     assert assembled.returncode == 2
     messages = [json.loads(line) for line in assembled.stdout.splitlines()]
     assert messages and any(not message["complete"] for message in messages)
     counts, told = assembled.stderr.decode().splitlines()
-    assert counts.startswith(f"ppship gateway assemble: {len(readable)} lines") and told == error
+    assert counts.startswith(f"ppship gateway assemble: {total} lines") and told == error
 
 
 def test_help_explains_the_command():

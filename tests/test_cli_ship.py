@@ -77,9 +77,9 @@ def test_a_gzip_file_of_records_is_shipped_as_its_records(tmp_path):
     ]
 
 
-def test_a_gzip_file_cut_short_stops_the_reading_after_what_was_read_is_delivered(tmp_path):
-    """A download or copy that did not finish: the records before the cut are delivered and
-    counted, then the error (exit 2); nothing read is dropped in silence."""
+def test_gzip_files_cut_short_are_told_after_every_record_that_could_be_read_is_delivered(tmp_path):
+    """Downloads or copies that did not finish: the records before each cut and those of the
+    other inputs are delivered and counted, then one error line naming each (exit 2)."""
     table = "proofpoint_tap_messages_blocked"
     whole, cut = tmp_path / "a.ndjson", tmp_path / "b.ndjson.gz"
     whole.write_text(
@@ -91,13 +91,15 @@ def test_a_gzip_file_cut_short_stops_the_reading_after_what_was_read_is_delivere
     compressed = gzip.compress(lines)
     cut.write_bytes(compressed[: len(compressed) - 40])  # the end of the stream is missing
     readable = zlib.decompressobj(wbits=31).decompress(cut.read_bytes()).count(b"\n")
-    result = ship("--table", table, str(whole), str(cut), str(whole))
+    result = ship("--table", table, str(whole), str(cut), str(whole), str(cut))
     assert result.returncode == 2
     shipped = [json.loads(line)["id"] for line in result.stdout.splitlines()]
-    assert shipped == [f"a{n}" for n in range(3)] + [f"b{n}" for n in range(readable)]
+    before_the_cut = [f"b{n}" for n in range(readable)]
+    assert shipped == 2 * ([f"a{n}" for n in range(3)] + before_the_cut)
+    told = f"cannot read {cut}: the gzip stream ends inside a member: the file was cut short"
     assert result.stderr.decode().splitlines() == [
-        f"ppship ship: {3 + readable} records delivered to {table}, 0 not readable",
-        f"ppship: error: cannot read {cut}: the gzip stream ends inside a member: the file was cut short",
+        f"ppship ship: {2 * (3 + readable)} records delivered to {table}, 0 not readable",
+        f"ppship: error: {told}; {told}",
     ]
 
 

@@ -4,8 +4,8 @@
 endless input, and a line over the bound keeps its first bytes while the batch says how many were
 dropped. An input that opens as gzip is inflated; one that opens with a UTF-16 byte order mark is
 read as UTF-16. A read that fails (EIO from a failing disk), or
-gzip that is not whole, is an InputError naming the input; `UntilUnreadable` lets a command
-deliver and count what it read before that error, then raise it.
+gzip that is not whole, is an InputError naming the input; `UnreadableInputs` lets a command go
+on with its other inputs and deliver and count what it read before raising it.
 """
 
 import codecs
@@ -30,25 +30,29 @@ WAIT_SECONDS = 0.5
 _NOTHING_DROPPED: dict[int, int] = {}
 
 
-class UntilUnreadable:
-    """`with UntilUnreadable() as reading:` an InputError inside (a gzip file cut short, a
-    failing disk) ends the block and is kept in `reading.error`, for the command to raise once
-    what it read before is delivered and counted: those lines are not dropped with it."""
+class UnreadableInputs:
+    """`with unreadable:` around the reading of one input: an InputError inside (a gzip file cut
+    short, a failing disk) ends that input only and is kept. The command goes on with the next
+    input, delivers and counts what it read, then `raise_error()` raises them all in one line:
+    neither the lines read before the fault nor the inputs after it are dropped with it."""
 
-    error: InputError | None = None
+    def __init__(self):
+        self.errors: list[InputError] = []
 
-    def __enter__(self) -> "UntilUnreadable":
+    def __enter__(self) -> "UnreadableInputs":
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
         if isinstance(exc, InputError):
-            self.error = exc
+            self.errors.append(exc)
             return True
         return False
 
     def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise InputError("; ".join(str(error) for error in self.errors))
 
 
 def wait_readable(fd: int, keep_going: Callable[[], bool]) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 from proofpoint_shipper.errors import DeliveryError, InputError
-from proofpoint_shipper.lines import LineReader, UntilUnreadable
+from proofpoint_shipper.lines import LineReader, UnreadableInputs
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
@@ -154,11 +154,12 @@ def run(args: argparse.Namespace) -> int:
         shipment = _Shipment(open_sink(args), args.table, args.flush_records, args.flush_seconds)
         notes = _Notes()
         with StopOnSignals(shipment):  # without it, a stop would lose the records not yet flushed
+            unreadable = UnreadableInputs()
             try:
-                with UntilUnreadable() as reading:
-                    for source in sources:
-                        if shipment.stopping:
-                            break
+                for source in sources:
+                    if shipment.stopping:
+                        break
+                    with unreadable:
                         _ship_lines(source, stream, shipment, notes)
                 shipment.close()
             except DeliveryError:
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 print(summary + _resend_hint(args), file=sys.stderr)
                 raise
     print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
-    reading.raise_error()  # an input cut short: after the summary of what was read before it
+    unreadable.raise_error()  # an input cut short: after the summary of what was read
     return 0
 
 

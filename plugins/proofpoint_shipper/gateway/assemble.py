@@ -17,7 +17,7 @@ import orjson
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import LineReader, UntilUnreadable
+from proofpoint_shipper.lines import LineReader, UnreadableInputs
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
@@ -80,15 +80,16 @@ def run(args: argparse.Namespace) -> int:
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
     )
+    unreadable = UnreadableInputs()
     with StopOnSignals(job):
-        with UntilUnreadable() as reading:
-            for name, fd in sources:
+        for name, fd in sources:
+            with unreadable:
                 job.consume(name, fd)
-                if fd != STDIN:
-                    os.close(fd)
-        job.write(job.assembler.finish())  # an input cut short too: the open messages, incomplete
+            if fd != STDIN:
+                os.close(fd)
+        job.write(job.assembler.finish())
     job.report()
-    reading.raise_error()
+    unreadable.raise_error()  # an input cut short: after the messages and counts of what was read
     return 0
 
 

@@ -22,7 +22,7 @@ from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, Follo
 from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import Batch, LineReader, UntilUnreadable
+from proofpoint_shipper.lines import Batch, LineReader, UnreadableInputs
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, write_stdout
 from proofpoint_shipper.service import StopOnSignals, filesystem_path, positive_int, seconds, writable_dir
@@ -159,13 +159,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} needs --follow")
     sources = open_inputs(args.files)
     job = _job(args)
-    with job.signals_handled(), UntilUnreadable() as reading:
+    unreadable = UnreadableInputs()
+    with job.signals_handled():
         for name, fd in sources:
-            job.consume(name, fd)
+            with unreadable:
+                job.consume(name, fd)
             if fd != STDIN:
                 os.close(fd)
     job.report()
-    reading.raise_error()  # an input cut short: after the counts of what was read before it
+    unreadable.raise_error()  # an input cut short: after the counts of what was read
     return 0
 
 
