@@ -123,6 +123,20 @@ def test_text_lines_that_are_not_utf8_are_shipped_and_counted():
     assert b"1 text lines with invalid UTF-8 (written with U+FFFD)" in result.stderr
 
 
+def test_a_record_with_half_an_emoji_is_shipped_with_u_fffd_told_and_counted():
+    """A subject cut inside a surrogate pair by a length limit, as JavaScript escapes it: the
+    record was skipped whole; only the half character is lost now."""
+    lines = b'{"id": 1, "subject": "Offer \\ud83d"}\n{"id": 2, "subject": "ok"}\n'
+    result = ship("--table", "proofpoint_tap_clicks_blocked", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["subject"] for line in result.stdout.splitlines()] == ["Offer \ufffd", "ok"]
+    assert result.stderr.decode().splitlines() == [
+        "ppship ship: <stdin>:1: a lone UTF-16 surrogate escape, read as U+FFFD; shipped so",
+        "ppship ship: 2 records delivered to proofpoint_tap_clicks_blocked, 0 not readable, 1 records "
+        "with a lone UTF-16 surrogate escape, shipped with U+FFFD in its place",
+    ]
+
+
 def test_records_that_cannot_be_written_are_skipped_by_line_and_counted():
     deep = '{"a": ' + "[" * 300 + "]" * 300 + "}"  # orjson reads it, but writes only 254 levels
     lines = "\n".join(['{"id": 1}', deep, "[1, 2]", "not json", '{"id": 2}']).encode()

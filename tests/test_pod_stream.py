@@ -246,6 +246,22 @@ def test_maillog_data_parsed_matches_the_gateway_parser(simulator, tmp_path):
         assert set(original) == {"id", "ts", "data", "pps", "sm", "tls"}  # every field as sent
 
 
+def test_an_event_with_half_an_emoji_is_kept_with_u_fffd_told_and_counted(simulator, tmp_path, caplog):
+    """Text cut inside a surrogate pair: the event went to the dead letters whole; now only the
+    half character is lost, once told and always counted."""
+    simulator.bad_frames.extend(["lone_surrogate", "lone_surrogate"])  # the second is a resend
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, summary = stream(simulator, tmp_path, max_events=5)
+    assert summary.bad == 0 and summary.replaced == 1 and summary.duplicates >= 1
+    (kept,) = [record for record in records if record["id"] == "half-emoji"]
+    assert kept["data"] == "Offer \ufffd"
+    told = [message for message in caplog.messages if "lone UTF-16 surrogate" in message]
+    assert told == [
+        "PoD maillog: event half-emoji holds a lone UTF-16 surrogate escape, read as U+FFFD; "
+        "kept so, and counted"
+    ]
+
+
 def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, tmp_path):
     simulator.bad_frames.extend(["not_json", "binary", "no_id", "oversized:5000000", "too_deep"])
     records, summary = stream(simulator, tmp_path, max_events=20)

@@ -57,7 +57,7 @@ NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines
 
 # Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
 SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
-OTHER_TABLE = "of another table"
+OTHER_TABLE, REPLACED = "of another table", "a lone surrogate replaced"
 _TOO_LONG = ((SKIPPED, f"longer than {MAX_RECORD_BYTES} bytes"),)
 _SUMMARY = {
     EMPTY: "{} empty lines skipped",
@@ -66,6 +66,7 @@ _SUMMARY = {
     "(`ppship gateway parse --format text` writes gateway lines in that form)",
     OTHER_TABLE: "{} lines of another table's program, shipped as they are "
     "(`ppship gateway parse --streams filter` or `--streams sendmail` writes one table's lines)",
+    REPLACED: "{} records with a lone UTF-16 surrogate escape, shipped with U+FFFD in its place",
 }
 
 
@@ -83,7 +84,7 @@ class _Notes:
         if self.counts[kind] > NOTES_SHOWN:
             self.untold = True
             return
-        shipped = "skipped" if kind == SKIPPED else "shipped as it is"
+        shipped = {SKIPPED: "skipped", REPLACED: "shipped so"}.get(kind, "shipped as it is")
         print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
     def summary(self, shipped: int, table: str, stopped: bool, undelivered: int = 0) -> str:
@@ -200,8 +201,10 @@ def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, 
     if not text.strip():
         return None, ((EMPTY, None),)
     if stream.format == "ndjson":
-        record, why_not = json_record(text)
-        return record, () if record is not None else ((SKIPPED, why_not),)
+        record, remark = json_record(text)
+        if record is None:
+            return None, ((SKIPPED, remark),)
+        return record, ((REPLACED, remark),) if remark else ()
     try:
         decoded, faults = text.decode("utf-8"), ()
     except UnicodeDecodeError:

@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from proofpoint_shipper import json_input
 from proofpoint_shipper.checkpoint import FileCursorStore
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.pod import DEFAULT_URL
@@ -154,13 +155,15 @@ def _stream(args: argparse.Namespace) -> int:
         max_events=args.max_events, duration=args.duration, since=args.since, until=args.until
     )
     sink.close()
+    replaced = f", {summary.replaced} with {json_input.REPLACED}" if summary.replaced else ""
     log.info(
-        "PoD %s: %d events, %d resent removed, %d bad frames, %d reconnects",
+        "PoD %s: %d events, %d resent removed, %d bad frames, %d reconnects%s",
         args.type,
         summary.events,
         summary.duplicates,
         summary.bad,
         summary.reconnects,
+        replaced,
     )
     return 0
 

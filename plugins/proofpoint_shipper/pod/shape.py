@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from proofpoint_shipper import json_input
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.pod import TYPES
 
@@ -22,20 +23,21 @@ class BadFrame(Exception):
     """A frame that is not a PoD event; the message is the reason written to the dead letters."""
 
 
-def check_frame(kind: str, frame: str | bytes, max_bytes: int) -> dict:
+def check_frame(kind: str, frame: str | bytes, max_bytes: int) -> tuple[dict, bool]:
+    """The event, and whether a lone UTF-16 surrogate in it was read as U+FFFD (json_input)."""
     if isinstance(frame, bytes):
         raise BadFrame("binary frame")
     if len(frame) > max_bytes:
         raise BadFrame(f"frame of {len(frame)} bytes is over the {max_bytes}-byte limit")
     try:
-        event = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
+        event, replaced = json_input.loads(frame)
+    except ValueError as exc:
         raise BadFrame(f"not JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise BadFrame("not a JSON object")
     if not event.get(ID_KEY[kind]):
         raise BadFrame(f"{kind} event without {ID_KEY[kind]}")
-    return event
+    return event, replaced
 
 
 def event_key(event: dict) -> str:

@@ -31,6 +31,9 @@ BAD_FRAMES = {
     "binary": b"\x00\x01binary",
     "no_id": '{"ts": "2022-02-20T08:35:00.000000-0600"}',
     "too_deep": '{"id": "deep", "x": ' + "[" * 300 + "]" * 300 + "}",  # read, but not written again
+    # Not bad: an event whose text was cut inside a surrogate pair, escaped as JavaScript does.
+    "lone_surrogate": '{"id": "half-emoji", "ts": "2022-02-20T08:35:00.000000-0600", '
+    '"data": "Offer \\ud83d"}',
 }
 
 
@@ -59,7 +62,7 @@ class PodSimulator:
         self.resend_rate = 0.0  # share of events sent twice
         self.drop_every: int | None = None  # close abruptly after this many events of a session
         self.stall_seconds = 0.0  # pause before each event
-        self.bad_frames: deque[str] = deque()  # not_json, binary, no_id, too_deep, oversized:<bytes>
+        self.bad_frames: deque[str] = deque()  # BAD_FRAMES names, or oversized:<bytes>
         self._delivered: dict[int, int] = {}  # connection id → index after its last sent event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None

@@ -24,12 +24,13 @@ import orjson
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
+from proofpoint_shipper import json_input
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError, ReaderGone
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
-from proofpoint_shipper.pod.shape import BadFrame, check_frame, event_key, event_time, to_record
+from proofpoint_shipper.pod.shape import ID_KEY, BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.trust import not_trusted
@@ -56,6 +57,7 @@ class StreamSummary:
     events: int = 0
     duplicates: int = 0
     bad: int = 0
+    replaced: int = 0  # events with a lone UTF-16 surrogate, kept with U+FFFD in its place
     reconnects: int = 0
     gap: tuple[str, str] | None = None
 
@@ -224,7 +226,7 @@ class PodStream:
     def _take(self, frame: str | bytes) -> None:
         RECORDS_IN.inc(label=self.table)
         try:
-            event = check_frame(self.kind, frame, self.settings.max_frame_bytes)
+            event, replaced = check_frame(self.kind, frame, self.settings.max_frame_bytes)
             key = event_key(event)
         except BadFrame as exc:
             self.summary.bad += 1
@@ -235,10 +237,23 @@ class PodStream:
             self.summary.duplicates += 1
             return
         self._remember(key)
+        if replaced:
+            self._tell_replaced(event)
         self._pending.append(to_record(self.kind, event))
         if event_time(event) is not None:
             self._last_ts = event["ts"]
         self.summary.events += 1
+
+    def _tell_replaced(self, event: dict) -> None:
+        """Kept, with U+FFFD for the half surrogate: the first one told, all of them counted."""
+        self.summary.replaced += 1
+        if self.summary.replaced == 1:
+            log.warning(
+                "PoD %s: event %s holds %s; kept so, and counted",
+                self.kind,
+                event.get(ID_KEY[self.kind]),
+                json_input.REPLACED,
+            )
 
     def _remember(self, key: str) -> None:
         if len(self._recent) == self._recent.maxlen:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from proofpoint_shipper import json_input
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.streams import BY_NAME, BY_TABLE, Stream
 
@@ -55,14 +56,15 @@ def utc_time(value: object) -> datetime | None:
 
 
 def json_record(text: bytes | str) -> tuple[dict | None, str | None]:
-    """One NDJSON line as a record that can be written again, else None and why not.
+    """One NDJSON line as a record that can be written again, else None and why not. A record
+    comes with a remark too when a lone UTF-16 surrogate in it was read as U+FFFD (json_input).
 
     orjson reads 1024 levels deep but writes only 254: such a record is refused here, where its
     line is known, rather than in a sink, where it would stop the run.
     """
     try:
-        record = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        record, replaced = json_input.loads(text)
+    except ValueError:
         return None, "not a JSON object"
     if not isinstance(record, dict):
         return None, "not a JSON object"
@@ -70,7 +72,7 @@ def json_record(text: bytes | str) -> tuple[dict | None, str | None]:
         orjson.dumps(record)
     except orjson.JSONEncodeError:
         return None, "a JSON object nested too deep to be written"
-    return record, None
+    return record, json_input.REPLACED if replaced else None
 
 
 def table_line(stream: Stream, record: dict) -> bytes:
