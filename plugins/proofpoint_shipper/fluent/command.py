@@ -189,10 +189,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_one(args)
 
 
-def _tell_an_open_door(host: str, port: int, shared_key: str | None) -> None:
-    """Other hosts can reach the relay and it asks no shared key: any of them can write lines
-    into the gateway tables of a security data lake."""
-    if shared_key is None and not is_loopback(host):
+def _tell_an_open_door(host: str, port: int, keyed: bool) -> None:
+    """Other hosts can reach the relay and it asks no shared key (not `keyed`): any of them can
+    write lines into the gateway tables of a security data lake."""
+    if not keyed and not is_loopback(host):
         log.warning(
             "relay: listening on %s:%d with no --shared-key-file: any host that reaches the port can "
             "write gateway lines into the data lake; give the relay and its agents a shared key "
@@ -284,7 +284,7 @@ async def _serve(relay: ForwardRelay) -> int:
     # print() writes the newline apart, so two banners could run together on one line.
     print(f"relay listening on {url_host(host)}:{port}\n", end="", flush=True)
     if not relay.settings.reuse_port:  # a worker: its supervisor told it
-        _tell_an_open_door(host, port, relay.settings.shared_key)
+        _tell_an_open_door(host, port, relay.settings.shared_key is not None)
     waits = [asyncio.create_task(event.wait()) for event in (stop, relay.broken)]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for wait in waits:
@@ -311,7 +311,7 @@ async def _listen(relay: ForwardRelay) -> tuple[str, int]:
 
 def _run_workers(args: argparse.Namespace) -> int:
     listen, reservation = _one_address_for_all(args.listen)
-    _tell_an_open_door(*host_and_port(listen, "--listen"), _secret(args.shared_key_file))
+    _tell_an_open_door(*host_and_port(listen, "--listen"), args.shared_key_file is not None)
     command = [
         sys.executable,
         "-m",
