@@ -19,6 +19,7 @@ from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.streams import STREAMS
 from tests import ports
 from tests.conftest import process_alive, run_ppship
+from tests.test_cli_ship import LOCAL_ENV
 
 GATEWAY_LINES, POD_EVENTS = 300, 40
 EVENT_TYPES = {
@@ -77,6 +78,25 @@ def test_demo_lands_all_eight_tables_with_the_expected_counts(local_s3, bucket, 
             assert len(records) == POD_EVENTS
     output = result.stdout.decode()
     assert all(stream.table in output for stream in STREAMS)
+    _assert_the_bucket_check_finds_nothing_wrong(local_s3, bucket)
+
+
+def _assert_the_bucket_check_finds_nothing_wrong(local_s3, bucket: str) -> None:
+    """What the demo wrote passes `ppship s3 check`: layout, and every line in its table's form."""
+    every_object = ["--sample", "1000", "--max-keys", "1000"]
+    check = run_ppship(
+        "s3",
+        "check",
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        local_s3.endpoint_url,
+        *every_object,
+        env=LOCAL_ENV,
+    )
+    report = check.stdout.decode()
+    assert check.returncode == 0 and "FAIL" not in report, report + check.stderr.decode()
+    assert report.count("format: ") >= len(STREAMS)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the request to end with the parent is Linux's")

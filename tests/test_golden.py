@@ -5,6 +5,8 @@ import json
 import pytest
 
 from proofpoint_shipper.gateway import render_text
+from proofpoint_shipper.sinks.records import line_of_another_table, text_line_problem
+from proofpoint_shipper.streams import BY_NAME
 from tests.conftest import golden_cases, read_lines
 
 
@@ -38,3 +40,17 @@ def test_golden_files_match_their_folder():
     for case in golden_cases():
         expected = json.loads(case.with_suffix(".expected.json").read_text(encoding="utf-8"))
         assert {entry["record"]["stream"] for entry in expected} == {case.parent.name}, case.name
+
+
+def test_every_text_line_that_names_a_program_is_in_the_text_tables_form():
+    """The text a gateway line lands as is read `<time> <host> <program>[<pid>]: ...`, by the data
+    lake and by `ppship s3 check`: a line that names no host must not lose that place, or its
+    program is read as its host (`sendmail[21652]:`) and its queue id as its program."""
+    for case in golden_cases():
+        for entry in json.loads(case.with_suffix(".expected.json").read_text(encoding="utf-8")):
+            record, text = entry["record"], entry["text"]
+            if "program" not in record or record["stream"] not in BY_NAME:
+                continue
+            assert text_line_problem(text) is None, text
+            assert line_of_another_table(text, BY_NAME[record["stream"]]) is None, text
+            assert text.split(" ")[1] == record.get("host", "-"), text

@@ -18,6 +18,9 @@ TABLES: dict[str, str | None] = {
     SENDMAIL: BY_NAME[SENDMAIL].table,
     OTHER: None,
 }
+# The host of a text line whose source line named none: syslog's nil value (RFC 5424), which
+# `--host NAME` replaces.
+NO_HOST = "-"
 
 
 @functools.cache
@@ -108,13 +111,17 @@ def decoding_problem(line: str) -> str | None:
 def render_text(record: dict, body: str | None) -> str:
     """The line for a text table: normalised header, then `body` (the text after the header).
 
-    A line whose header could not be read at all is passed on as it came.
+    A line whose header could not be read at all is passed on as it came. A line that names its
+    program but no host (`sendmail[21652]: ...`, as a program hands it to syslog) gets NO_HOST in
+    the host's place: without it, readers of the text tables take the program for the host.
     """
     if body is None and "program" not in record and "host" not in record:
         return record["raw"]
     parts = [record["time"]]
     if "host" in record:
         parts.append(record["host"])
+    elif "program" in record:
+        parts.append(NO_HOST)
     if "program" in record:
         pid = record.get("pid")
         parts.append(f"{record['program']}[{pid}]:" if pid else f"{record['program']}:")
