@@ -12,11 +12,18 @@ import subprocess
 import sys
 import termios
 import zlib
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proofpoint_shipper.tap.events import generate
+from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.conftest import checking_s3, one_error_line, run_ppship, wait_for
 from tests.forward_receiver import ForwardReceiver
+from tests.tap_harness import PRINCIPAL, SECRET
+from tests.test_tap_cli import environment as tap_environment
+from tests.test_tap_cli import fetch_command
 
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -180,6 +187,46 @@ def test_a_line_of_the_other_tables_program_is_shipped_told_and_counted():
         "another table's program, shipped as they are (`ppship gateway parse --streams filter` or "
         "`--streams sendmail` writes one table's lines)",
     ]
+
+
+def test_a_capture_of_a_collectors_stdout_lands_its_tables_records_as_a_direct_run_lands_them(
+    local_s3, bucket, tmp_path
+):
+    """`tap fetch --output stdout` writes four tables' records, each with its `table` (routing
+    only: the shipped agent configs drop it). Shipping that capture to one table lands that
+    table's records, without the key, and tells the others apart instead of landing them there."""
+    end = datetime.now(UTC) - timedelta(minutes=10)
+    events = [replace(e, indexed=e.created) for e in generate(5, end - timedelta(hours=2), end, 60)]
+    with TapSimulator(events, PRINCIPAL, SECRET) as simulator:
+        fetch = subprocess.run(
+            fetch_command(simulator, tmp_path, "--output", "stdout"),
+            env=tap_environment(),
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    captured = [json.loads(line) for line in fetch.stdout.splitlines()]
+    table = "proofpoint_tap_clicks_blocked"
+    ours = [
+        {k: v for k, v in record.items() if k != "table"} for record in captured if record["table"] == table
+    ]
+    others = len(captured) - len(ours)
+    assert ours and others
+    flags = s3_flags(bucket, local_s3.endpoint_url)
+    result = ship("--table", table, *flags, input=fetch.stdout, env=LOCAL_ENV)
+    assert result.returncode == 0, result.stderr
+    client = local_s3.client()
+    landed = []
+    for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        assert item["Key"].startswith(f"{table}/")
+        landed += gzip.decompress(
+            client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        ).splitlines()
+    assert sorted(json.loads(line)["id"] for line in landed) == sorted(record["id"] for record in ours)
+    assert all(json.loads(line) in ours for line in landed)
+    told = result.stderr.decode().splitlines()
+    assert told[0].startswith("ppship ship: <stdin>:") and " (its `table`), not of " in told[0]
+    assert f", {others} records of another table (their `table` says so) skipped: ship each" in told[-1]
 
 
 def test_many_lines_with_invalid_utf8_are_counted_not_said_to_be_told():

@@ -19,7 +19,7 @@ from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
 from proofpoint_shipper.sinks.records import json_record, line_of_another_table, stream_for, text_line_problem
-from proofpoint_shipper.streams import Stream
+from proofpoint_shipper.streams import BY_TABLE, Stream
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -58,6 +58,7 @@ NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines
 # Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
 SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
 OTHER_TABLE, REPLACED = "of another table", "a lone surrogate replaced"
+ROUTED_ELSEWHERE = "routed to another table"
 _TOO_LONG = ((SKIPPED, f"longer than {MAX_RECORD_BYTES} bytes"),)
 _SUMMARY = {
     EMPTY: "{} empty lines skipped",
@@ -67,6 +68,8 @@ _SUMMARY = {
     OTHER_TABLE: "{} lines of another table's program, shipped as they are "
     "(`ppship gateway parse --streams filter` or `--streams sendmail` writes one table's lines)",
     REPLACED: "{} records with a lone UTF-16 surrogate escape, shipped with U+FFFD in its place",
+    ROUTED_ELSEWHERE: "{} records of another table (their `table` says so) skipped: ship each "
+    "table's records with its own --table",
 }
 
 
@@ -84,7 +87,9 @@ class _Notes:
         if self.counts[kind] > NOTES_SHOWN:
             self.untold = True
             return
-        shipped = {SKIPPED: "skipped", REPLACED: "shipped so"}.get(kind, "shipped as it is")
+        shipped = {SKIPPED: "skipped", ROUTED_ELSEWHERE: "skipped", REPLACED: "shipped so"}.get(
+            kind, "shipped as it is"
+        )
         print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
     def summary(self, shipped: int, table: str, stopped: bool, undelivered: int = 0) -> str:
@@ -204,6 +209,8 @@ def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, 
         record, remark = json_record(text)
         if record is None:
             return None, ((SKIPPED, remark),)
+        if (elsewhere := _routed_elsewhere(record, stream)) is not None:
+            return None, ((ROUTED_ELSEWHERE, elsewhere),)
         return record, ((REPLACED, remark),) if remark else ()
     try:
         decoded, faults = text.decode("utf-8"), ()
@@ -215,6 +222,19 @@ def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, 
     elif (elsewhere := line_of_another_table(decoded, stream)) is not None:
         faults += ((OTHER_TABLE, elsewhere),)
     return {"text": decoded}, faults
+
+
+def _routed_elsewhere(record: dict, stream: Stream) -> str | None:
+    """Why a record is another table's, or None. A record the collectors wrote to stdout names its
+    table in `table`, which only routes it (the shipped agent configs drop it): it is dropped here
+    too, so that a record shipped from such a capture lands as a direct run lands it."""
+    table = record.get("table")
+    if table.__class__ is not str or table not in BY_TABLE:
+        return None  # not our routing key: the event's own data, kept
+    if table != stream.table:
+        return f"a record of {table} (its `table`), not of {stream.table}"
+    del record["table"]
+    return None
 
 
 def _open_inputs(files: list[str], inputs: contextlib.ExitStack) -> list:
