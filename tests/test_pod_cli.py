@@ -1,5 +1,6 @@
 """`ppship pod stream` as a real process: SIGTERM closes, flushes, saves and exits 0."""
 
+import argparse
 import gzip
 import json
 import os
@@ -65,6 +66,32 @@ def test_sigterm_closes_flushes_saves_and_exits_0(simulator, tmp_path):
     records = [json.loads(line) for line in [first, *rest.splitlines()]]
     assert json.loads((tmp_path / "pod.json").read_text())["last_ts"] == records[-1]["ts"]
     assert b"Traceback" not in stderr
+
+
+def test_sigterm_while_the_api_has_not_answered_the_handshake_stops_at_once_with_exit_0(tmp_path):
+    """An API that took the connection and sends nothing: the handshake waits up to 30 s, which
+    a stop must not wait out, nor read as a dropped stream to reconnect to."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as api:
+        api.settimeout(60)
+        url = f"ws://127.0.0.1:{api.getsockname()[1]}/v1/stream"
+        env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+        with subprocess.Popen(
+            command(argparse.Namespace(url=url), tmp_path),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        ) as child:
+            connection, _ = api.accept()
+            with connection:
+                connection.settimeout(60)
+                assert connection.recv(4096).startswith(b"GET /v1/stream?"), "the handshake was sent"
+                child.send_signal(signal.SIGTERM)
+                _, told = child.communicate(timeout=20)  # not the 30 s the handshake may take
+    assert child.returncode == 0, told.decode()
+    assert b"reconnect 1 of" not in told and b"Traceback" not in told, told.decode()
+    assert b"PoD message: 0 events, 0 resent removed, 0 bad frames, 0 reconnects" in told
 
 
 def test_missing_token_or_cluster_exits_2_with_one_line(simulator, tmp_path):

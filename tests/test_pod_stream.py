@@ -18,6 +18,7 @@ from proofpoint_shipper.pod.shape import event_time
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.pod.stream import PodStream, StreamSettings
 from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.service import StopEvent
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.stdout import StdoutSink
 from tests.conftest import wait_for
@@ -301,7 +302,7 @@ def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):
 
 def test_stop_closes_flushes_and_saves(simulator, tmp_path):
     out = io.BytesIO()
-    stop = threading.Event()
+    stop = StopEvent()
     client = PodStream(
         simulator.url,
         TOKEN,

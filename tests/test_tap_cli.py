@@ -272,9 +272,37 @@ def test_sigterm_during_a_retry_wait_stops_at_once_with_exit_0(simulator, tmp_pa
         _, rest = child.communicate(timeout=60)
     assert child.returncode == 0, rest.decode()
     assert b"retry 2 of" not in rest  # no retry after the stop
-    assert b"stopped while waiting to retry; its window is fetched on the next run" in rest
+    assert b"TAP fetch stopped while waiting to retry; its window is fetched on the next run" in rest
     state = json.loads((tmp_path / "cursor.json").read_text())
     assert state["pending"], "the unfinished window stays to be fetched"
+
+
+def test_sigterm_while_the_api_has_not_answered_stops_at_once_with_exit_0(tmp_path):
+    """An API that took the request and sends nothing: the read timeout is minutes long (an hour's
+    answer can be slow to start), longer than a service manager waits before SIGKILL. The stop
+    ends the request; the window is fetched on the next run."""
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as api:
+        api.settimeout(60)
+        base_url = f"http://127.0.0.1:{api.getsockname()[1]}"
+        command = [*FETCH, "--base-url", base_url, "--cursor", str(tmp_path / "cursor.json"), "--since", "2h"]
+        with subprocess.Popen(
+            command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        ) as child:
+            connection, _ = api.accept()
+            with connection:
+                connection.settimeout(60)
+                assert connection.recv(4096).startswith(b"GET /v2/siem/all?"), "the request was sent"
+                child.send_signal(signal.SIGTERM)
+                _, told = child.communicate(timeout=30)  # not the 120 s read timeout
+    assert child.returncode == 0, told.decode()
+    assert b"TAP fetch stopped during a request to the API; its window is fetched on the next run" in told
+    assert b"Traceback" not in told
+    state = json.loads((tmp_path / "cursor.json").read_text())
+    assert state["pending"], "the unfinished window stays to be fetched"
+    assert not list((tmp_path / "partial").iterdir()), "no partial answer is left behind"
 
 
 def test_since_7d_the_bound_the_help_gives_starts_at_the_oldest_time_the_api_serves(simulator, tmp_path):

@@ -59,8 +59,8 @@ class StageFailed(ShipperError):
 
 
 class Stopped(ShipperError):
-    """A stop (SIGTERM) was asked for while waiting to retry; the command ends cleanly, and what
-    it had not finished is done again on its next run."""
+    """A stop (SIGTERM) was asked for while waiting to retry, or during a request; the command
+    ends cleanly, and what it had not finished is done again on its next run."""
 
 
 class ParseError(ShipperError):

@@ -1,6 +1,6 @@
 """What every long-running command shares: stopping on SIGTERM/SIGINT/SIGHUP, serving until stopped.
 
-`stop_on_signals()` gives an Event set by one of STOP_SIGNALS; `serve_until_stopped(server,
+`stop_on_signals()` gives a StopEvent set by one of STOP_SIGNALS; `serve_until_stopped(server,
 banner)` runs a context-managed server, prints one line about it, and returns 0 once a signal came.
 `add_operability_arguments` and `operate(args)` give the collectors and the relay their
 `--log-format` and `--metrics-port`; `read_secret` reads a secret from a file, never echoing it.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from proofpoint_shipper.errors import ConfigError
+from proofpoint_shipper.errors import ConfigError, Stopped
 from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
 
 # The signals that end a command cleanly: what was read is delivered, the cursor saved, exit 0.
@@ -27,10 +27,37 @@ from proofpoint_shipper.logs import LOG_FORMATS, setup_logging
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+class StopEvent(threading.Event):
+    """Set by a stop signal. Inside `interrupting(what)`, the signal also raises Stopped in the
+    main thread: a blocking read there (a request whose answer does not come, with a read timeout
+    minutes long) ends at once, instead of outlasting the wait of a service manager for the exit.
+    Only once: the cleanup after it is not cut short by a second signal."""
+
+    def __init__(self):
+        super().__init__()
+        self._interrupting: str | None = None  # what the main thread is doing that a stop ends
+
+    def signalled(self, *_) -> None:
+        self.set()
+        if (what := self._interrupting) is not None:
+            self._interrupting = None
+            raise Stopped(f"stopped during {what}")
+
+    @contextlib.contextmanager
+    def interrupting(self, what: str):
+        if self.is_set():
+            raise Stopped(f"stopped before {what}")
+        self._interrupting = what
+        try:
+            yield
+        finally:
+            self._interrupting = None
+
+
+def stop_on_signals() -> StopEvent:
+    stop = StopEvent()
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop.signalled)
     return stop
 
 

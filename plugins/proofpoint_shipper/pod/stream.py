@@ -12,7 +12,6 @@ import itertools
 import logging
 import os
 import ssl
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,13 +25,14 @@ from websockets.sync.client import connect
 
 from proofpoint_shipper import json_input
 from proofpoint_shipper.checkpoint import refuse_foreign
-from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError, ReaderGone
+from proofpoint_shipper.errors import ConfigError, DeliveryError, FetchError, ReaderGone, Stopped
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, WEBSOCKET_RECONNECTS
 from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import ID_KEY, BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.service import StopEvent
 from proofpoint_shipper.trust import not_trusted
 
 log = logging.getLogger("proofpoint_shipper")
@@ -72,13 +72,13 @@ class PodStream:
         sink,
         store,
         settings: StreamSettings,
-        stop: threading.Event | None = None,
+        stop: StopEvent | None = None,
         progress=None,
     ):
         self.url, self.token, self.cluster_id, self.kind = url, token, cluster_id, kind
         self.table = TYPES[kind][0]
         self.sink, self.store, self.settings = sink, store, settings
-        self.stop = stop or threading.Event()
+        self.stop = stop or StopEvent()
         self.progress = progress  # a stream for progress lines during an archive backfill, or None
         self.summary = StreamSummary()
         self._pending: list[dict] = []
@@ -123,19 +123,14 @@ class PodStream:
         failures = 0
         while not self._done(max_events, deadline):
             try:
-                with connect(
-                    self._address(since, until),
-                    additional_headers=self._headers(),
-                    ping_interval=self.settings.ping_interval,
-                    max_size=None,
-                    open_timeout=30,
-                    close_timeout=1,  # leaving a stream: do not wait long for its close reply
-                ) as websocket:
+                with self._connect(since, until) as websocket:
                     if failures >= self.settings.retry.attempts:
                         self._report_gap()  # back after a long outage: what the API no longer replays
                     failures = 0
                     self._consume(websocket, max_events, deadline)
                 break  # told to stop, or the archive was sent whole
+            except Stopped:
+                break  # told to stop during the handshake
             except InvalidStatus as exc:
                 raise refusal(exc) from None
             except ssl.SSLCertVerificationError as exc:
@@ -148,6 +143,25 @@ class PodStream:
                 failures += 1
                 self._reconnect_or_give_up(exc, failures)
         self._flush()
+
+    def _connect(self, since: datetime | None, until: datetime | None):
+        """The stream, opened; a stop during the handshake (up to 30 s) ends it at once."""
+        websocket = None
+        try:
+            with self.stop.interrupting("the connection to the API"):
+                websocket = connect(
+                    self._address(since, until),
+                    additional_headers=self._headers(),
+                    ping_interval=self.settings.ping_interval,
+                    max_size=None,
+                    open_timeout=30,
+                    close_timeout=1,  # leaving a stream: do not wait long for its close reply
+                )
+        except Stopped:
+            if websocket is not None:  # the stop came as the handshake ended
+                websocket.close()
+            raise
+        return websocket
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
         return stream_address(self.url, self.cluster_id, self.kind, since, until)

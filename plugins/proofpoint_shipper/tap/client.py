@@ -6,7 +6,6 @@ counted per quota pool. The secret is only ever handed to httpx's auth, never lo
 """
 
 import logging
-import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from proofpoint_shipper import __version__
 from proofpoint_shipper.errors import ConfigError, FetchError, Stopped
 from proofpoint_shipper.metrics import TAP_QUOTA_USED, RequestLog
 from proofpoint_shipper.retry import RetryPolicy
+from proofpoint_shipper.service import StopEvent
 from proofpoint_shipper.tap.events import wire_time
 from proofpoint_shipper.trust import not_trusted, untrusted_certificate
 
@@ -39,7 +39,7 @@ class TapClient:
         *,
         timeout: float = 120.0,
         retry: RetryPolicy = API_RETRY,
-        stop: threading.Event | None = None,
+        stop: StopEvent | None = None,
     ):
         self.http = httpx.Client(
             base_url=base_url,
@@ -48,7 +48,7 @@ class TapClient:
             headers={"User-Agent": f"proofpoint-shipper/{__version__}"},
         )
         self.retry = retry
-        self.stop = stop or threading.Event()  # set by SIGTERM: no more retries
+        self.stop = stop or StopEvent()  # set by SIGTERM: no more retries, and the request ends
         self.requests = Counter()  # per quota pool, this run
         self._last_day = RequestLog()  # request times of the last 24 h, for the quota metric
 
@@ -80,7 +80,10 @@ class TapClient:
         self.requests["main"] += 1
         TAP_QUOTA_USED.set(self._last_day.add())
         try:
-            with self.http.stream("GET", "/v2/siem/all", params=params) as response:
+            with (
+                self.stop.interrupting("a request to the API"),
+                self.http.stream("GET", "/v2/siem/all", params=params) as response,
+            ):
                 self._check(response)
                 with target.open("wb") as out:
                     for chunk in response.iter_bytes():

@@ -263,8 +263,8 @@ def poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.E
     while True:
         try:
             summary = fetcher.poll(since=since, backfill=args.backfill)
-        except Stopped:
-            log.info("TAP fetch stopped while waiting to retry; its window is fetched on the next run")
+        except Stopped as exc:
+            log.info("TAP fetch %s; its window is fetched on the next run", exc)
             return skipped
         except FetchError as exc:
             if not args.follow:
