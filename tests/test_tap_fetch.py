@@ -138,6 +138,21 @@ def test_a_window_that_stays_malformed_is_skipped_by_name_and_the_rest_fetched(t
     assert records  # the later windows still came
 
 
+def test_lone_surrogate_escapes_are_read_as_u_fffd_told_and_the_event_kept(tmp_path, caplog):
+    """Half an emoji, escaped (`\\ud83d`, as JavaScript writes it): ijson read a high half as "?"
+    in silence, and a low half stopped the fetch with a traceback on every run."""
+    events = list(generate(19, END - timedelta(hours=2), END, 60))
+    clock = Clock(END + timedelta(hours=1))
+    with serve(events, clock) as simulator, caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        simulator.corruptions.append("lone_surrogates")
+        records, summary = fetch(simulator, clock, tmp_path, since=END - timedelta(hours=2))
+    assert not summary.skipped and not (tmp_path / "dead-letter").exists()
+    assert Counter(record_id(r) for r in records) == Counter(e.wire["id"] for e in events)
+    (cut,) = [r for r in records if str(r.get("subject")).startswith("cut ")]
+    assert cut["subject"] == "cut \ufffd, \\ud83d, \ufffd and \U0001f600"
+    assert any("2 lone UTF-16 surrogate escapes, read as U+FFFD" in m for m in caplog.messages)
+
+
 def test_odd_events_are_written_marked_and_do_not_stop_the_fetch(tmp_path, caplog):
     """A clicked URL no parser reads, and an event with no readable time: the API sends what it
     has, and one odd event must not stop every later window."""

@@ -2,15 +2,27 @@
 
 `read_answer(path)` yields (array name, event) pairs and raises MalformedAnswer, naming what is
 wrong, for invalid or truncated JSON, an event that is not an object or nests too deep, or an
-unknown array.
+unknown array. `mend_lone_surrogates(path)` first rewrites what ijson cannot read right.
 """
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import ijson
 
 from proofpoint_shipper.tap import ARRAYS
+
+# At each backslash of the answer: an escaped backslash (a "u" after it is text), a surrogate
+# pair (an emoji, whole), or a lone half of one (group 1), as JavaScript escapes a string cut in
+# the middle of an emoji. ijson reads a lone high half as "?", in silence, and stops at a lone
+# low half with UnicodeDecodeError.
+_ESCAPES = re.compile(
+    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
+_LONGEST_ESCAPE = 12  # bytes of a pair: a buffer's last ones are read again with the next
+_REPLACEMENT = rb"\ufffd"  # as long as the escape it replaces: the answer is mended in place
+_CHUNK_BYTES = 1024 * 1024
 
 _CONTAINERS = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 # How deep an event may nest: real ones go five levels down. orjson, which writes the records,
@@ -22,6 +34,41 @@ class MalformedAnswer(Exception):
     """The API's answer is not the JSON document it should be."""
 
 
+def mend_lone_surrogates(path: Path) -> int:
+    """Rewrite each lone UTF-16 surrogate escape of the answer as U+FFFD's, in place; how many.
+
+    PoD events and `ship` records read such halves as U+FFFD too (json_input). An answer without
+    a surrogate escape is only read.
+    """
+    mended, start = 0, 0
+    with path.open("r+b") as answer:
+        while True:
+            answer.seek(start)
+            buffer = answer.read(_CHUNK_BYTES)
+            final = len(buffer) < _CHUNK_BYTES
+            cutoff = len(buffer) if final else len(buffer) - _LONGEST_ESCAPE
+            resume = cutoff
+            if b"\\ud" in buffer or b"\\uD" in buffer:
+                for escape in _ESCAPES.finditer(buffer):
+                    if escape.start() >= cutoff:
+                        break
+                    resume = max(resume, escape.end())
+                    if escape[1]:
+                        answer.seek(start + escape.start())
+                        answer.write(_REPLACEMENT)
+                        mended += 1
+            elif _ends_inside_an_escape(buffer[:cutoff]):
+                resume = cutoff - 1  # its last backslash opens an escape: read it with the next
+            if final:
+                return mended
+            start += resume
+
+
+def _ends_inside_an_escape(text: bytes) -> bool:
+    """Whether `text` ends with an odd run of backslashes: the last one opens an escape."""
+    return (len(text) - len(text.rstrip(b"\\"))) % 2 == 1
+
+
 def read_answer(path: Path) -> Iterator[tuple[str, dict]]:
     with path.open("rb") as source:
         if not source.read(1):
@@ -31,6 +78,8 @@ def read_answer(path: Path) -> Iterator[tuple[str, dict]]:
             yield from _events(ijson.parse(source, use_float=True))
         except ijson.JSONError as exc:
             raise MalformedAnswer(f"not valid JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:  # a surrogate written as UTF-8 bytes, which no JSON has
+            raise MalformedAnswer(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a string)") from exc
 
 
 def _events(parser) -> Iterator[tuple[str, dict]]:

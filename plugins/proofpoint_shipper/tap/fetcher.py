@@ -21,7 +21,7 @@ from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.metrics import CURSOR_LAG, PARSE_ERRORS, RECORDS_IN, RECORDS_OUT
 from proofpoint_shipper.tap import ARRAYS
-from proofpoint_shipper.tap.answer import MalformedAnswer, read_answer
+from proofpoint_shipper.tap.answer import MalformedAnswer, mend_lone_surrogates, read_answer
 from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.events import creation_time, wire_time
 from proofpoint_shipper.tap.shape import event_key, to_record
@@ -177,6 +177,8 @@ class TapFetcher:
         groups: dict[str, list[tuple[str, str, dict]]] = {}
         received: Counter[str] = Counter()
         timeless: Counter[str] = Counter()
+        if mended := mend_lone_surrogates(answer):
+            log.warning("TAP window %s: %d lone UTF-16 surrogate escapes, read as U+FFFD", name, mended)
         try:
             for array, event in read_answer(answer):
                 table = ARRAYS[array][0]

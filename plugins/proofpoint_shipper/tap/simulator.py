@@ -73,7 +73,9 @@ class TapSimulator:
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | str | None = None  # sent with 429 when set, as written
         self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
-        self.corruptions: deque[str] = deque()  # invalid_json, truncated, not_object, unknown_array, too_deep
+        # Answers to spoil, one per request: invalid_json, truncated, not_object, unknown_array,
+        # too_deep; or lone_surrogates, valid JSON whose first event's subject holds half an emoji.
+        self.corruptions: deque[str] = deque()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -204,7 +206,12 @@ class TapSimulator:
             arrays = {**arrays, "messagesQuarantined": [{"id": "x"}]}
         if corruption == "too_deep":  # JSON, but nested deeper than a record can be written
             next(iter(arrays.values())).insert(0, DEEP_MARK)
+        if corruption == "lone_surrogates":
+            events = next(array for array in arrays.values() if array)
+            events[0] = {**events[0], "subject": HALVES_MARK}
         body = orjson.dumps({"queryEndTime": query_end, **arrays})
+        if corruption == "lone_surrogates":  # as JavaScript's JSON.stringify escapes them
+            body = body.replace(orjson.dumps(HALVES_MARK), rb'"cut \ud83d, \\ud83d, \ude00 and \ud83d\ude00"')
         if corruption == "too_deep":
             body = body.replace(
                 orjson.dumps(DEEP_MARK), b'{"GUID":"deep","x":' + b"[" * 300 + b"]" * 300 + b"}"
@@ -217,6 +224,7 @@ class TapSimulator:
 
 
 DEEP_MARK = "deeply nested event goes here"
+HALVES_MARK = "a subject with lone surrogates goes here"
 
 
 def _handler(simulator: TapSimulator):
