@@ -5,6 +5,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,26 @@ def run_ppship(
         env=env,
         check=False,
     )
+
+
+def stopped_while_unanswered(
+    command: list[str], env: dict[str, str], request: bytes, timeout: float
+) -> subprocess.CompletedProcess:
+    """Run `command` against a server (its URL: `command` holds "{server}") that takes the
+    connection and the request (which must start with `request`) and answers nothing; SIGTERM it
+    then, and give it `timeout` seconds to end."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        command = [part.replace("{server}", address) for part in command]
+        with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+            connection, _ = server.accept()
+            with connection:
+                connection.settimeout(60)
+                assert connection.recv(4096).startswith(request), "the request was sent"
+                child.send_signal(signal.SIGTERM)
+                _, told = child.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, child.returncode, b"", told)
 
 
 def process_alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ from proofpoint_shipper.local_s3 import LocalS3
 from proofpoint_shipper.pod.events import Timeline
 from proofpoint_shipper.pod.simulator import PodSimulator
 from proofpoint_shipper.sinks.spool import Spool
-from tests.conftest import limited_ppship, one_error_line, wait_for
+from tests.conftest import limited_ppship, one_error_line, stopped_while_unanswered, wait_for
 
 TOKEN, CLUSTER = "cli-token", "hosted_cid"
 LOCAL_AWS = {
@@ -71,25 +71,11 @@ def test_sigterm_closes_flushes_saves_and_exits_0(simulator, tmp_path):
 def test_sigterm_while_the_api_has_not_answered_the_handshake_stops_at_once_with_exit_0(tmp_path):
     """An API that took the connection and sends nothing: the handshake waits up to 30 s, which
     a stop must not wait out, nor read as a dropped stream to reconnect to."""
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as api:
-        api.settimeout(60)
-        url = f"ws://127.0.0.1:{api.getsockname()[1]}/v1/stream"
-        env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
-        with subprocess.Popen(
-            command(argparse.Namespace(url=url), tmp_path),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        ) as child:
-            connection, _ = api.accept()
-            with connection:
-                connection.settimeout(60)
-                assert connection.recv(4096).startswith(b"GET /v1/stream?"), "the handshake was sent"
-                child.send_signal(signal.SIGTERM)
-                _, told = child.communicate(timeout=20)  # not the 30 s the handshake may take
-    assert child.returncode == 0, told.decode()
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    stream = command(argparse.Namespace(url="ws://{server}/v1/stream"), tmp_path)
+    result = stopped_while_unanswered(stream, env, b"GET /v1/stream?", timeout=20)  # not the 30 s
+    told = result.stderr
+    assert result.returncode == 0, told.decode()
     assert b"reconnect 1 of" not in told and b"Traceback" not in told, told.decode()
     assert b"PoD message: 0 events, 0 resent removed, 0 bad frames, 0 reconnects" in told
 

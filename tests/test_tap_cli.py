@@ -21,7 +21,7 @@ from proofpoint_shipper.cli import build_parser
 from proofpoint_shipper.tap.command import cursor_store, poll_loop
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
-from tests.conftest import limited_ppship, one_error_line, wait_for
+from tests.conftest import limited_ppship, one_error_line, stopped_while_unanswered, wait_for
 from tests.tap_harness import PRINCIPAL, SECRET, tap_fetcher
 
 FETCH = [sys.executable, "-m", "proofpoint_shipper", "tap", "fetch", "--once"]
@@ -281,23 +281,18 @@ def test_sigterm_while_the_api_has_not_answered_stops_at_once_with_exit_0(tmp_pa
     """An API that took the request and sends nothing: the read timeout is minutes long (an hour's
     answer can be slow to start), longer than a service manager waits before SIGKILL. The stop
     ends the request; the window is fetched on the next run."""
-    import signal
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as api:
-        api.settimeout(60)
-        base_url = f"http://127.0.0.1:{api.getsockname()[1]}"
-        command = [*FETCH, "--base-url", base_url, "--cursor", str(tmp_path / "cursor.json"), "--since", "2h"]
-        with subprocess.Popen(
-            command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        ) as child:
-            connection, _ = api.accept()
-            with connection:
-                connection.settimeout(60)
-                assert connection.recv(4096).startswith(b"GET /v2/siem/all?"), "the request was sent"
-                child.send_signal(signal.SIGTERM)
-                _, told = child.communicate(timeout=30)  # not the 120 s read timeout
-    assert child.returncode == 0, told.decode()
+    command = [
+        *FETCH,
+        "--base-url",
+        "http://{server}",
+        "--cursor",
+        str(tmp_path / "cursor.json"),
+        "--since",
+        "2h",
+    ]
+    result = stopped_while_unanswered(command, environment(), b"GET /v2/siem/all?", timeout=30)  # not 120 s
+    told = result.stderr
+    assert result.returncode == 0, told.decode()
     assert b"TAP fetch stopped during a request to the API; its window is fetched on the next run" in told
     assert b"Traceback" not in told
     state = json.loads((tmp_path / "cursor.json").read_text())

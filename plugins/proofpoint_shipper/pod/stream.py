@@ -140,6 +140,8 @@ class PodStream:
                     break  # an archive backfill ends with a normal close once all is sent; live, it
                     # is a server going away (a restart's 1001) and we come back, as after a drop
                 self._flush()  # what arrived before the drop is good: keep it
+                if self.stop.is_set():
+                    break  # the stop came first (websockets closes a connection a stop cut short)
                 failures += 1
                 self._reconnect_or_give_up(exc, failures)
         self._flush()

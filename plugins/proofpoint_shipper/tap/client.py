@@ -89,6 +89,8 @@ class TapClient:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
         except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            if self.stop.is_set():  # the stop came first, and cut the request short
+                raise Stopped("stopped during a request to the API") from None
             if failure := untrusted_certificate(exc):
                 raise not_trusted(f"the TAP API at {self.http.base_url}", failure) from None
             raise Retryable(f"{type(exc).__name__}: {exc}") from exc
