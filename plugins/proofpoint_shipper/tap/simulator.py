@@ -206,8 +206,7 @@ class TapSimulator:
             arrays = {**arrays, "messagesQuarantined": [{"id": "x"}]}
         if corruption == "too_deep":  # JSON, but nested deeper than a record can be written
             next(iter(arrays.values())).insert(0, DEEP_MARK)
-        if corruption == "lone_surrogates":
-            events = next(array for array in arrays.values() if array)
+        if corruption == "lone_surrogates" and (events := next(filter(None, arrays.values()), None)):
             events[0] = {**events[0], "subject": HALVES_MARK}
         body = orjson.dumps({"queryEndTime": query_end, **arrays})
         if corruption == "lone_surrogates":  # as JavaScript's JSON.stringify escapes them
