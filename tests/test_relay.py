@@ -23,7 +23,7 @@ from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
 from tests.certificates import self_signed
-from tests.conftest import golden_lines, one_error_line, process_alive, run_ppship
+from tests.conftest import golden_lines, one_error_line, process_alive, run_ppship, wait_for
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
 from tests.test_codec import fluentd_frame
@@ -694,6 +694,39 @@ def test_output_s3_writes_the_text_tables_before_acking(local_s3, bucket):
         "proofpoint_gateway_sendmail_logs": [RFC3339_SENDMAIL_LINE],
     }
     assert b"belong to no table" in stderr
+
+
+def test_message_mode_records_asking_no_ack_go_to_s3_together_not_an_object_each(local_s3, bucket):
+    """fluent-logger sends one record a frame and asks for no ack. Each waited for its own
+    delivery: an S3 object per record, about a hundred records a second."""
+    env = {**os.environ, **LOCAL_ENV}
+    relay, port = start_relay(
+        None, "--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url, env=env
+    )
+    client = local_s3.client()
+
+    def landed() -> list[bytes]:
+        objects = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        return [
+            gzip.decompress(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            for item in objects
+        ]
+
+    lines = [FILTER_LINE.replace("s=3ebnb6gs7y", f"s=session{n}") for n in range(500)]
+    try:
+        sender = FluentSender("gateway", host="127.0.0.1", port=port, nanosecond_precision=True)
+        for line in lines:
+            assert sender.emit("raw", {"log": line}), sender.last_error
+        sender.close()
+        wait_for(lambda: sum(body.count(b"\n") for body in landed()) == len(lines))
+    finally:
+        stop_relay(relay)
+    sent = {line.split(" ", 3)[3].encode(): number for number, line in enumerate(lines)}
+    bodies = landed()
+    numbers = [[sent[line.split(b" ", 3)[3]] for line in body.splitlines()] for body in bodies]
+    assert sorted(n for body in numbers for n in body) == list(range(len(lines))), "every record once"
+    assert all(body == sorted(body) for body in numbers), "in the order sent"
+    assert len(bodies) <= len(lines) / 10, f"{len(bodies)} objects for {len(lines)} records"
 
 
 def test_output_forward_without_upstream_is_one_clear_error():

@@ -89,6 +89,8 @@ class ForwardRelay:
         self._deliveries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upstream")
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._in_delivery: set[asyncio.Future] = set()  # done once upstream acked their records
+        self._giving_back: set[asyncio.Task] = set()  # room given back after a delivery
         self._closing = False
         self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
         self._delivery_task: asyncio.Task | None = None
@@ -128,8 +130,9 @@ class ForwardRelay:
         self._closing = True
         if self._server is not None:
             self._server.close()  # no new connections
-        if self._handlers and not self.broken.is_set():  # broken: nothing in delivery can be acked
-            await asyncio.wait(self._handlers, timeout=self.settings.drain_seconds)
+        draining = self._handlers | self._in_delivery  # frames no client waits for are delivered too
+        if draining and not self.broken.is_set():  # broken: nothing in delivery can be acked
+            await asyncio.wait(draining, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
             handler.cancel()
         if self._server is not None:
@@ -186,8 +189,9 @@ class ForwardRelay:
         try:
             while not self._closing and (data := await reader.read(65536)):
                 for frame in frames.feed(data):
-                    options = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
+                    options, delivered = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
                     if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward
+                        await delivered  # upstream acked these records
                         writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
                         await writer.drain()
                 self.arriving += frames.pending_bytes - counted
@@ -267,11 +271,16 @@ class ForwardRelay:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    async def _relay(self, frame: bytes, size: int, peer: object) -> dict:
-        """Deliver one frame's records once there is room for them; returns the frame's options.
+    async def _relay(self, frame: bytes, size: int, peer: object) -> tuple[dict, asyncio.Future]:
+        """Queue one frame's records for delivery once there is room for them; returns the frame's
+        options, and a future done once upstream acked the records.
 
         Room is taken before the frame is decoded and parsed, which is where memory grows: a
-        connection waiting for room holds only the frame's bytes.
+        connection waiting for room holds only the frame's bytes. It is given back on delivery.
+        A frame whose client asks for no ack (fluent-logger's Message mode: one record a frame)
+        is not waited for: the connection reads on, and its frames go upstream together, in
+        order, within the in-flight bound. Waited for one by one, each was a delivery of its
+        own: with --output s3, an object per record.
         """
         async with self._room:
             await self._room.wait_for(
@@ -279,24 +288,44 @@ class ForwardRelay:
             )
             self.in_flight += size
         try:
-            _, entries, options = codec.decode(_unpacked(frame))
-            entries, no_time = codec.spec_times(entries, epoch_seconds())
-            if no_time:
-                self._odd_times.log(
-                    "relay: a frame from %s held %d float times that are no time (NaN, infinite "
-                    "or outside 1970 to 2106): those records are stamped with the time received",
-                    peer,
-                    no_time,
-                )
-            done = asyncio.get_running_loop().create_future()
-            await self._queue.put((self._retag(entries), done))
-            await done  # upstream acked these records
-            self.relayed += len(entries)
-        finally:
-            async with self._room:
-                self.in_flight -= size
-                self._room.notify_all()
-        return options
+            delivered = self._queued(self._retagged(frame, peer), size)
+        except BaseException:
+            await self._give_back(size)
+            raise
+        return delivered
+
+    def _retagged(self, frame: bytes, peer: object) -> tuple[dict, dict[str, list], int]:
+        """The frame's options, its entries parsed and grouped by their new tag, and their count."""
+        _, entries, options = codec.decode(_unpacked(frame))
+        entries, no_time = codec.spec_times(entries, epoch_seconds())
+        if no_time:
+            self._odd_times.log(
+                "relay: a frame from %s held %d float times that are no time (NaN, infinite "
+                "or outside 1970 to 2106): those records are stamped with the time received",
+                peer,
+                no_time,
+            )
+        return options, self._retag(entries), len(entries)
+
+    def _queued(self, retagged: tuple[dict, dict[str, list], int], size: int) -> tuple[dict, asyncio.Future]:
+        options, entries, count = retagged
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((entries, done))  # unbounded: the room taken bounds it
+        self._in_delivery.add(done)
+        done.add_done_callback(lambda _: self._delivered(done, size, count))
+        return options, done
+
+    def _delivered(self, done: asyncio.Future, size: int, count: int) -> None:
+        self._in_delivery.discard(done)
+        self.relayed += count
+        giving_back = asyncio.get_running_loop().create_task(self._give_back(size))
+        self._giving_back.add(giving_back)  # held: the loop keeps only a weak reference to a task
+        giving_back.add_done_callback(self._giving_back.discard)
+
+    async def _give_back(self, size: int) -> None:
+        async with self._room:
+            self.in_flight -= size
+            self._room.notify_all()
 
     async def _deliver_batches(self) -> None:
         """One delivery at a time, of every chunk waiting: a single upstream round trip for all."""
