@@ -317,7 +317,8 @@ class ForwardRelay:
 
     def _delivered(self, done: asyncio.Future, size: int, count: int) -> None:
         self._in_delivery.discard(done)
-        self.relayed += count
+        if not done.cancelled():  # cancelled: its client's handler was, at a stop, while it waited
+            self.relayed += count
         giving_back = asyncio.get_running_loop().create_task(self._give_back(size))
         self._giving_back.add(giving_back)  # held: the loop keeps only a weak reference to a task
         giving_back.add_done_callback(self._giving_back.discard)
