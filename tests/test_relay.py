@@ -579,6 +579,27 @@ def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
         silent.stop()
 
 
+def test_sigterm_does_not_wait_the_drain_out_for_connections_with_nothing_in_delivery():
+    """An agent keeps its forward connection open between chunks: such a connection has nothing
+    to drain, and holding the stop for --drain-seconds on it made every restart that long."""
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port, "--drain-seconds", "120")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+            client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="c1"))
+            assert msgpack.unpackb(client.recv(4096)) == {"ack": "c1"}  # then the agent idles
+            relay.send_signal(signal.SIGTERM)
+            _, stderr = relay.communicate(timeout=30)  # not the 120 s of the drain
+            assert client.recv(4096) == b""
+        assert relay.returncode == 0, stderr.decode()[-500:]
+        assert len(receiver.entries) == 1
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        receiver.stop()
+
+
 def kill_workers(relay: subprocess.Popen) -> None:
     """Kill the relay and its workers (its session), whose copies of the pipes would keep
     communicate() waiting; then close the pipes. Also when an assertion failed."""

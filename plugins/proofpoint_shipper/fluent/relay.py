@@ -90,6 +90,7 @@ class ForwardRelay:
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._in_delivery: set[asyncio.Future] = set()  # done once upstream acked their records
+        self._between_frames: set[asyncio.Task] = set()  # handlers waiting for a frame to begin
         self._giving_back: set[asyncio.Task] = set()  # room given back after a delivery
         self._closing = False
         self._queue: asyncio.Queue | None = None  # (retagged entries, future) waiting for upstream
@@ -122,15 +123,18 @@ class ForwardRelay:
         return self._server.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
-        """Stop accepting; give chunks in delivery `drain_seconds` to be acked, then close. When
-        delivery itself stopped (`broken`), close at once: no chunk can be acked any more.
+        """Stop accepting; give chunks in delivery `drain_seconds` to be acked, then close. A
+        connection waiting for its next frame is closed at once. When delivery itself stopped
+        (`broken`), close at once: no chunk can be acked any more.
 
         A chunk not acked by then is not lost: its client never got our ack and sends it again.
         """
         self._closing = True
         if self._server is not None:
             self._server.close()  # no new connections
-        draining = self._handlers | self._in_delivery  # frames no client waits for are delivered too
+        for handler in self._between_frames:
+            handler.cancel()  # nothing of theirs to drain; their deliveries are in _in_delivery
+        draining = (self._handlers - self._between_frames) | self._in_delivery  # unwaited frames too
         if draining and not self.broken.is_set():  # broken: nothing in delivery can be acked
             await asyncio.wait(draining, timeout=self.settings.drain_seconds)
         for handler in self._handlers:
@@ -187,7 +191,7 @@ class ForwardRelay:
         peer = writer.get_extra_info("peername")
         frames, counted = FrameSplitter(self.settings.max_frame_bytes), 0  # counted: in self.arriving
         try:
-            while not self._closing and (data := await reader.read(65536)):
+            while not self._closing and (data := await self._next_bytes(reader, frames)):
                 for frame in frames.feed(data):
                     options, delivered = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
                     if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward
@@ -204,6 +208,17 @@ class ForwardRelay:
                     )
         finally:
             self.arriving -= counted
+
+    async def _next_bytes(self, reader: asyncio.StreamReader, frames: "FrameSplitter") -> bytes:
+        """The connection's next bytes. Between frames (an agent keeps its connection open between
+        chunks) the connection has nothing to drain: a stop closes it at once."""
+        task = asyncio.current_task()
+        if frames.pending_bytes == 0:
+            self._between_frames.add(task)
+        try:
+            return await reader.read(65536)
+        finally:
+            self._between_frames.discard(task)
 
     def _too_much_arriving(self, mine: int) -> bool:
         """Whether a connection's partial frame of `mine` bytes takes those of all connections past
