@@ -7,7 +7,6 @@ idle, the assembler's clock runs on with the wall clock, so idle messages still 
 """
 
 import argparse
-import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -15,11 +14,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
-from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
+from proofpoint_shipper.gateway.options import host_name, open_inputs, read_each, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import LineReader, UnreadableInputs
+from proofpoint_shipper.lines import LineReader
 from proofpoint_shipper.logs import setup_logging
-from proofpoint_shipper.rawio import STDIN, stdout_fd, write_stdout
+from proofpoint_shipper.rawio import stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.records import json_record
 
@@ -80,13 +79,8 @@ def run(args: argparse.Namespace) -> int:
         Assembler(AssemblySettings(idle_timeout=args.idle_timeout, max_open=args.max_open)),
         GatewayParser(zone=resolve_zone(args.timezone), reference=args.reference_time, host=args.host),
     )
-    unreadable = UnreadableInputs()
     with StopOnSignals(job):
-        for name, fd in sources:
-            with unreadable:
-                job.consume(name, fd)
-            if fd != STDIN:
-                os.close(fd)
+        unreadable = read_each(sources, job.consume)
         job.write(job.assembler.finish())
     job.report()
     unreadable.raise_error()  # an input cut short: after the messages and counts of what was read

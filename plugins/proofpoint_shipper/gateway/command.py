@@ -19,12 +19,12 @@ from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway import assemble, exec_filter
 from proofpoint_shipper.gateway.counts import StreamCounts, outcome
 from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, FollowedFile, PositionSaver
-from proofpoint_shipper.gateway.options import host_name, open_inputs, reference_time
+from proofpoint_shipper.gateway.options import host_name, open_inputs, read_each, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import Batch, LineReader, UnreadableInputs
+from proofpoint_shipper.lines import Batch, LineReader
 from proofpoint_shipper.logs import setup_logging
-from proofpoint_shipper.rawio import STDIN, write_stdout
+from proofpoint_shipper.rawio import write_stdout
 from proofpoint_shipper.service import StopOnSignals, filesystem_path, positive_int, seconds, writable_dir
 from proofpoint_shipper.streams import OTHER
 
@@ -159,13 +159,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} needs --follow")
     sources = open_inputs(args.files)
     job = _job(args)
-    unreadable = UnreadableInputs()
     with job.signals_handled():
-        for name, fd in sources:
-            with unreadable:
-                job.consume(name, fd)
-            if fd != STDIN:
-                os.close(fd)
+        unreadable = read_each(sources, job.consume)
     job.report()
     unreadable.raise_error()  # an input cut short: after the counts of what was read
     return 0

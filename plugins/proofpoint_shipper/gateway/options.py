@@ -1,11 +1,13 @@
 """Flags and inputs the gateway commands share: `--reference-time`, `--host`, `--key`, and FILE
-arguments."""
+arguments, opened by `open_inputs` and read in turn by `read_each`."""
 
 import argparse
 import os
+from collections.abc import Callable
 from datetime import datetime
 
 from proofpoint_shipper.errors import InputError
+from proofpoint_shipper.lines import UnreadableInputs
 from proofpoint_shipper.rawio import STDIN
 
 
@@ -52,3 +54,15 @@ def open_inputs(files: list[str]) -> list[tuple[str, int]]:
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from exc
     return inputs
+
+
+def read_each(inputs: list[tuple[str, int]], consume: Callable[[str, int], None]) -> UnreadableInputs:
+    """`consume(name, fd)` each input in turn, closing the files; an input cut short ends that
+    input only. The caller raises the faults kept (`raise_error()`) once it told what it read."""
+    unreadable = UnreadableInputs()
+    for name, fd in inputs:
+        with unreadable:
+            consume(name, fd)
+        if fd != STDIN:
+            os.close(fd)
+    return unreadable
