@@ -12,7 +12,7 @@ import re
 import orjson
 
 REPLACED = "a lone UTF-16 surrogate escape, read as U+FFFD"
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped UTF-16 surrogate, alone or paired
 
 
 def loads(text: bytes | str) -> tuple[object, bool]:
@@ -24,7 +24,7 @@ def loads(text: bytes | str) -> tuple[object, bool]:
         return orjson.loads(text), False
     except orjson.JSONDecodeError as refused:
         raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-        if not _SURROGATE_ESCAPE.search(raw):
+        if not SURROGATE_ESCAPE.search(raw):
             raise
         try:
             return _replaced(json.loads(text, parse_constant=_refuse_constant)), True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ijson
 
+from proofpoint_shipper.json_input import SURROGATE_ESCAPE
 from proofpoint_shipper.tap import ARRAYS
 
 # At each backslash of the answer: an escaped backslash (a "u" after it is text), a surrogate
@@ -48,7 +49,7 @@ def mend_lone_surrogates(path: Path) -> int:
             final = len(buffer) < _CHUNK_BYTES
             cutoff = len(buffer) if final else len(buffer) - _LONGEST_ESCAPE
             resume = cutoff
-            if b"\\ud" in buffer or b"\\uD" in buffer:
+            if SURROGATE_ESCAPE.search(buffer):
                 for escape in _ESCAPES.finditer(buffer):
                     if escape.start() >= cutoff:
                         break
