@@ -209,7 +209,7 @@ def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, 
         record, remark = json_record(text)
         if record is None:
             return None, ((SKIPPED, remark),)
-        if (elsewhere := _routed_elsewhere(record, stream)) is not None:
+        if (elsewhere := _drop_route(record, stream)) is not None:
             return None, ((ROUTED_ELSEWHERE, elsewhere),)
         return record, ((REPLACED, remark),) if remark else ()
     try:
@@ -224,10 +224,11 @@ def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, 
     return {"text": decoded}, faults
 
 
-def _routed_elsewhere(record: dict, stream: Stream) -> str | None:
-    """Why a record is another table's, or None. A record the collectors wrote to stdout names its
-    table in `table`, which only routes it (the shipped agent configs drop it): it is dropped here
-    too, so that a record shipped from such a capture lands as a direct run lands it."""
+def _drop_route(record: dict, stream: Stream) -> str | None:
+    """Drop the record's `table` key when it names `stream`'s table; else why the record is
+    another table's, or None. A record the collectors wrote to stdout names its table in `table`,
+    which only routes it (the shipped agent configs drop it): dropped here too, a record shipped
+    from such a capture lands as a direct run lands it."""
     table = record.get("table")
     if table.__class__ is not str or table not in BY_TABLE:
         return None  # not our routing key: the event's own data, kept

@@ -303,11 +303,11 @@ class ForwardRelay:
             )
             self.in_flight += size
         try:
-            delivered = self._queued(self._retagged(frame, peer), size)
+            options, entries, count = self._retagged(frame, peer)
         except BaseException:
             await self._give_back(size)
             raise
-        return delivered
+        return options, self._queued(entries, count, size)
 
     def _retagged(self, frame: bytes, peer: object) -> tuple[dict, dict[str, list], int]:
         """The frame's options, its entries parsed and grouped by their new tag, and their count."""
@@ -322,13 +322,13 @@ class ForwardRelay:
             )
         return options, self._retag(entries), len(entries)
 
-    def _queued(self, retagged: tuple[dict, dict[str, list], int], size: int) -> tuple[dict, asyncio.Future]:
-        options, entries, count = retagged
+    def _queued(self, entries: dict[str, list], count: int, size: int) -> asyncio.Future:
+        """The records queued for delivery; the future is done once upstream acked them."""
         done = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((entries, done))  # unbounded: the room taken bounds it
         self._in_delivery.add(done)
         done.add_done_callback(lambda _: self._delivered(done, size, count))
-        return options, done
+        return done
 
     def _delivered(self, done: asyncio.Future, size: int, count: int) -> None:
         self._in_delivery.discard(done)
