@@ -42,10 +42,11 @@ rfc3339 = st.builds(
     st.sampled_from(["Z", "z", "-06:00", "+0530", "-0000"]),
 )
 bsd = st.builds(
-    lambda m, d, c: f"{m} {d} {c}",
+    lambda m, d, c, frac: f"{m} {d} {c}{frac}",
     st.sampled_from(["Jan", "Feb", "Dec", "Jun"]),
     st.sampled_from([" 1", " 3", "13", "29", "30", "31", "7"]),
     st.sampled_from(["08:35:00", "23:59:59", "00:00:00"]),
+    st.sampled_from(["", "", ".5", ".157", ".157994", ".157994123", "."]),
 )
 onbox = st.builds(
     lambda c, off: f"[2015-06-17 16:51:00{c} {off}]",

@@ -52,6 +52,18 @@ def test_bsd_takes_year_and_zone_from_the_reference():
     assert clock.normalize("Feb 13 08:35:00") == "2022-02-13T08:35:00.000000-06:00"
 
 
+def test_a_bsd_fraction_of_a_second_is_kept_to_the_microsecond():
+    """As `journalctl -o short-precise` writes it: one second's stamps keep their own fractions."""
+    clock = clock_at(datetime(2022, 3, 1, 12, tzinfo=CHICAGO))
+    stamps = ["Feb  3 08:35:00.157994", "Feb  3 08:35:00.5", "Feb  3 08:35:00", "Feb  3 08:35:00.1234567"]
+    assert [clock.normalize(stamp) for stamp in stamps] == [
+        "2022-02-03T08:35:00.157994-06:00",
+        "2022-02-03T08:35:00.500000-06:00",
+        "2022-02-03T08:35:00.000000-06:00",
+        "2022-02-03T08:35:00.123456-06:00",  # cut to microseconds, as RFC 3339 fractions are
+    ]
+
+
 def test_december_line_read_on_2_january_is_last_year():
     clock = clock_at(datetime(2023, 1, 2, 9, tzinfo=CHICAGO))
     assert clock.normalize("Dec 31 23:59:59") == "2022-12-31T23:59:59.000000-06:00"

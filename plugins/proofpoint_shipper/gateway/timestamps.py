@@ -100,6 +100,15 @@ class BsdClock:
         self._zone_check = ZoneCheck(zone) if live else None
 
     def normalize(self, stamp: str) -> str:
+        """`Feb  3 08:35:00`, or with a fraction of a second (`08:35:00.157994`), in the normal
+        form. Worked out once per whole second; a fraction written takes the microseconds' place."""
+        whole, dot, fraction = stamp.partition(".")
+        normal = self._normalize_whole(whole)
+        if dot:
+            normal = f"{normal[:20]}{(fraction + '000000')[:6]}{normal[26:]}"
+        return normal
+
+    def _normalize_whole(self, stamp: str) -> str:
         cached = self._cache.get(stamp)
         if cached is None:
             moment, now = self._resolve(stamp)
