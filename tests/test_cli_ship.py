@@ -14,9 +14,11 @@ import termios
 import zlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+import proofpoint_shipper
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.conftest import checking_s3, one_error_line, run_ppship, wait_for
@@ -187,6 +189,54 @@ def test_a_line_of_the_other_tables_program_is_shipped_told_and_counted():
         "another table's program, shipped as they are (`ppship gateway parse --streams filter` or "
         "`--streams sendmail` writes one table's lines)",
     ]
+
+
+GATEWAY_DEMO_LOG = Path(proofpoint_shipper.__file__).parent / "data" / "gateway-demo.log"
+GATEWAY_SETTINGS = ("--timezone", "America/Chicago", "--reference-time", "2022-03-01T12:00:00-06:00")
+
+
+@pytest.mark.parametrize(
+    "table, streams",
+    [("proofpoint_gateway_filter_logs", "filter"), ("proofpoint_gateway_sendmail_logs", "sendmail")],
+)
+def test_gateway_parse_records_shipped_to_a_text_table_land_as_its_text_lines(table, streams):
+    """A capture of `gateway parse` (JSON, all streams) shipped to one text table lands that table's
+    lines as `gateway parse --format text --streams` writes them (BSD, header-less and bad lines of
+    the demo log among them), and tells the other records apart instead of landing their JSON."""
+    records = run_ppship("gateway", "parse", *GATEWAY_SETTINGS, str(GATEWAY_DEMO_LOG)).stdout
+    expected = run_ppship(
+        "gateway", "parse", "--format", "text", "--streams", streams, *GATEWAY_SETTINGS, str(GATEWAY_DEMO_LOG)
+    ).stdout
+    result = ship("--table", table, "--format", "text", input=records)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    shipped, skipped = len(expected.splitlines()), len(records.splitlines()) - len(expected.splitlines())
+    assert 0 < skipped < len(records.splitlines())
+    summary = result.stderr.decode().splitlines()[-1]
+    assert f"{skipped} records of another table (their `table` says so) skipped" in summary
+    assert f"{shipped} JSON records of `ppship gateway parse` shipped as their text lines" in summary
+
+
+def test_a_relay_record_lands_its_own_text_and_a_record_of_no_table_is_skipped():
+    relayed = {
+        "stream": "gateway_sendmail",
+        "table": "proofpoint_gateway_sendmail_logs",
+        "time": "t",
+        "raw": "r",
+    }
+    relayed["text"] = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: Q1: stat=Sent"
+    unrelated = {"stream": "other", "table": None, "time": "2022-02-20T08:35:00.157994-06:00", "raw": "x"}
+    not_ours = {"stream": "gateway_sendmail", "time": 1, "raw": "r"}  # no gateway record: JSON as it is
+    lines = b"\n".join(json.dumps(r).encode() for r in (relayed, unrelated, not_ours))
+    result = ship("--table", "proofpoint_gateway_sendmail_logs", "--format", "text", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [relayed["text"].encode(), json.dumps(not_ours).encode()]
+    told = result.stderr.decode().splitlines()
+    assert told[0] == (
+        "ppship ship: <stdin>:2: a record of no table (its `table`), not of "
+        "proofpoint_gateway_sendmail_logs; skipped"
+    )
+    assert told[1] == "ppship ship: <stdin>:3: JSON where text is expected; shipped as it is"
 
 
 def test_a_capture_of_a_collectors_stdout_lands_its_tables_records_as_a_direct_run_lands_them(

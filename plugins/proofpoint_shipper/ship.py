@@ -1,10 +1,11 @@
 """`ppship ship`: deliver records for one table from files or stdin through any output.
 
 For backfills and re-sends: NDJSON records for the JSON tables, one text line per record for the
-gateway text tables. Flushes every --flush-records, --flush-seconds after the oldest record not yet
-flushed was read (a pipe that brings a line now and then), and at the end; counts (of flushed
-records) go to stderr. SIGTERM or SIGINT stop the reading after the current batch: what was read is
-delivered, and the command exits 0.
+gateway text tables (or the records `gateway parse --format json` wrote, landed as their lines).
+Flushes every --flush-records, --flush-seconds after the oldest record not yet flushed was read (a
+pipe that brings a line now and then), and at the end; counts (of flushed records) go to stderr.
+SIGTERM or SIGINT stop the reading after the current batch: what was read is delivered, and the
+command exits 0.
 """
 
 import argparse
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 
 from proofpoint_shipper.errors import DeliveryError, InputError
+from proofpoint_shipper.gateway.record_text import gateway_record, text_of_gateway_record
 from proofpoint_shipper.lines import LineReader, UnreadableInputs
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
@@ -26,8 +28,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     ship = subcommands.add_parser(
         "ship",
         help="deliver records for one table to stdout, a forward input or S3",
-        description="Read records for one table (NDJSON, or text lines for the gateway text tables) "
-        "from FILEs or stdin and deliver them through the chosen output.",
+        description="Read records for one table (NDJSON; for the gateway text tables, text lines or "
+        "the records of `ppship gateway parse --format json`) from FILEs or stdin and deliver them "
+        "through the chosen output.",
     )
     ship.add_argument(
         "files", nargs="*", metavar="FILE", help="input files, plain or gzip; none or '-' reads stdin"
@@ -58,7 +61,8 @@ NOTES_SHOWN = 10  # lines told by number, per kind of fault: a file of bad lines
 # Each kind of fault a line can have: whether the line is still shipped, and how the summary counts it.
 SKIPPED, EMPTY, NOT_UTF8, NOT_TEXT_FORM = "skipped", "empty", "not UTF-8", "not in the text form"
 OTHER_TABLE, REPLACED = "of another table", "a lone surrogate replaced"
-ROUTED_ELSEWHERE = "routed to another table"
+ROUTED_ELSEWHERE, AS_TEXT = "routed to another table", "a gateway record as its text line"
+_Faults = tuple[tuple[str, str | None], ...]
 _TOO_LONG = ((SKIPPED, f"longer than {MAX_RECORD_BYTES} bytes"),)
 _SUMMARY = {
     EMPTY: "{} empty lines skipped",
@@ -70,6 +74,7 @@ _SUMMARY = {
     REPLACED: "{} records with a lone UTF-16 surrogate escape, shipped with U+FFFD in its place",
     ROUTED_ELSEWHERE: "{} records of another table (their `table` says so) skipped: ship each "
     "table's records with its own --table",
+    AS_TEXT: "{} JSON records of `ppship gateway parse` shipped as their text lines",
 }
 
 
@@ -200,28 +205,42 @@ def _ship_lines(source, stream: Stream, shipment: _Shipment, notes: _Notes) -> N
             return
 
 
-def _record(stream: Stream, line: bytes) -> tuple[dict | None, tuple[tuple[str, str | None], ...]]:
+def _record(stream: Stream, line: bytes) -> tuple[dict | None, _Faults]:
     """The line's record (None: skipped) and its faults, each (kind, a word on it or None)."""
     text = line.rstrip(b"\r\n")
     if not text.strip():
         return None, ((EMPTY, None),)
     if stream.format == "ndjson":
-        record, remark = json_record(text)
-        if record is None:
-            return None, ((SKIPPED, remark),)
-        if (elsewhere := _drop_route(record, stream)) is not None:
-            return None, ((ROUTED_ELSEWHERE, elsewhere),)
-        return record, ((REPLACED, remark),) if remark else ()
+        return _json_table_record(stream, text)
+    return _text_table_record(stream, text)
+
+
+def _json_table_record(stream: Stream, text: bytes) -> tuple[dict | None, _Faults]:
+    record, remark = json_record(text)
+    if record is None:
+        return None, ((SKIPPED, remark),)
+    if (elsewhere := _drop_route(record, stream)) is not None:
+        return None, ((ROUTED_ELSEWHERE, elsewhere),)
+    return record, ((REPLACED, remark),) if remark else ()
+
+
+def _text_table_record(stream: Stream, text: bytes) -> tuple[dict | None, _Faults]:
+    """A text line; a gateway record (`gateway parse --format json`) becomes its text line."""
     try:
-        decoded, faults = text.decode("utf-8"), ()
+        line, faults = text.decode("utf-8"), ()
     except UnicodeDecodeError:
-        decoded, faults = text.decode("utf-8", "replace"), ((NOT_UTF8, None),)
-    problem = text_line_problem(decoded)
+        line, faults = text.decode("utf-8", "replace"), ((NOT_UTF8, None),)
+    if line.startswith("{") and (record := gateway_record(line)) is not None:
+        line, elsewhere = text_of_gateway_record(record, stream)
+        if line is None:
+            return None, (*faults, (ROUTED_ELSEWHERE, elsewhere))
+        faults += ((AS_TEXT, None),)
+    problem = text_line_problem(line)
     if problem is not None:
         faults += ((NOT_TEXT_FORM, problem),)
-    elif (elsewhere := line_of_another_table(decoded, stream)) is not None:
+    elif (elsewhere := line_of_another_table(line, stream)) is not None:
         faults += ((OTHER_TABLE, elsewhere),)
-    return {"text": decoded}, faults
+    return {"text": line}, faults
 
 
 def _drop_route(record: dict, stream: Stream) -> str | None:
