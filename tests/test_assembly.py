@@ -92,6 +92,20 @@ def test_hosts_keep_their_own_queue_ids():
     assert [d["to"] for d in by_guid["Qb1bbb1"]["deliveries"]] == ["dave@example.com"]
 
 
+def test_lines_that_name_no_host_give_a_message_without_an_agent():
+    """`prog[pid]: ...` as a program hands it to syslog: no host, so no agent, rather than \"\"."""
+    lines = [
+        "filter_instance1[1]: rprt s=abc m=1 mod=mail cmd=env_from value=ann@example.org qid=21KEZ744441253",
+        "sendmail[2]: 21KEZ744441253: to=<bob@example.com>, dsn=2.0.0, stat=Sent (ok)",
+    ]
+    out, assembler = feed_all(lines, AssemblySettings())
+    out += assembler.finish()
+    assert [(r["envelope"]["from"], r["deliveries"][0]["to"]) for r in out] == [
+        ("ann@example.org", "bob@example.com")
+    ]
+    assert "metadata" not in out[0]
+
+
 def test_every_line_is_counted_in_exactly_one_record_or_one_count():
     lines = session_lines(300, seed=3)
     out, assembler = feed_all(lines, AssemblySettings())

@@ -206,7 +206,8 @@ class Message:
             record["msgParts"] = self.parts
         if self.deliveries:
             record["deliveries"] = sorted(self.deliveries.values(), key=lambda d: (d["time"] or "", d["to"]))
-        record["metadata"] = {"origin": {"data": {"agent": self.host}}}
+        if self.host:  # header-less lines name no host: the agent stays unknown, not ""
+            record["metadata"] = {"origin": {"data": {"agent": self.host}}}
         record["lines"] = {"count": self.line_count, "first": self.first, "last": self.last}
         record["complete"] = complete
         return record
