@@ -4,8 +4,8 @@ Everything runs pinned to one core, on the same file of whole interleaved sessio
 (tests/gateway_sessions.py). End to end: `ppship gateway assemble FILE` against
 `ppship gateway parse --format json FILE` (what an agent runs today); the target is an
 overhead of at most 30 %. In process, for the assembler's own cost: parse alone against
-parse and assemble. Memory: the assemble child's peak with 100 and with 10,000 open sessions
-allowed (--max-open), on the same input.
+parse and assemble. Memory: the assemble child's peak with 100 and with 50,000 (the default)
+open sessions allowed (--max-open), on the same input.
 """
 
 import os
