@@ -246,23 +246,24 @@ def test_a_notification_of_theirs_overlapping_a_table_stops_the_plan(local_s3, b
 
 @pytest.fixture(scope="module")
 def s3_with_iam():
-    """A second local S3 that checks IAM policies; its first five calls go unchecked: they
-    make the bucket, the user, its key and its policy."""
-    with checking_s3("iam-lake", unchecked_calls=5) as endpoint:
+    """A second local S3 that checks IAM policies; its first six calls go unchecked: they
+    make the bucket, an object in it, the user, its key and its policy."""
+    with checking_s3("iam-lake", unchecked_calls=6) as endpoint:
         yield endpoint
 
 
 def test_missing_permissions_name_the_permission(s3_with_iam):
-    iam = boto3.client(
-        "iam",
-        endpoint_url=s3_with_iam,
-        **{k.lower(): v for k, v in LOCAL_ENV.items() if k != "AWS_DEFAULT_REGION"},
-        region_name="us-east-1",
-    )
+    admin = {k.lower(): v for k, v in LOCAL_ENV.items() if k != "AWS_DEFAULT_REGION"}
+    hour = datetime.now(UTC).strftime("%Y/%m/%d/%H")
+    unreadable = f"proofpoint_tap_messages_delivered/{hour}/a.ndjson"
+    s3_client = boto3.client("s3", endpoint_url=s3_with_iam, **admin, region_name="us-east-1")
+    s3_client.put_object(Bucket="iam-lake", Key=unreadable, Body=b'{"guid": "g-1"}\n')
+    iam = boto3.client("iam", endpoint_url=s3_with_iam, **admin, region_name="us-east-1")
     iam.create_user(UserName="reader")
     key = iam.create_access_key(UserName="reader")["AccessKey"]
-    # moto asks for "s3:HeadBucket" where AWS asks for s3:ListBucket; both are granted
-    read_only = ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject", "s3:GetBucketLocation"]
+    # moto asks for "s3:HeadBucket" where AWS asks for s3:ListBucket; both are granted. Objects
+    # may be listed, not read.
+    read_only = ["s3:ListBucket", "s3:HeadBucket", "s3:GetBucketLocation"]
     read_only += ["s3:GetLifecycleConfiguration"]
     read_only += [
         "s3:GetEncryptionConfiguration",
@@ -281,8 +282,14 @@ def test_missing_permissions_name_the_permission(s3_with_iam):
     line = one_error_line(s3("setup", *flags, "--retention-days", "5", env=reader))
     assert "(AccessDenied): the credentials need s3:Put" in line
     checked = s3("check", *flags, env=reader)
-    assert checked.returncode == 1 and b"FAIL  write permission" in checked.stdout
-    assert b"the credentials need s3:PutObject, or the bucket's policy asks for --sse" in checked.stdout
+    out = checked.stdout.decode()
+    assert checked.returncode == 1 and "FAIL  write permission" in out
+    assert "the credentials need s3:PutObject, or the bucket's policy asks for --sse" in out
+    assert (
+        f"format: {unreadable}: S3 refused to read it (AccessDenied): the credentials need s3:GetObject"
+        in out
+    )
+    assert f"{SENDMAIL}  no objects in the layout yet" in out  # the tables after it were checked too
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -341,6 +348,19 @@ def test_check_finds_a_misplaced_object_and_a_bad_gateway_timestamp(local_s3, bu
     assert "does not start with a %Y-%m-%dT%H:%M:%S.%f%z time (1 of 1 lines)" in out
     assert f"format: lake/{FILTER}/{hour}/zz-json.log: line 1: JSON where text is expected" in out
     assert re.search(r"^\d+ findings? FAIL$", out.splitlines()[-1])
+
+
+def test_an_archived_newest_object_is_told_and_the_check_goes_on(local_s3, bucket):
+    write_with_the_sink(local_s3, bucket)
+    hour = datetime.now(UTC).strftime("%Y/%m/%d/%H")
+    archived = f"lake/{FILTER}/{hour}/zz-archived.log"
+    local_s3.client().put_object(Bucket=bucket, Key=archived, Body=b"x\n", StorageClass="GLACIER")
+    result = s3("check", *at(local_s3, bucket, "--prefix", "lake", "--sample", "2"))
+    out = result.stdout.decode()
+    assert result.returncode == 0, out  # a WARN: nothing there is known to be wrong
+    assert f"WARN  {FILTER}    format: {archived}: not read: archived (GLACIER)" in out
+    assert re.search(rf"ok    {FILTER} +format: 1 newest objects, 2 lines", out)  # the other one
+    assert re.search(rf"ok    {SENDMAIL} +format: 1 newest objects", out)  # the table after it
 
 
 def test_check_explains_a_folder_with_no_name(local_s3, bucket):

@@ -213,19 +213,48 @@ def _age(delta) -> str:
 
 
 def _formats(client, stream: Stream, scope: Scope, objects: list[dict]) -> Iterator[Finding]:
-    lines_read, bad_objects = 0, 0
+    lines_read, bad_objects, read = 0, 0, 0
     for item in objects:
-        body = client.get_object(Bucket=scope.bucket, Key=item["Key"])
-        problem, count = format_problem(stream, item["Key"], body["Body"].read(), body.get("ContentEncoding"))
+        try:
+            body = client.get_object(Bucket=scope.bucket, Key=item["Key"])
+            data = body["Body"].read()
+        except ClientError as exc:
+            if (unreadable := _unreadable(exc)) is None:
+                raise
+            yield Finding(unreadable[0], stream.table, f"format: {item['Key']}: {unreadable[1]}")
+            continue
+        read += 1
+        problem, count = format_problem(stream, item["Key"], data, body.get("ContentEncoding"))
         lines_read += count
         if problem:
             bad_objects += 1
             yield Finding("FAIL", stream.table, f"format: {item['Key']}: {problem}")
-    if not bad_objects:
+    if read and not bad_objects:
         kind = "NDJSON objects" if stream.format == "ndjson" else f"text lines with {GATEWAY_TIME} times"
-        yield Finding(
-            "ok", stream.table, f"format: {len(objects)} newest objects, {lines_read} lines, all {kind}"
-        )
+        yield Finding("ok", stream.table, f"format: {read} newest objects, {lines_read} lines, all {kind}")
+
+
+# Why S3 would not give one object, by its error code: a finding on that object, and the check goes
+# on with the others (any other error stops the check, as it would stop every read after it).
+UNREADABLE = {
+    "AccessDenied": (
+        "FAIL",
+        "S3 refused to read it (AccessDenied): the credentials need s3:GetObject, and kms:Decrypt "
+        "for an object under a KMS key; an object another account wrote without "
+        "--acl bucket-owner-full-control stays that account's",
+    ),
+    "InvalidObjectState": ("WARN", "not read: archived ({}), it can be read only once restored"),
+    "NoSuchKey": ("WARN", "not read: deleted since it was listed"),
+}
+
+
+def _unreadable(exc: ClientError) -> tuple[str, str] | None:
+    """(status, why) for an object S3 would not give, or None for an error of another kind."""
+    found = UNREADABLE.get(error_code(exc))
+    if found is None:
+        return None
+    status, why = found
+    return status, why.format(exc.response.get("Error", {}).get("StorageClass", "storage class"))
 
 
 def format_problem(
