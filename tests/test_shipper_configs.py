@@ -339,8 +339,9 @@ def test_every_fluentd_buffer_is_on_disk(path):
     assert buffers and all(re.search(r"^\s*@type file\b", body, re.M) for body in buffers)
 
 
-def test_fluentd_gateway_writes_both_text_tables_through_the_exec_filter():
-    text = (CONFIGS / "fluentd" / "gateway.conf").read_text()
+@pytest.mark.parametrize("name", ["gateway.conf", "gateway-syslog.conf"])
+def test_fluentd_gateway_writes_both_text_tables_through_the_exec_filter(name):
+    text = (CONFIGS / "fluentd" / name).read_text()
     assert "@type exec_filter" in text and text.count("@type msgpack") == 2
     paths = re.findall(r'path "#\{ENV\[\'S3_PREFIX\'\]\}(/proofpoint_[a-z_]+/%Y/%m/%d/%H/)"', text)
     assert {TABLE_IN_KEY.match(p).group(1) for p in paths} == GATEWAY
