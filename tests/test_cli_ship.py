@@ -233,7 +233,7 @@ def test_a_relay_record_lands_its_own_text_and_a_record_of_no_table_is_skipped()
     assert result.stdout.splitlines() == [relayed["text"].encode(), json.dumps(not_ours).encode()]
     told = result.stderr.decode().splitlines()
     assert told[0] == (
-        "ppship ship: <stdin>:2: a record of no table (its `table`), not of "
+        "ppship ship: <stdin>:2: a record of no table (its `table` is null), not of "
         "proofpoint_gateway_sendmail_logs; skipped"
     )
     assert told[1] == "ppship ship: <stdin>:3: JSON where text is expected; shipped as it is"

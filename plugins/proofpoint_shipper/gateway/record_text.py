@@ -32,8 +32,10 @@ def text_of_gateway_record(record: dict, stream: Stream) -> tuple[str | None, st
     """(the record's text line, None), or (None, why it is not a line of `stream`'s table)."""
     table = record.get("table")
     if table != stream.table:
-        owner = table if isinstance(table, str) else "no table"
-        return None, f"a record of {owner} (its `table`), not of {stream.table}"
+        if isinstance(table, str):
+            return None, f"a record of {table} (its `table`), not of {stream.table}"
+        held = "null" if table is None else "no name"  # null: `other`, lines of unrelated programs
+        return None, f"a record of no table (its `table` is {held}), not of {stream.table}"
     if "text" in record:  # the relay's records carry their line
         return record["text"], None
     _, body = _body_reader().parse_with_body(record["raw"])
