@@ -48,6 +48,14 @@ def test_crlf_is_removed_and_a_lone_cr_kept():
     assert read_all(b"a\r\nb\rc\n") == [(b"a", 0), (b"b\rc", 0)]
 
 
+def test_a_crlf_cut_between_two_reads_is_removed_too():
+    """A CRLF file read in 64 KiB pieces: now and then a read ends between the CR and the LF."""
+    reader = LineReader(-1, 1000, name="test input")  # fed by hand: the descriptor is not read
+    assert reader.split(b"one\r").lines == []
+    assert reader.split(b"\ntwo\r").lines == [b"one"]
+    assert reader.split(b"\n").lines == [b"two"]
+
+
 def test_overlong_lines_are_cut_and_counted_even_across_reads():
     long = b"x" * (3 * CHUNK_BYTES + 17)
     out = read_all(b"short\n" + long + b"\nafter\n", limit=100, pieces=7)

@@ -143,6 +143,8 @@ class LineReader:
         """The whole lines that `chunk` completes; the unfinished rest is kept for the next."""
         lines = chunk.split(b"\n")
         rest = lines.pop()
+        # A CRLF cut between two reads leaves the CR at the end of the line begun in the last one.
+        crlf = b"\r" in chunk or self._head.endswith(b"\r")
         dropped: dict[int, int] = _NOTHING_DROPPED
         if lines and (self._head or self._head_dropped):
             lines[0], first_dropped = self._take_head(lines[0])
@@ -154,7 +156,7 @@ class LineReader:
                 if len(line) > self.limit:
                     dropped[index] = dropped.get(index, 0) + len(line) - self.limit
                     lines[index] = line[: self.limit]
-        if b"\r" in chunk:
+        if crlf:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         self._extend_head(rest)
         return Batch(lines, dropped)
