@@ -17,6 +17,7 @@ import pytest
 from proofpoint_shipper.gateway import GatewayParser
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.proxies import bypass_proxies_for_loopback
+from proofpoint_shipper.service import STOP_SIGNALS
 
 # Never let boto3 look for credentials at the cloud metadata address: tests talk to 127.0.0.1 only.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -87,13 +88,36 @@ def stopped_while_unanswered(
         address = f"127.0.0.1:{server.getsockname()[1]}"
         command = [part.replace("{server}", address) for part in command]
         with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
-            connection, _ = server.accept()
-            with connection:
-                connection.settimeout(60)
-                assert connection.recv(4096).startswith(request), "the request was sent"
-                child.send_signal(signal.SIGTERM)
-                _, told = child.communicate(timeout=timeout)
+            try:
+                connection, _ = server.accept()
+                with connection:
+                    connection.settimeout(60)
+                    assert connection.recv(4096).startswith(request), "the request was sent"
+                    assert not threads_taking_stop_signals(child.pid), "a stop may wait for the read"
+                    child.send_signal(signal.SIGTERM)
+                    _, told = child.communicate(timeout=timeout)
+            except BaseException:
+                child.kill()  # a failed check must not wait for the child (a live stream reconnects)
+                raise
     return subprocess.CompletedProcess(command, child.returncode, b"", told)
+
+
+def threads_taking_stop_signals(pid: int) -> list[str]:
+    """The names of the threads of process `pid`, its main one aside, that do not block the stop
+    signals. The kernel may hand a signal to any thread that does not block it; one such thread
+    takes, the main thread's blocking read goes on, and Python's handler waits for it to end."""
+    taking = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text() if task.name != str(pid) else ""
+            name = (task / "comm").read_text().strip()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile (one request's)
+        if found := re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M):
+            blocked = int(found[1], 16)
+            if any(not blocked & 1 << (signum - 1) for signum in STOP_SIGNALS):
+                taking.append(name)
+    return taking
 
 
 def process_alive(pid: int) -> bool:

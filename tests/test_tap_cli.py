@@ -289,6 +289,8 @@ def test_sigterm_while_the_api_has_not_answered_stops_at_once_with_exit_0(tmp_pa
         str(tmp_path / "cursor.json"),
         "--since",
         "2h",
+        "--metrics-port",
+        "0",  # its thread, and the stdout reader's, must leave the stop signal to the main thread
     ]
     result = stopped_while_unanswered(command, environment(), b"GET /v2/siem/all?", timeout=30)  # not 120 s
     told = result.stderr

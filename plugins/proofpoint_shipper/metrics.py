@@ -13,6 +13,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler
 
 from proofpoint_shipper.listening import http_server, url_host
+from proofpoint_shipper.service import stop_signals_blocked
 
 log = logging.getLogger("proofpoint_shipper")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,7 +163,8 @@ class MetricsServer:
         return f"http://{url_host(host)}:{port}/metrics"
 
     def __enter__(self) -> "MetricsServer":
-        self._thread.start()
+        with stop_signals_blocked():  # its thread, and each request's, leave them to the main one
+            self._thread.start()
         log.info("metrics at %s", self.url)
         return self
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from proofpoint_shipper.errors import ConfigError, DeliveryError, ReaderGone
+from proofpoint_shipper.service import start_daemon_thread
 
 STDIN = 0  # read by number: sys.stdin is None when the command was started with it closed
 READER_CHECK_SECONDS = 1.0
@@ -122,7 +123,7 @@ def stop_when_reader_goes(stop: threading.Event) -> None:
                 log.info("the reader of stdout went away: stopping")
                 stop.set()
 
-    threading.Thread(target=watch, name="stdout-reader", daemon=True).start()
+    start_daemon_thread(watch, "stdout-reader")
 
 
 def _reader_gone(fd: int) -> bool:

@@ -61,6 +61,27 @@ def stop_on_signals() -> StopEvent:
     return stop
 
 
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Block STOP_SIGNALS in this thread while inside; threads started inside inherit the block
+    for good, so the kernel hands those signals to the main thread. A stop signal another thread
+    takes interrupts nothing: Python runs its handler in the main thread only once that thread
+    runs again, after the read it waits in (an API that never answers) ended on its own."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def start_daemon_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """A daemon thread that leaves the stop signals to the main thread (`stop_signals_blocked`)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    with stop_signals_blocked():
+        thread.start()
+    return thread
+
+
 class StopOnSignals:
     """`with StopOnSignals(job):` the STOP_SIGNALS set `job.stopping` (the job finishes its
     batch, reports and exits 0); the previous handlers come back on exit."""
@@ -125,7 +146,9 @@ def ending_with_this_process() -> Callable[[], None] | None:
 
 def serve_until_stopped(server, banner: Callable[[object], str]) -> int:
     stop = stop_on_signals()
-    with server as running:
+    with contextlib.ExitStack() as serving:
+        with stop_signals_blocked():  # the server's threads: the wait below must get the signal
+            running = serving.enter_context(server)
         print(banner(running), flush=True)
         stop.wait()
     return 0

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import orjson
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from proofpoint_shipper import json_input
 from proofpoint_shipper.checkpoint import refuse_foreign
@@ -32,7 +32,7 @@ from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import ID_KEY, BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
-from proofpoint_shipper.service import StopEvent
+from proofpoint_shipper.service import StopEvent, stop_signals_blocked
 from proofpoint_shipper.trust import not_trusted
 
 log = logging.getLogger("proofpoint_shipper")
@@ -153,6 +153,7 @@ class PodStream:
             with self.stop.interrupting("the connection to the API"):
                 websocket = connect(
                     self._address(since, until),
+                    create_connection=_Connection,
                     additional_headers=self._headers(),
                     ping_interval=self.settings.ping_interval,
                     max_size=None,
@@ -356,6 +357,19 @@ class PodStream:
             or (max_events is not None and self.summary.events >= max_events)
             or (deadline is not None and time.monotonic() >= deadline)
         )
+
+
+class _Connection(ClientConnection):
+    """websockets' connection, whose threads (reader, keepalive) leave the stop signals to the
+    main thread: taken there, a stop ends the handshake it waits for (stop_signals_blocked)."""
+
+    def __init__(self, *args, **kwargs):
+        with stop_signals_blocked():
+            super().__init__(*args, **kwargs)
+
+    def start_keepalive(self) -> None:
+        with stop_signals_blocked():
+            super().start_keepalive()
 
 
 def stream_address(
