@@ -1,7 +1,9 @@
 """What every long-running command shares: stopping on SIGTERM/SIGINT/SIGHUP, serving until stopped.
 
-`stop_on_signals()` gives a StopEvent set by one of STOP_SIGNALS; `serve_until_stopped(server,
-banner)` runs a context-managed server, prints one line about it, and returns 0 once a signal came.
+`stop_on_signals()` gives a StopEvent set by one of STOP_SIGNALS; `stop_signals_blocked()` and
+`start_daemon_thread()` keep those signals from other threads, so they reach the main thread;
+`serve_until_stopped(server, banner)` runs a context-managed server, prints one line about it, and
+returns 0 once a signal came.
 `add_operability_arguments` and `operate(args)` give the collectors and the relay their
 `--log-format` and `--metrics-port`; `read_secret` reads a secret from a file, never echoing it.
 `tune_gc_for_long_lived_state()` (every command) suits the garbage collector to holding many objects.
