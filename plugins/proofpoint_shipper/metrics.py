@@ -13,7 +13,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler
 
 from proofpoint_shipper.listening import http_server, url_host
-from proofpoint_shipper.service import stop_signals_blocked
+from proofpoint_shipper.service import start_daemon_thread
 
 log = logging.getLogger("proofpoint_shipper")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -155,7 +155,6 @@ class MetricsServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._http = http_server(host, port, _Handler)
-        self._thread = threading.Thread(target=self._http.serve_forever, name="metrics", daemon=True)
 
     @property
     def url(self) -> str:
@@ -163,8 +162,7 @@ class MetricsServer:
         return f"http://{url_host(host)}:{port}/metrics"
 
     def __enter__(self) -> "MetricsServer":
-        with stop_signals_blocked():  # its thread, and each request's, leave them to the main one
-            self._thread.start()
+        start_daemon_thread(self._http.serve_forever, "metrics")  # its requests' threads inherit its mask
         log.info("metrics at %s", self.url)
         return self
 
