@@ -20,7 +20,13 @@ from proofpoint_shipper.lines import LineReader, UnreadableInputs
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
-from proofpoint_shipper.sinks.records import json_record, line_of_another_table, stream_for, text_line_problem
+from proofpoint_shipper.sinks.records import (
+    json_record,
+    line_of_another_table,
+    of_another_table,
+    stream_for,
+    text_line_problem,
+)
 from proofpoint_shipper.streams import BY_TABLE, Stream
 
 
@@ -252,7 +258,7 @@ def _drop_route(record: dict, stream: Stream) -> str | None:
     if table.__class__ is not str or table not in BY_TABLE:
         return None  # not our routing key: the event's own data, kept
     if table != stream.table:
-        return f"a record of {table} (its `table`), not of {stream.table}"
+        return of_another_table(table, stream)
     del record["table"]
     return None
 

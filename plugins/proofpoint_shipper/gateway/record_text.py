@@ -9,7 +9,7 @@ import functools
 from datetime import UTC, datetime
 
 from proofpoint_shipper.gateway.record import TABLES, render_text
-from proofpoint_shipper.sinks.records import json_record
+from proofpoint_shipper.sinks.records import json_record, of_another_table
 from proofpoint_shipper.streams import Stream
 
 # Keys render_text reads, each a string when present; `time` and `raw` must be.
@@ -33,7 +33,7 @@ def text_of_gateway_record(record: dict, stream: Stream) -> tuple[str | None, st
     table = record.get("table")
     if table != stream.table:
         if isinstance(table, str):
-            return None, f"a record of {table} (its `table`), not of {stream.table}"
+            return None, of_another_table(table, stream)
         held = "null" if table is None else "no name"  # null: `other`, lines of unrelated programs
         return None, f"a record of no table (its `table` is {held}), not of {stream.table}"
     if "text" in record:  # the relay's records carry their line

@@ -4,7 +4,7 @@
 reads one); `json_record` reads an NDJSON line into a record a sink can write; `table_line` is
 the bytes that land in S3 for one record (NDJSON or the text line); `text_line_problem` says
 why a line is not in the gateway text tables' form, `line_of_another_table` why it is in the
-wrong one.
+wrong one, `of_another_table` why a record whose `table` names another is.
 """
 
 import re
@@ -73,6 +73,11 @@ def json_record(text: bytes | str) -> tuple[dict | None, str | None]:
     except orjson.JSONEncodeError:
         return None, "a JSON object nested too deep to be written"
     return record, json_input.REPLACED if replaced else None
+
+
+def of_another_table(table: str, stream: Stream) -> str:
+    """Why a record whose `table` names `table` is not shipped to `stream`'s."""
+    return f"a record of {table} (its `table`), not of {stream.table}"
 
 
 def table_line(stream: Stream, record: dict) -> bytes:
