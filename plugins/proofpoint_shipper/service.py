@@ -308,6 +308,14 @@ def host_and_port(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def peer_address(text: str, flag: str) -> tuple[str, int]:
+    """A flag's HOST:PORT to connect to: port 0 means "any free one" only to a listener."""
+    host, port = host_and_port(text, flag)
+    if port == 0:
+        raise ConfigError(f"{flag} wants HOST:PORT to connect to (port 1-65535), got {text!r}")
+    return host, port
+
+
 def port_number(text: str) -> int:
     """An argparse type for a TCP port: 0 (any free one) to 65535."""
     if not text.isdigit() or int(text) > 65535:

@@ -36,6 +36,7 @@ from proofpoint_shipper.service import (
     filesystem_path,
     host_and_port,
     operate,
+    peer_address,
     positive_int,
     positive_seconds,
     read_secret,
@@ -263,7 +264,7 @@ def _upstream(args: argparse.Namespace):
         return TableUpstream(open_s3_sink(args))
     if not args.upstream:
         raise ConfigError("--output forward needs --upstream HOST:PORT")
-    up_host, up_port = host_and_port(args.upstream, "--upstream")
+    up_host, up_port = peer_address(args.upstream, "--upstream")
     return ForwardSink(
         up_host,
         up_port,

@@ -15,7 +15,7 @@ from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.service import (
     env_value,
     filesystem_path,
-    host_and_port,
+    peer_address,
     positive_int,
     positive_seconds,
     read_secret,
@@ -156,7 +156,7 @@ def open_sink(args: argparse.Namespace, writer: str | None = None):
 
 
 def _forward_sink(args: argparse.Namespace) -> ForwardSink:
-    host, port = host_and_port(args.forward, "--forward")
+    host, port = peer_address(args.forward, "--forward")
     tls = agent_tls(args.forward_tls, args.forward_ca, "--forward-ca")
     return ForwardSink(host, port, tls=tls, shared_key=_shared_key(args))
 
