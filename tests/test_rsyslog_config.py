@@ -80,7 +80,7 @@ def _local_config(folder: Path, port: int) -> Path:
         .replace(_written_path(), str(folder / "log" / "gateway.log"))
         .replace('Group="adm"', f'Group="{grp.getgrgid(os.getgid()).gr_name}"')
     )
-    assert local.count(f'port="{port}"') == 2 and str(folder) in local and "adm" not in local
+    assert local.count(f'port="{port}"') == 2 and str(folder) in local and 'Group="adm"' not in local
     (folder / "work").mkdir()
     path = folder / "rsyslog.conf"
     path.write_text(f'global(workDirectory="{folder / "work"}")\n{local}')
