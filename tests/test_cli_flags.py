@@ -27,18 +27,18 @@ REFUSED = [
     # the assembler's flags alone would be ignored
     (["relay", "--idle-timeout", "60", *UPSTREAM], b"--idle-timeout is for --assemble, which is not given"),
     (["relay", "--max-open", "10", "--workers", "2", *UPSTREAM], b"--max-open is for --assemble"),
-    (["relay", "--upstream", "127.0.0.1:99999"], b"--upstream wants HOST:PORT (port 0-65535)"),
+    (["relay", "--upstream", "127.0.0.1:99999"], b"--upstream wants HOST:PORT (port 1-65535)"),
     (["relay", "--listen", "127.0.0.1:65536", *UPSTREAM], b"--listen wants HOST:PORT (port 0-65535)"),
     # port 0 is "any free port" to a listener; connecting to it can only fail, on every retry
-    (["relay", "--upstream", "[::1]:0"], b"--upstream wants HOST:PORT to connect to (port 1-65535)"),
+    (["relay", "--upstream", "[::1]:0"], b"--upstream wants HOST:PORT (port 1-65535), got '[::1]:0'"),
     (
         ["ship", "--table", "proofpoint_tap_clicks_permitted", "--output", "forward", "--forward", "h:0"],
-        b"--forward wants HOST:PORT to connect to (port 1-65535), got 'h:0'",
+        b"--forward wants HOST:PORT (port 1-65535), got 'h:0'",
     ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--flush-records", "0"], b"--flush-records"),
     (
         ["ship", "--table", "proofpoint_tap_clicks_permitted", "--output", "forward", "--forward", "h:99999"],
-        b"--forward wants HOST:PORT (port 0-65535)",
+        b"--forward wants HOST:PORT (port 1-65535)",
     ),
     (["ship", "--table", "proofpoint_tap_clicks_permitted", "--batch-age", "0"], b"seconds above 0"),
     (

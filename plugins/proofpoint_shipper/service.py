@@ -296,24 +296,21 @@ def days(text: str) -> float:
     return value
 
 
-def host_and_port(text: str, flag: str) -> tuple[str, int]:
-    """A flag's HOST:PORT (port 0-65535), or a ConfigError naming the flag."""
+def host_and_port(text: str, flag: str, lowest_port: int = 0) -> tuple[str, int]:
+    """A flag's HOST:PORT (port `lowest_port` to 65535), or a ConfigError naming the flag."""
     host, _, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # [::1]:24224, an IPv6 address as URLs write it
     elif ":" in host:  # ::1:24224 reads as two addresses: [::1]:24224 and [::1:24224]:<none>
         raise ConfigError(f"{flag} wants an IPv6 address in brackets, as in [::1]:24224, got {text!r}")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{flag} wants HOST:PORT (port 0-65535), got {text!r}")
+    if not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        raise ConfigError(f"{flag} wants HOST:PORT (port {lowest_port}-65535), got {text!r}")
     return host, int(port)
 
 
 def peer_address(text: str, flag: str) -> tuple[str, int]:
     """A flag's HOST:PORT to connect to: port 0 means "any free one" only to a listener."""
-    host, port = host_and_port(text, flag)
-    if port == 0:
-        raise ConfigError(f"{flag} wants HOST:PORT to connect to (port 1-65535), got {text!r}")
-    return host, port
+    return host_and_port(text, flag, lowest_port=1)
 
 
 def port_number(text: str) -> int:
