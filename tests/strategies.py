@@ -88,7 +88,8 @@ header = st.one_of(
         host,
         st.sampled_from(["sendmail", "filter_instance1"]),
         st.sampled_from(["-", "123"]),
-        st.sampled_from(["", "\ufeff"]),  # RFC 5424: MSG may open with a byte order mark
+        # RFC 5424: MSG may open with a byte order mark; rsyslog's RFC 5424 format adds a space
+        st.sampled_from(["", "\ufeff", " ", "\ufeff "]),
     ),
     st.just(""),
 )

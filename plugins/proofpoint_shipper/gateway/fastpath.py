@@ -73,7 +73,8 @@ def _header_regex() -> re.Pattern[str]:
         f" (?P<sd>{_atom(t('STRUCTURED_DATA'))})"
     )
     pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"  # a PRI then "1 " is RFC 5424
-    tail = f"(?:(?P<sep> )(?(pri5424){t('_BOM')}?)(?P<body>.+)?)?"  # RFC 5424 only: a BOM
+    rfc5424_lead = f"(?:{t('_BOM')})?(?:{t('_SPACE')})?"  # a BOM, then rsyslog's extra space
+    tail = f"(?:(?P<sep> )(?(pri5424){rfc5424_lead})(?P<body>.+)?)?"  # RFC 5424 only
     return re.compile(f"(?:{rfc5424}|{pri}(?:{header}|{no_header})){tail}\\Z")
 
 
