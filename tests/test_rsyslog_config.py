@@ -1,8 +1,11 @@
-"""The shipped rsyslog flow (an appliance's syslog into the file the followers read), run by the real
-rsyslogd and logrotate where they are installed (`apt install rsyslog logrotate`); where they are
-not, those tests are skipped and say so. The paths its files share are checked everywhere."""
+"""The shipped rsyslog flow (an appliance's syslog into the file the followers read), and what a
+gateway host's rsyslog forwards in RFC 5424, run by the real rsyslogd and logrotate where they are
+installed (`apt install rsyslog logrotate`); where they are not, those tests are skipped and say
+so. The paths the shipped files share are checked everywhere."""
 
+import contextlib
 import grp
+import json
 import os
 import re
 import shutil
@@ -87,23 +90,30 @@ def _local_config(folder: Path, port: int) -> Path:
     return path
 
 
-@pytest.fixture
-def rsyslogd(tmp_path):
-    port = _free_port()
-    config = _local_config(tmp_path, port)
+@contextlib.contextmanager
+def _running_rsyslogd(config: Path, port: int):
+    """rsyslogd on `config`, checked first, until the block ends; yields its pid."""
     checked = subprocess.run([RSYSLOGD, "-N1", "-f", config], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    pid_file = tmp_path / "rsyslogd.pid"
-    with (tmp_path / "rsyslogd.out").open("wb") as out:
+    with (config.parent / "rsyslogd.out").open("wb") as out:
         process = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", config, "-i", pid_file], stdout=out, stderr=subprocess.STDOUT
+            [RSYSLOGD, "-n", "-f", config, "-i", config.parent / "rsyslogd.pid"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for(lambda: _accepts(port), seconds=20)
-        yield SimpleNamespace(port=port, log=tmp_path / "log" / "gateway.log", pid=process.pid)
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def rsyslogd(tmp_path):
+    port = _free_port()
+    with _running_rsyslogd(_local_config(tmp_path, port), port) as pid:
+        yield SimpleNamespace(port=port, log=tmp_path / "log" / "gateway.log", pid=pid)
 
 
 def _accepts(port: int) -> bool:
@@ -193,3 +203,41 @@ def test_a_follower_of_the_file_reads_every_gateway_line_across_a_rotation(rsysl
     assert follower.returncode == 0, errors
     assert b"was rotated: finishing the old file" in errors
     assert _lines_in(followed) == before + after
+
+
+# What a gateway host's rsyslog forwards in RFC 5424 (omfwd with this template sends these bytes):
+# its msg property keeps the space after a BSD-style tag, "- -  rprt s=...".
+FORWARDING_CONFIG = """global(workDirectory="{work}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="forward")
+ruleset(name="forward") {{
+    action(type="omfile" file="{out}" template="RSYSLOG_SyslogProtocol23Format")
+}}
+"""
+SAME_IN_BOTH = ("stream", "time", "host", "program", "pid", "severity", "qid", "fields", "message")
+
+
+def _records(lines: list[bytes]) -> list[dict]:
+    written = run_ppship("gateway", "parse", *SETTINGS, input=b"".join(line + b"\n" for line in lines))
+    return [json.loads(line) for line in written.stdout.splitlines()]
+
+
+@needs_rsyslogd
+def test_lines_a_gateway_hosts_rsyslog_forwards_in_rfc_5424_parse_as_the_lines_it_was_given(tmp_path):
+    port, forwarded = _free_port(), tmp_path / "forwarded.log"
+    (tmp_path / "work").mkdir()
+    config = tmp_path / "rsyslog.conf"
+    config.write_text(FORWARDING_CONFIG.format(work=tmp_path / "work", port=port, out=forwarded))
+    tagged = re.compile(rb"\d{4}-\d\d-\d\dT\S+ \S+ [\w.-]+\[\d+\]: \S")  # RFC 3339, host, prog[pid]:
+    lines = [line for line in DEMO_LOG.read_bytes().splitlines() if tagged.match(line)]
+    given = [line for line, record in zip(lines, _records(lines), strict=True) if "error" not in record]
+    with _running_rsyslogd(config, port):
+        _send_tcp(port, [b"<22>" + line + b"\n" for line in given])
+        wait_for(lambda: len(_lines_in(forwarded)) >= len(given), seconds=30)
+    assert b"- -  " in _lines_in(forwarded)[0]  # the form this test is about
+    expected = [
+        {key: record.get(key) for key in SAME_IN_BOTH} for record in _records(list(map(_as_written, given)))
+    ]
+    got = [{key: record.get(key) for key in SAME_IN_BOTH} for record in _records(_lines_in(forwarded))]
+    assert got == expected
+    assert not any("error" in record for record in _records(_lines_in(forwarded)))
