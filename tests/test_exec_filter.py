@@ -57,6 +57,26 @@ def test_key_fallbacks_bytes_and_inputs_without_a_line():
     assert custom[0]["stream"] == "gateway_sendmail"
 
 
+# What Fluentd's in_syslog (and Fluent Bit's syslog parsers) make of a line: the header taken apart.
+TAKEN_APART = {
+    "host": "mx1",
+    "ident": "sendmail",
+    "pid": "21646",
+    "message": "w3HMWjG3039079: to=<a@b>, stat=Sent",
+}
+
+
+def test_a_line_a_syslog_input_took_apart_is_told_not_filed_as_another_programs():
+    filter_apart = {**TAKEN_APART, "ident": "filter_instance1", "message": "rprt s=a mod=session"}
+    unrelated = {**TAKEN_APART, "ident": "sshd", "message": "Accepted publickey for admin"}
+    whole = {"ident": "sendmail", "log": "Feb  3 08:35:00 mx1 sendmail[1]: w3HMWjG3039079: stat=Sent"}
+    out, stderr = run_filter_with_log([TAKEN_APART, filter_apart, TAKEN_APART, unrelated, whole])
+    told = "the agent's syslog input took the line apart (its program is under ident)"
+    assert [o.get("error", "").startswith(told) for o in out] == [True, True, True, False, False]
+    assert stderr.decode().count(told) == 1  # once: such a pipeline does it to every line
+    assert (out[3]["stream"], out[4]["stream"]) == ("other", "gateway_sendmail")
+
+
 def test_what_came_in_is_counted_on_stderr_at_the_end():
     line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
     header_alone = line[:50]  # partial: no message after the header

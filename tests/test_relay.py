@@ -110,6 +110,25 @@ def test_fluent_logger_message_mode_is_parsed_and_retagged(pipeline):
     assert rec2["qid"] == "w3HMWjG3039079" and rec2["time"].endswith("-02-03T08:35:00.000000+00:00")
 
 
+def test_records_a_syslog_input_took_apart_are_told_once_in_the_log_and_on_each_record():
+    """Fluent Bit's syslog-rfc3164 parser keeps the program under `ident` and only the text after
+    the header under `message`: those lines would go to no table, and nothing would say why."""
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    taken_apart = {"pri": "22", "time": "Feb  3 08:35:00", "host": "mx1", "ident": "sendmail", "pid": "1"}
+    sender = FluentSender("gateway", host="127.0.0.1", port=port, nanosecond_precision=True)
+    for n in range(3):
+        assert sender.emit("raw", {**taken_apart, "message": f"w3HMWjG303907{n}: to=<a@b>, stat=Sent"})
+    sender.close()
+    _wait_for(lambda: len(receiver.entries) == 3)
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    told = "the agent's syslog input took the line apart (its program is under ident)"
+    assert all(record["error"].startswith(told) for _, _, record in receiver.entries)
+    assert {tag for tag, _, _ in receiver.entries} == {"proofpoint.gateway.other"}
+    assert stderr.count(told) == 1
+
+
 def test_a_line_sent_as_bytes_or_with_its_line_terminator_is_parsed(pipeline):
     receiver, port = pipeline
     entries = [(1645367700, {"log": FILTER_LINE.encode()}), (1645367701, {"log": SENDMAIL_LINE + "\r\n"})]

@@ -27,7 +27,7 @@ import msgpack
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
-from proofpoint_shipper.gateway.record import agent_line, decoding_problem
+from proofpoint_shipper.gateway.record import TAKEN_APART, agent_line, decoding_problem, mark_taken_apart
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
 from proofpoint_shipper.sinks.records import record_time
@@ -104,6 +104,7 @@ class ForwardRelay:
             "relay: {count} more frames with records whose time is no time in {seconds} s",
         )
         self.failure: ConfigError | None = None  # why, when it was a setting: the command's error
+        self._taken_apart_told = False
 
     async def start(self) -> tuple[str, int]:
         self._queue = asyncio.Queue()
@@ -401,6 +402,8 @@ class ForwardRelay:
             line = agent_line(record, keys)
             if line is not None:
                 parsed = parse(line, problem=decoding_problem(line))
+                if "ident" in record and mark_taken_apart(record, parsed):
+                    self._tell_taken_apart()
             else:
                 parsed = {"stream": OTHER, "error": f"no gateway line under {' or '.join(keys)}"}
             record.update(parsed)  # the record is ours: decoded from this frame alone
@@ -416,6 +419,12 @@ class ForwardRelay:
         retagged = {tag: tagged for tag, tagged in by_tag.items() if tagged}
         _count(RECORDS_IN, retagged)
         return retagged
+
+    def _tell_taken_apart(self) -> None:
+        """Once: a pipeline that takes every line apart sends nothing to the tables."""
+        if not self._taken_apart_told:
+            self._taken_apart_told = True
+            log.warning("relay: records tagged %s: %s", OTHER_TAG, TAKEN_APART)
 
     async def _expire_idle_messages(self) -> None:
         """While no lines come, run the assembler's clock on: idle messages still come out."""

@@ -18,7 +18,7 @@ import msgpack
 from proofpoint_shipper.errors import InputError
 from proofpoint_shipper.gateway.counts import StreamCounts
 from proofpoint_shipper.gateway.options import record_key
-from proofpoint_shipper.gateway.record import agent_line, decoding_problem
+from proofpoint_shipper.gateway.record import TAKEN_APART, agent_line, decoding_problem, mark_taken_apart
 from proofpoint_shipper.gateway.timestamps import resolve_zone
 from proofpoint_shipper.lines import wait_readable
 from proofpoint_shipper.logs import setup_logging
@@ -75,6 +75,7 @@ class CoProcess:
         self.stopping = False
         self.counts = StreamCounts()
         self.not_maps = self.without_line = 0
+        self.taken_apart_told = False
 
     def run(self) -> None:
         while wait_readable(STDIN, lambda: not self.stopping) and (chunk := os.read(STDIN, READ_BYTES)):
@@ -114,6 +115,9 @@ class CoProcess:
             self.without_line += 1
             return {**item, "error": f"no gateway line under {' or '.join(self.keys)}"}
         record = self.parser.parse_with_text(line, problem=decoding_problem(line))
+        if mark_taken_apart(item, record) and not self.taken_apart_told:
+            self.taken_apart_told = True  # once: a pipeline that does it does it to every line
+            print(f"ppship gateway exec-filter: {TAKEN_APART}", file=sys.stderr, flush=True)
         self.counts.add(record)
         return {**item, **record}
 

@@ -103,6 +103,26 @@ def agent_line(record: dict, keys: Sequence[str]) -> str | None:
     return None
 
 
+# A syslog input (Fluent Bit's syslog parsers, Fluentd's in_syslog) takes a line apart: its
+# program goes under `ident`, its time and host under keys of their own, and `message` keeps only
+# the text after the header. Parsed alone, that text names no program: a sendmail line goes to
+# `other`, a filter line to its table with the time it was received and no host.
+TAKEN_APART = (
+    "the agent's syslog input took the line apart (its program is under ident): send lines whole, "
+    "as Fluent Bit's tcp input with format none or Fluentd's in_tcp with <parse> @type none do"
+)
+
+
+def mark_taken_apart(item: dict, parsed: dict) -> bool:
+    """Whether the agent's record `item` is a syslog input's: its `ident` names a gateway program
+    that its line, `parsed`, does not. The parsed record then says so in `error`."""
+    ident = item.get("ident")
+    if not isinstance(ident, str) or parsed.get("program") == ident or stream_of_program(ident) == OTHER:
+        return False
+    parsed.setdefault("error", TAKEN_APART)
+    return True
+
+
 def decoding_problem(line: str) -> str | None:
     """INVALID_UTF8 for a line read with U+FFFD in place of bytes that were not UTF-8."""
     return INVALID_UTF8 if "\ufffd" in line else None
