@@ -424,7 +424,7 @@ class ForwardRelay:
         """Once: a pipeline that takes every line apart sends nothing to the tables."""
         if not self._taken_apart_told:
             self._taken_apart_told = True
-            log.warning("relay: records tagged %s: %s", OTHER_TAG, TAKEN_APART)
+            log.warning("relay: %s (each such record says so in its error)", TAKEN_APART)
 
     async def _expire_idle_messages(self) -> None:
         """While no lines come, run the assembler's clock on: idle messages still come out."""

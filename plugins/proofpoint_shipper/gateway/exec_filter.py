@@ -115,7 +115,7 @@ class CoProcess:
             self.without_line += 1
             return {**item, "error": f"no gateway line under {' or '.join(self.keys)}"}
         record = self.parser.parse_with_text(line, problem=decoding_problem(line))
-        if mark_taken_apart(item, record) and not self.taken_apart_told:
+        if "ident" in item and mark_taken_apart(item, record) and not self.taken_apart_told:
             self.taken_apart_told = True  # once: a pipeline that does it does it to every line
             print(f"ppship gateway exec-filter: {TAKEN_APART}", file=sys.stderr, flush=True)
         self.counts.add(record)
