@@ -116,13 +116,15 @@ def test_records_a_syslog_input_took_apart_are_told_once_in_the_log_and_on_each_
     receiver = ForwardReceiver().start()
     relay, port = start_relay(receiver.port)
     taken_apart = {"pri": "22", "time": "Feb  3 08:35:00", "host": "mx1", "ident": "sendmail", "pid": "1"}
-    sender = FluentSender("gateway", host="127.0.0.1", port=port, nanosecond_precision=True)
-    for n in range(3):
-        assert sender.emit("raw", {**taken_apart, "message": f"w3HMWjG303907{n}: to=<a@b>, stat=Sent"})
-    sender.close()
-    _wait_for(lambda: len(receiver.entries) == 3)
-    stderr = stop_relay(relay).decode()
-    receiver.stop()
+    try:
+        sender = FluentSender("gateway", host="127.0.0.1", port=port, nanosecond_precision=True)
+        for n in range(3):
+            assert sender.emit("raw", {**taken_apart, "message": f"w3HMWjG303907{n}: to=<a@b>, stat=Sent"})
+        sender.close()
+        _wait_for(lambda: len(receiver.entries) == 3)
+    finally:
+        stderr = stop_relay(relay).decode()
+        receiver.stop()
     told = "the agent's syslog input took the line apart (its program is under ident)"
     assert all(record["error"].startswith(told) for _, _, record in receiver.entries)
     assert {tag for tag, _, _ in receiver.entries} == {"proofpoint.gateway.other"}
