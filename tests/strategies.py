@@ -74,7 +74,11 @@ tag = st.builds(
     st.one_of(st.none(), st.integers(1, 99999)),
 )
 host = st.sampled_from(["mx1", "mx1.example.com", "10.0.0.5", "2001:db8::1", "-"])
-pri = st.one_of(st.just(""), st.builds(lambda n: f"<{n}>", st.integers(0, 999)))
+# Some senders put a space after <PRI>; two are no header the grammar reads
+pri = st.one_of(
+    st.just(""),
+    st.builds(lambda n, space: f"<{n}>{space}", st.integers(0, 999), st.sampled_from(["", " ", "  "])),
+)
 
 header = st.one_of(
     st.builds(lambda p, t, h, g: f"{p}{t} {h} {g} ", pri, rfc3339, host, tag),

@@ -53,6 +53,15 @@ def _first_of(*alternatives: tuple[str, str, str]) -> str:
     return "(?:" + "|".join(branches) + ")"
 
 
+def _pri() -> str:
+    """An optional PRI (not one of RFC 5424, whose version follows it), then maybe one space.
+
+    Atomic: the lexer takes the space after a PRI before BODY could, and never gives it back.
+    """
+    pri, version = terminal("syslog", "PRI"), terminal("syslog", "VERSION")
+    return f"(?>(?P<pri>{pri})?)(?(pri)(?!{version})(?>(?:{terminal('syslog', '_SPACE')})?))"
+
+
 def _header_regex() -> re.Pattern[str]:
     def t(name: str) -> str:
         return terminal("syslog", name)
@@ -72,10 +81,9 @@ def _header_regex() -> re.Pattern[str]:
         f" (?P<procid>{_atom(t('PROCID'))}) (?P<msgid>{_atom(t('MSGID'))})"
         f" (?P<sd>{_atom(t('STRUCTURED_DATA'))})"
     )
-    pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"  # a PRI then "1 " is RFC 5424
     rfc5424_lead = f"(?:{t('_BOM')})?(?:{t('_SPACE')})?"  # a BOM, then rsyslog's extra space
     tail = f"(?:(?P<sep> )(?(pri5424){rfc5424_lead})(?P<body>.+)?)?"  # RFC 5424 only
-    return re.compile(f"(?:{rfc5424}|{pri}(?:{header}|{no_header})){tail}\\Z")
+    return re.compile(f"(?:{rfc5424}|{_pri()}(?:{header}|{no_header})){tail}\\Z")
 
 
 def _filter_regexes() -> dict[str, re.Pattern[str]]:
@@ -112,11 +120,10 @@ def _common_header_regex() -> re.Pattern[str]:
     def t(name: str) -> str:
         return terminal("syslog", name)
 
-    pri = f"(?>(?P<pri>{t('PRI')})?)(?!{t('VERSION')})"
     stamp = _first_of(("rfc3339", t("RFC3339_TIME"), ""), ("bsd", t("BSD_TIME"), ""))
     # TAG is PROGRAM ("[" PID "]")? ":" followed by a space; here its parts are captured.
     tag = f"(?P<program>{common_terminal('PROGRAM')})(?:\\[(?P<pid>{common_terminal('PID')})\\])?:"
-    return re.compile(f"{pri}{stamp} (?P<host>{_atom(t('HOST'))}) (?>{tag}) (?P<body>.+)\\Z")
+    return re.compile(f"{_pri()}{stamp} (?P<host>{_atom(t('HOST'))}) (?>{tag}) (?P<body>.+)\\Z")
 
 
 class _Vocabulary:

@@ -33,8 +33,8 @@ def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     )
 
 
-# A line whose header the grammar does not read (a space before it, a space after <PRI>, a space
-# for the T of RFC 3339) but which holds a gateway program's tag goes to `other`: said, not silent.
+# A line whose header the grammar does not read (a space before it, two after <PRI>, a space for
+# the T of RFC 3339) but which holds a gateway program's tag goes to `other`: said, not silent.
 UNREAD_GATEWAY_HEADER = (
     "a filter_instance or sendmail tag after text the syslog header grammar does not read; "
     "the line is not in the gateway tables"
