@@ -20,6 +20,11 @@ UNITS = sorted((CONFIGS / "systemd").glob("*.service"))
 ANALYZE, STRACE = shutil.which("systemd-analyze"), shutil.which("strace")
 PPSHIP = Path(sys.executable).with_name("ppship")
 MOST_EXPOSED = 2.0  # of systemd-analyze security's 0 (shut in) to 10 (open); the units rate 1.3
+# What MemoryDenyWriteExecute= refuses (as systemd's seccomp filter has it): memory mapped writable
+# and executable, and memory made executable afterwards.
+WRITABLE_EXECUTABLE = re.compile(
+    r"\d+ +(?:mmap\([^)]*(?:PROT_WRITE\|PROT_EXEC|PROT_EXEC\|PROT_WRITE)|(?:pkey_)?mprotect\([^)]*PROT_EXEC)"
+)
 NEWER_KEYS = {"RestartSteps": 254, "RestartMaxDelaySec": 254}  # setting → first systemd that reads it
 
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed here")
@@ -105,8 +110,9 @@ def _allowed_calls(unit: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_trace(tmp_path_factory) -> tuple[set[str], set[str]]:
-    """(system calls, socket families) of `ppship demo` and every process it starts."""
+def demo_trace(tmp_path_factory) -> tuple[set[str], set[str], list[str], set[str]]:
+    """(system calls, socket families, calls that would make memory writable and executable, the
+    paths under /proc opened) of `ppship demo` and every process it starts."""
     if ANALYZE is None or STRACE is None:
         pytest.skip("systemd-analyze or strace is not installed here")
     if subprocess.run([STRACE, "-f", "-qq", "-o", "/dev/null", "true"], capture_output=True).returncode:
@@ -121,7 +127,7 @@ def demo_trace(tmp_path_factory) -> tuple[set[str], set[str]]:
         timeout=300,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
-    calls, families = set(), set()
+    calls, families, executable_memory, proc_paths = set(), set(), [], set()
     with trace.open(errors="replace") as lines:
         for line in lines:
             call = re.match(r"\d+ +([a-z_0-9]+)\((\w*)", line)
@@ -129,19 +135,38 @@ def demo_trace(tmp_path_factory) -> tuple[set[str], set[str]]:
                 calls.add(call.group(1))
                 if call.group(1) == "socket":
                     families.add(call.group(2))
+                if WRITABLE_EXECUTABLE.match(line):
+                    executable_memory.append(line)
+                proc_paths.update(re.findall(r'"(/proc/[^"]*)"', line))
     assert {"socket", "connect", "execve"} <= calls  # the trace saw the children, not only the parent
-    return calls, families
+    return calls, families, executable_memory, proc_paths
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_the_commands_make_only_system_calls_the_units_filter_allows(unit, demo_trace):
-    calls, _ = demo_trace
+    calls, *_ = demo_trace
     assert _settings(unit, "SystemCallFilter"), "no SystemCallFilter="
     assert sorted(calls - _allowed_calls(unit)) == []
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_the_commands_open_only_sockets_of_families_the_unit_allows(unit, demo_trace):
-    _, families = demo_trace
+    _, families, *_ = demo_trace
     (allowed,) = _settings(unit, "RestrictAddressFamilies") or ["(none: every family)"]
     assert families and families <= set(allowed.split())
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_the_commands_make_no_memory_writable_and_executable(unit, demo_trace):
+    """MemoryDenyWriteExecute= would refuse it (a JIT, a library's callback trampolines)."""
+    _, _, executable_memory, _ = demo_trace
+    assert _settings(unit, "MemoryDenyWriteExecute") == ["yes"]
+    assert executable_memory == []
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_the_commands_read_only_the_process_files_of_proc(unit, demo_trace):
+    """ProcSubset=pid hides the rest of /proc (meminfo, sys, ...)."""
+    *_, proc_paths = demo_trace
+    assert _settings(unit, "ProcSubset") == ["pid"]
+    assert {path for path in proc_paths if not re.match(r"/proc/(self|thread-self|\d+)(/|$)", path)} == set()
