@@ -11,10 +11,11 @@ COPY grammars ./grammars
 RUN pip install --no-cache-dir build && python -m build --wheel --outdir /dist
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 ppship
+RUN groupadd --gid 10001 ppship && useradd --create-home --uid 10001 --gid 10001 ppship
 COPY --from=build /dist/*.whl /tmp/
 RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
-USER ppship
+# By number: Kubernetes' runAsNonRoot can check a number, not a name.
+USER 10001:10001
 WORKDIR /home/ppship
 ENV PYTHONUNBUFFERED=1
 ENTRYPOINT ["ppship"]

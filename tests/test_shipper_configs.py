@@ -202,6 +202,43 @@ def test_a_workload_with_a_volume_can_write_to_it_as_the_images_user(path):
             assert pod.get("securityContext", {}).get("fsGroup") == int(user), name
 
 
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+@pytest.mark.parametrize("path", [*DEPLOY, SIDECAR], ids=lambda p: p.name)
+def test_every_workload_meets_the_restricted_pod_security_standard(path):
+    """A namespace that enforces it (`pod-security.kubernetes.io/enforce: restricted`) admits no
+    pod without these: the workload would never start there."""
+    for name, pod in _pods(path):
+        assert not (pod.keys() & {"hostNetwork", "hostPID", "hostIPC"}), name
+        assert all(volume.keys() - {"name"} <= RESTRICTED_VOLUMES for volume in pod.get("volumes", [])), name
+        for container in pod["containers"]:
+            context = pod.get("securityContext", {}) | container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("runAsUser") not in (0, None), f"{where}: a user by number, not root"
+            assert context.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("privileged") is not True, where
+            assert "ALL" in context.get("capabilities", {}).get("drop", []), where
+            assert set(context.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, where
+
+
+def test_the_image_runs_as_a_user_given_by_number():
+    """Kubernetes' runAsNonRoot cannot check a user given by name: such a container never starts."""
+    (user,) = re.findall(r"^USER (\S+)$", (CONFIGS.parent / "Dockerfile").read_text(), re.M)
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", user), user
+
+
 def test_the_sidecars_fluent_bit_has_an_output_for_every_tag_its_collectors_send():
     """Fluent Bit acks what its forward input took and drops a record no output matches: a tag
     without an output is lost in silence, with the collector's cursor already past it."""
