@@ -25,3 +25,11 @@ def test_a_lone_surrogate_is_read_as_u_fffd_in_values_keys_and_lists_and_said():
 def test_text_that_is_not_json_beside_a_lone_surrogate_is_still_refused(text):
     with pytest.raises(ValueError):
         loads(text)
+
+
+def test_json_nested_deeper_than_a_stack_is_refused_not_a_crash():
+    """orjson before 3.9.15 recursed without a bound and crashed the process (SIGSEGV) on such a
+    line, well within the 1 MB a line may hold: a stream, `ship` or `assemble` killed by one line."""
+    depth = 300_000
+    with pytest.raises(ValueError):
+        loads(b"[" * depth + b"]" * depth)
