@@ -443,6 +443,27 @@ def test_a_wrong_shared_key_is_refused(tmp_path):
         receiver.stop()
 
 
+def test_a_ping_digest_sent_as_msgpack_bin_is_taken_as_fluentd_takes_it(tmp_path):
+    """Fluentd's in_forward reads a str and a bin alike; a client that packs its digest as bytes
+    was refused as if its key were wrong."""
+    receiver = ForwardReceiver().start()
+    (tmp_path / "key").write_text("right-key")
+    relay, port = start_relay(receiver.port, "--shared-key-file", str(tmp_path / "key"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            unpacker = protocol.unpacker()
+            unpacker.feed(client.recv(4096))
+            helo = next(unpacker)
+            nonce, salt = protocol.as_bytes(helo[1]["nonce"]), b"salt-of-16-bytes"
+            digest = protocol.shared_key_digest(salt, "client", nonce, "right-key").encode()
+            client.sendall(msgpack.packb(["PING", "client", salt, digest, "", ""], use_bin_type=True))
+            unpacker.feed(client.recv(4096))
+            assert next(unpacker)[:3] == ["PONG", True, ""]
+    finally:
+        stop_relay(relay)
+        receiver.stop()
+
+
 def test_a_ping_of_the_wrong_shape_is_refused_with_a_pong_not_a_traceback(tmp_path):
     receiver = ForwardReceiver().start()
     (tmp_path / "key").write_text("right-key")

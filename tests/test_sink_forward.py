@@ -1,6 +1,8 @@
 """ForwardSink against a real msgpack forward receiver on 127.0.0.1: acks, restarts, shared keys."""
 
+import socket
 import struct
+import threading
 import time
 
 import msgpack
@@ -161,6 +163,27 @@ def test_a_refused_shared_key_is_a_clear_error_without_retries():
         assert guarded.entries == []
     finally:
         guarded.stop()
+
+
+def test_a_pong_whose_hostname_is_no_string_is_a_refusal_not_a_crash():
+    """The receiver's hostname goes into the digest we check: an int there raised AttributeError."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        answered = threading.Thread(target=_answer_with_a_bad_pong, args=(server,), daemon=True)
+        answered.start()
+        sink = ForwardSink("127.0.0.1", server.getsockname()[1], shared_key="s3cret", retry=FAST)
+        sink.write(TABLE, clicks(0, 1))
+        with pytest.raises(SharedKeyRefused, match="does not know our shared key"):
+            sink.flush()
+        answered.join(timeout=10)
+
+
+def _answer_with_a_bad_pong(server: socket.socket) -> None:
+    connection, _ = server.accept()
+    with connection:
+        connection.sendall(msgpack.packb(["HELO", {"nonce": b"n" * 16, "auth": b"", "keepalive": True}]))
+        connection.recv(4096)  # the PING
+        connection.sendall(msgpack.packb(["PONG", True, "", 42, "digest"]))
+        connection.recv(4096)  # until the sink hangs up
 
 
 def test_tls_with_a_verified_receiver(tmp_path):

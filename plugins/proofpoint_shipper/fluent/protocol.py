@@ -7,6 +7,7 @@ sha512_hex(salt + hostname + nonce + shared_key).
 
 import functools
 import hashlib
+import hmac
 import os
 import uuid
 from datetime import datetime
@@ -110,6 +111,17 @@ def shared_key_digest(salt: bytes, hostname: str, nonce: bytes, shared_key: str)
     return hashlib.sha512(salt + hostname.encode() + nonce + shared_key.encode()).hexdigest()
 
 
+def digest_matches(digest: object, salt: bytes, hostname: str, nonce: bytes, shared_key: str) -> bool:
+    """Whether a peer's digest (msgpack str or bin) is the one the shared key gives.
+
+    Compared in constant time: how long a refusal took tells nothing of the digest expected.
+    """
+    if not isinstance(digest, bytes | str):
+        return False
+    expected = shared_key_digest(salt, hostname, nonce, shared_key).encode()
+    return hmac.compare_digest(as_bytes(digest), expected)
+
+
 def ping(helo: object, hostname: str, shared_key: str) -> tuple[bytes, bytes, bytes]:
     """The PING answering a HELO: (packed message, our salt, the server's nonce)."""
     if not (isinstance(helo, list) and len(helo) == 2 and helo[0] == "HELO" and isinstance(helo[1], dict)):
@@ -126,7 +138,9 @@ def check_pong(pong: object, salt: bytes, nonce: bytes, shared_key: str) -> None
     _, accepted, reason, server_hostname, digest = pong
     if not accepted:
         raise SharedKeyRefused(f"forward receiver refused our shared key: {reason}")
-    if digest != shared_key_digest(salt, server_hostname, nonce, shared_key):
+    if not isinstance(server_hostname, str) or not digest_matches(
+        digest, salt, server_hostname, nonce, shared_key
+    ):
         raise SharedKeyRefused("forward receiver does not know our shared key (its PONG digest differs)")
 
 

@@ -275,7 +275,7 @@ class ForwardRelay:
             and ping[0] == "PING"
             and isinstance(ping[1], str)  # the client's hostname
             and isinstance(ping[2], bytes | str)  # its salt
-            and ping[3] == protocol.shared_key_digest(protocol.as_bytes(ping[2]), ping[1], nonce, key)
+            and protocol.digest_matches(ping[3], protocol.as_bytes(ping[2]), ping[1], nonce, key)
         )
         hostname = socket.gethostname()
         digest = protocol.shared_key_digest(protocol.as_bytes(ping[2]), hostname, nonce, key) if ok else ""
