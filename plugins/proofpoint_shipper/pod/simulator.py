@@ -26,6 +26,7 @@ from proofpoint_shipper.pod.events import Timeline
 RESUME_WINDOW = timedelta(hours=1)
 ARCHIVE_STALENESS = timedelta(minutes=30)
 ARCHIVE_REACH = timedelta(days=30)
+YIELD_EVERY = 100  # events sent in a row before other sessions get their turn
 BAD_FRAMES = {
     "not_json": "{not json",
     "binary": b"\x00\x01binary",
@@ -192,6 +193,8 @@ class PodSimulator:
         frame = orjson.dumps(self.timeline.event(kind, index)).decode()
         await connection.send(frame)
         self.sent[kind] += 1
+        if self.sent[kind] % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # a send that needs no wait never yields: let other sessions run
         if self.rng.random() < self.resend_rate:
             await connection.send(frame)  # the API sometimes sends an event again
 
