@@ -25,6 +25,10 @@ MOST_EXPOSED = 2.0  # of systemd-analyze security's 0 (shut in) to 10 (open); th
 WRITABLE_EXECUTABLE = re.compile(
     r"\d+ +(?:mmap\([^)]*(?:PROT_WRITE\|PROT_EXEC|PROT_EXEC\|PROT_WRITE)|(?:pkey_)?mprotect\([^)]*PROT_EXEC)"
 )
+# Files beyond a process's own in /proc that are read and done without: CPython 3.13's mimalloc
+# reads the overcommit setting at start and assumes overcommit where it cannot (the demo ran on
+# 3.13 with /proc/sys hidden).
+DONE_WITHOUT = {"/proc/sys/vm/overcommit_memory"}
 NEWER_KEYS = {"RestartSteps": 254, "RestartMaxDelaySec": 254}  # setting → first systemd that reads it
 
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed here")
@@ -169,4 +173,5 @@ def test_the_commands_read_only_the_process_files_of_proc(unit, demo_trace):
     """ProcSubset=pid hides the rest of /proc (meminfo, sys, ...)."""
     *_, proc_paths = demo_trace
     assert _settings(unit, "ProcSubset") == ["pid"]
-    assert {path for path in proc_paths if not re.match(r"/proc/(self|thread-self|\d+)(/|$)", path)} == set()
+    beyond = {path for path in proc_paths if not re.match(r"/proc/(self|thread-self|\d+)(/|$)", path)}
+    assert beyond - DONE_WITHOUT == set()
