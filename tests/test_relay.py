@@ -696,7 +696,10 @@ def two_workers():
     command += ["--upstream", f"127.0.0.1:{receiver.port}", "--workers", "2"]
     relay = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert all(b"relay listening on 127.0.0.1:" in relay.stdout.readline() for _ in range(2))
+        banners = {relay.stdout.readline() for _ in range(2)}
+        (banner,) = banners
+        assert banner.startswith(b"relay listening on 127.0.0.1:")
+        relay.port = int(banner.rsplit(b":", 1)[1])
         yield relay, Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
     finally:
         kill_workers(relay)
@@ -710,6 +713,16 @@ def test_a_worker_that_dies_takes_the_relay_down_for_its_supervisor_to_restart()
         assert relay.returncode == 1
         assert f"worker {children[0]} ended (exit code -9); stopping the others".encode() in stderr
         assert not Path(f"/proc/{children[1]}").exists()  # the other one stopped too
+
+
+def test_a_relay_with_workers_refuses_a_port_another_relays_workers_listen_on():
+    """Their SO_REUSEPORT would let it join them: the clients split between two relays, in silence."""
+    with two_workers() as (relay, _):
+        address = f"127.0.0.1:{relay.port}"
+        second = run_ppship("relay", "--listen", address, "--upstream", "127.0.0.1:9", "--workers", "2")
+        assert one_error_line(second) == (
+            f"ppship: error: cannot listen on 127.0.0.1:{relay.port}: Address already in use"
+        )
 
 
 def test_a_killed_supervisor_leaves_no_worker_on_the_port():

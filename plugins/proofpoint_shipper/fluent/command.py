@@ -346,9 +346,15 @@ def _one_address_for_all(listen: str) -> tuple[str, socket.socket | None]:
     Port 0 would give each worker a free port of its own, and clients would reach only one. So a
     port is picked here, bound (not listened on: no connection comes to it) with SO_REUSEPORT as
     the workers bind, and held while they run: no other program takes it meanwhile.
+
+    A given port is first bound without SO_REUSEPORT, as a lone relay binds: the workers share
+    their port with anything that listens there with it, another relay's workers among them, and
+    the clients would be split between the two relays (an old one with another upstream, say)
+    in silence. That port is refused at start instead, as a one-worker relay refuses it.
     """
     host, port = host_and_port(listen, "--listen")
     if port != 0:
+        bound_socket(host, port, socket.SO_REUSEADDR).close()
         return listen, None
     reservation = bound_socket(host, 0, socket.SO_REUSEPORT)
     return f"{url_host(host)}:{reservation.getsockname()[1]}", reservation
