@@ -102,7 +102,7 @@ def test_fluent_logger_message_mode_is_parsed_and_retagged(pipeline):
     assert sender.emit_with_time("raw", EventTime(1645367700, 157994000), {"log": FILTER_LINE})
     assert sender.emit_with_time("raw", EventTime(1645367701, 5), {"message": SENDMAIL_LINE})
     sender.close()
-    _wait_for(lambda: len(receiver.entries) == 2)
+    wait_for(lambda: len(receiver.entries) == 2, seconds=30)
     (tag1, time1, rec1), (tag2, time2, rec2) = receiver.entries
     assert (tag1, tag2) == ("proofpoint.gateway.filter", "proofpoint.gateway.sendmail")
     assert (time1, time2) == (EventTime(1645367700, 157994000), EventTime(1645367701, 5))  # original times
@@ -121,7 +121,7 @@ def test_records_a_syslog_input_took_apart_are_told_once_in_the_log_and_on_each_
         for n in range(3):
             assert sender.emit("raw", {**taken_apart, "message": f"w3HMWjG303907{n}: to=<a@b>, stat=Sent"})
         sender.close()
-        _wait_for(lambda: len(receiver.entries) == 3)
+        wait_for(lambda: len(receiver.entries) == 3, seconds=30)
     finally:
         stderr = stop_relay(relay).decode()
         receiver.stop()
@@ -596,13 +596,6 @@ def test_frames_still_arriving_on_many_connections_are_bounded_together():
     assert "frames still arriving on all connections take over 1000000 bytes" in stderr
 
 
-def _wait_for(condition, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
     silent = ForwardReceiver(ack=False).start()
     relay, port = start_relay(silent.port, "--upstream-timeout", "600", "--drain-seconds", "1")
@@ -610,7 +603,7 @@ def test_sigterm_with_upstream_stalled_exits_within_the_drain_bound():
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
             client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="never-acked"))
-            _wait_for(lambda: len(silent.entries) == 1)  # it reached upstream, which never acks
+            wait_for(lambda: len(silent.entries) == 1, seconds=30)  # it reached upstream, which never acks
             relay.send_signal(signal.SIGTERM)
             _, stderr = relay.communicate(timeout=30)
             assert client.recv(4096) == b""  # closed without an ack: the client keeps its chunk
