@@ -6,6 +6,7 @@ that refused a call the code makes would fail the service only on a user's host;
 this test. Where systemd-analyze or strace is missing (or may not trace), these tests are skipped
 and say so."""
 
+import functools
 import re
 import shutil
 import subprocess
@@ -90,15 +91,18 @@ def _system_calls(names: list[str]) -> set[str]:
     """The calls of filter entries (`@group`s expanded, as systemd does)."""
     calls: set[str] = set()
     for name in names:
-        if not name.startswith("@"):
-            calls.add(name)
-            continue
-        listing = subprocess.run(
-            [ANALYZE, "syscall-filter", "--no-pager", name], capture_output=True, text=True, check=True
-        )
-        entries = [line.strip() for line in listing.stdout.splitlines()[1:]]
-        calls |= _system_calls([entry for entry in entries if entry and not entry.startswith("#")])
+        calls |= _group_calls(name) if name.startswith("@") else {name}
     return calls
+
+
+@functools.cache
+def _group_calls(group: str) -> frozenset[str]:
+    """The calls of one `@group`, asked of systemd once: every unit names the same groups."""
+    listing = subprocess.run(
+        [ANALYZE, "syscall-filter", "--no-pager", group], capture_output=True, text=True, check=True
+    )
+    entries = [line.strip() for line in listing.stdout.splitlines()[1:]]
+    return frozenset(_system_calls([entry for entry in entries if entry and not entry.startswith("#")]))
 
 
 def _allowed_calls(unit: Path) -> set[str]:
