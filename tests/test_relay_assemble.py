@@ -6,10 +6,10 @@ import os
 
 from fluent.sender import EventTime
 
-from tests.conftest import GOLDEN_ASSEMBLY, read_lines
+from tests.conftest import GOLDEN_ASSEMBLY, read_lines, wait_for
 from tests.forward_receiver import ForwardReceiver
 from tests.test_cli_ship import LOCAL_ENV
-from tests.test_relay import _wait_for, send_chunk, start_relay, stop_relay
+from tests.test_relay import send_chunk, start_relay, stop_relay
 
 MESSAGE_TAG = "proofpoint.gateway.message"
 SETTINGS = ("--timezone", "America/Chicago", "--reference-time", "2022-03-01T12:00:00-06:00", "--assemble")
@@ -27,7 +27,7 @@ def test_messages_come_out_beside_the_lines_and_open_ones_at_sigterm():
         interleaved = entries_of("interleaved")
         assert send_chunk(port, "forward", interleaved, chunk="c1") == {"ack": "c1"}
         assert send_chunk(port, "packed", entries_of("no_disconnect"), chunk="c2") == {"ack": "c2"}
-        _wait_for(lambda: len([e for e in receiver.entries if e[0] == MESSAGE_TAG]) >= 4)
+        wait_for(lambda: len([e for e in receiver.entries if e[0] == MESSAGE_TAG]) >= 4, seconds=30)
     finally:
         stop_relay(relay)
     messages = [record for tag, _, record in receiver.entries if tag == MESSAGE_TAG]
@@ -46,8 +46,9 @@ def test_max_open_bounds_the_sessions_the_relay_holds():
     try:
         assert send_chunk(port, "forward", entries_of("interleaved"), chunk="c1") == {"ack": "c1"}
         # interleaved sessions: holding one at a time, the relay writes the other out unfinished
-        _wait_for(
-            lambda: any(tag == MESSAGE_TAG and not record["complete"] for tag, _, record in receiver.entries)
+        wait_for(
+            lambda: any(tag == MESSAGE_TAG and not record["complete"] for tag, _, record in receiver.entries),
+            seconds=30,
         )
     finally:
         stop_relay(relay)
