@@ -4,21 +4,25 @@
 whole lines, and the position to save once they were written; `PositionSaver` saves it, at most
 once a second. Rotation by rename (a new file appears under the path) and by truncation (the file
 shrinks: read again from its start) are followed; a missing file is waited for. After a restart
-the saved position is used if the file is the same one (device and inode) and not shorter; if it
-was rotated meanwhile, the rotated file is found by its inode in the same folder and its rest is
-read first.
+the saved position is used if the file is the same one and not shorter; if it was rotated
+meanwhile, the rotated file is found in the same folder and its rest is read first. A file is the
+same one when its device, inode and first bytes are: filesystems hand a deleted file's inode to the
+next file made (ext4 does, after two rotations), and copytruncate keeps the inode with other
+lines in it, so the inode alone would resume the new file in the middle of a line.
 
 A file renamed away is read on until it stayed quiet for `rotate_wait` seconds: syslog writes to
 it until logrotate's postrotate signal makes it reopen the path, and on a busy gateway those are
 hundreds of lines. Only then does the new file's first line come out.
 """
 
+import hashlib
 import logging
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, InputError
@@ -29,6 +33,11 @@ POLL_SECONDS = 0.25
 SAVE_SECONDS = 1.0  # between position saves
 DEFAULT_ROTATE_WAIT_SECONDS = 5.0  # as Fluent Bit's tail input waits (Rotate_Wait)
 REFUSED_TELL_SECONDS = 60.0  # between two lines about a file this user may not read
+HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
+# Found by its first bytes alone (no inode in common: a copytruncate's copy), a file must have
+# this many in common with the saved one: a timestamped line, not a lone line break.
+FIND_BY_HEAD_BYTES = 64
+_POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256"})
 
 
 class _OpenFile:
@@ -41,13 +50,27 @@ class _OpenFile:
             os.close(self.fd)
             raise ConfigError(f"cannot follow {path}: not a regular file (pipe it to `ppship gateway parse`)")
         self.identity = (status.st_dev, status.st_ino)
+        self.size = status.st_size
         self.lines = LineReader(self.fd, max_line_bytes, name=str(path))
+        self._digest: tuple[int, str] | None = None  # (bytes, sha256) of the head, as last given
         self.seek(offset if offset <= status.st_size else 0)
 
     def seek(self, offset: int) -> None:
         """Read on from `offset`, forgetting any unfinished line."""
         self.read_to = os.lseek(self.fd, offset, os.SEEK_SET)
+        self.head = os.pread(self.fd, min(offset, HEAD_BYTES), 0)  # read on from here by `read`
+        self._digest = None
         self.lines.finish()
+
+    def starts_with(self, length: int, sha256: str) -> bool:
+        return _is_head(os.pread(self.fd, length, 0), length, sha256)
+
+    def head_digest(self) -> tuple[int, str]:
+        """How many of the first bytes up to the last whole line handed out, and their digest."""
+        length = min(self.consumed, len(self.head))
+        if self._digest is None or self._digest[0] != length:
+            self._digest = (length, hashlib.sha256(self.head[:length]).hexdigest())
+        return self._digest
 
     @property
     def consumed(self) -> int:
@@ -58,6 +81,8 @@ class _OpenFile:
         chunk = self.lines.read_chunk()
         if not chunk:
             return None
+        if len(self.head) < HEAD_BYTES:  # the head and the reads are contiguous up to HEAD_BYTES
+            self.head += chunk[: HEAD_BYTES - len(self.head)]
         self.read_to += len(chunk)
         return self.lines.split(chunk)
 
@@ -106,45 +131,66 @@ class FollowedFile:
         saved = self.positions.load()
         if not saved:
             return self._open_at(0)
-        refuse_foreign(
-            saved, frozenset({"device", "inode", "offset"}), self.positions.where, "--position-file"
-        )
-        identity = (saved.get("device"), saved.get("inode"))
-        offset = saved.get("offset", 0)
-        if not isinstance(offset, int) or offset < 0:
-            raise ConfigError(
-                f"position file {self.positions.path} holds no read position: offset {offset!r}"
-            )
+        position = self._saved_position(saved)
         current = self._open_at(0)
-        if current is not None and current.identity == identity:
-            if os.fstat(current.fd).st_size >= offset:
-                current.seek(offset)
+        if current is not None and position.names(current):
+            if current.size >= position.offset:
+                current.seek(position.offset)
             else:
                 log.warning(
                     "follow: %s is shorter than the saved position: reading it from its start", self.path
                 )
             return current
-        rotated = self._rotated_file(identity)
+        rotated = self._rotated_file(position, current)
         if rotated is not None:
             log.info("follow: %s was rotated while stopped: reading the rest of %s first", self.path, rotated)
-            previous = _OpenFile(rotated, offset, self.max_line_bytes)
+            previous = _OpenFile(rotated, position.offset, self.max_line_bytes)
             yield from self._drain(previous)
+        elif position.offset > 0:
+            log.warning(
+                "follow: the file of the saved position is gone (rotated away and deleted, or "
+                "compressed): whatever was written to it after what was read is lost; reading %s "
+                "from its start",
+                self.path,
+            )
         return current
 
-    def _rotated_file(self, identity: tuple) -> Path | None:
-        """The file with the saved identity in the followed file's folder, if it is still there."""
+    def _saved_position(self, saved: dict) -> "_SavedPosition":
+        refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
+        position = _SavedPosition(
+            (saved.get("device"), saved.get("inode")),
+            saved.get("offset", 0),
+            saved.get("head_bytes"),
+            saved.get("head_sha256"),
+        )
+        if not position.well_formed():
+            raise ConfigError(
+                f"position file {self.positions.path} holds no read position: offset "
+                f"{position.offset!r}, head_bytes {position.head_bytes!r}"
+            )
+        return position
+
+    def _rotated_file(self, position: "_SavedPosition", current: _OpenFile | None) -> Path | None:
+        """The saved file in the followed file's folder, if it is still there: by its inode, else
+        (a copytruncate's copy) by its first bytes. Not the file now under the path."""
         try:
             entries = list(os.scandir(self.path.parent))
         except OSError:
             return None
+        by_head = None
         for entry in entries:
             try:
                 status = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if (status.st_dev, status.st_ino) == identity and entry.is_file(follow_symlinks=False):
+            identity = (status.st_dev, status.st_ino)
+            if not entry.is_file(follow_symlinks=False) or (current and identity == current.identity):
+                continue
+            if identity == position.identity and position.names_file(entry.path):
                 return Path(entry.path)
-        return None
+            if by_head is None and position.found_by_head(entry.path, status.st_size):
+                by_head = Path(entry.path)
+        return by_head
 
     def _open_at(self, offset: int) -> _OpenFile | None:
         try:
@@ -224,7 +270,58 @@ class FollowedFile:
     @staticmethod
     def _position(current: _OpenFile) -> dict:
         device, inode = current.identity
-        return {"device": device, "inode": inode, "offset": current.consumed}
+        head_bytes, head_sha256 = current.head_digest()
+        return {
+            "device": device,
+            "inode": inode,
+            "offset": current.consumed,
+            "head_bytes": head_bytes,
+            "head_sha256": head_sha256,
+        }
+
+
+class _SavedPosition(NamedTuple):
+    """A saved read position, and the file it belongs to. Positions saved by releases before the
+    first bytes were kept have no head: their file is the one with their device and inode."""
+
+    identity: tuple
+    offset: int
+    head_bytes: int | None
+    head_sha256: str | None
+
+    def well_formed(self) -> bool:
+        def count(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        if self.head_bytes is None and self.head_sha256 is None:
+            return count(self.offset)
+        return count(self.offset) and count(self.head_bytes) and isinstance(self.head_sha256, str)
+
+    def names(self, opened: _OpenFile) -> bool:
+        if opened.identity != self.identity:
+            return False
+        return self.head_bytes is None or opened.starts_with(self.head_bytes, self.head_sha256)
+
+    def names_file(self, path: str) -> bool:
+        return self.head_bytes is None or _starts_with(path, self.head_bytes, self.head_sha256)
+
+    def found_by_head(self, path: str, size: int) -> bool:
+        if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
+            return False
+        return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+def _starts_with(path: str, length: int, sha256: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return _is_head(file.read(length), length, sha256)
+    except OSError:
+        return False
+
+
+def _is_head(first: bytes, length: int, sha256: str) -> bool:
+    """Whether `first`, read from a file's start, is the `length` bytes with this digest."""
+    return len(first) == length and hashlib.sha256(first).hexdigest() == sha256
 
 
 class PositionSaver:
