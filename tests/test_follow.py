@@ -110,6 +110,23 @@ def test_rotation_by_truncation_reads_again_from_the_start(files):
     assert "was truncated" in follower.stop()
 
 
+def test_a_truncation_the_file_grew_back_past_before_the_follower_looked_is_seen(files):
+    """copytruncate on a busy gateway: by the follower's next look (every 0.25 s) the writer may
+    have filled the file past the old offset, so its size no longer tells. Its first bytes do.
+    Here the new lines land in one write over the old ones, so no look can fall in between."""
+    path, position = files
+    append(path, [1, 2, 3])
+    follower = Follower(path, position)
+    follower.expect([1, 2, 3])
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, "".join(line(n) + "\n" for n in range(10, 20)).encode(), 0)
+    finally:
+        os.close(fd)
+    follower.expect(range(10, 20))
+    assert "was truncated" in follower.stop()
+
+
 def test_a_restart_resumes_after_the_last_written_line_without_duplicates(files):
     path, position = files
     append(path, [1, 2, 3])

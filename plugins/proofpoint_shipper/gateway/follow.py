@@ -44,6 +44,7 @@ class _OpenFile:
     """One open generation of the followed path: its identity, reader and consumed offset."""
 
     def __init__(self, path: Path, offset: int, max_line_bytes: int):
+        self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open would wait for a writer
         status = os.fstat(self.fd)
         if not stat.S_ISREG(status.st_mode):
@@ -81,6 +82,12 @@ class _OpenFile:
         chunk = self.lines.read_chunk()
         if not chunk:
             return None
+        if os.pread(self.fd, len(self.head), 0) != self.head:
+            # Truncated, and written past the read offset before this read (copytruncate on a busy
+            # gateway): the size did not tell, the first bytes do. The chunk is the new lines'.
+            _tell_truncated(self.path)
+            self.seek(0)
+            return Batch([], {})
         if len(self.head) < HEAD_BYTES:  # the head and the reads are contiguous up to HEAD_BYTES
             self.head += chunk[: HEAD_BYTES - len(self.head)]
         self.read_to += len(chunk)
@@ -239,7 +246,7 @@ class FollowedFile:
             yield from self._drain(current)
             return self._open_when_present()
         if status.st_size < current.read_to:
-            log.warning("follow: %s was truncated: reading it again from its start", self.path)
+            _tell_truncated(self.path)
             current.seek(0)
             return current
         time.sleep(POLL_SECONDS)
@@ -309,6 +316,10 @@ class _SavedPosition(NamedTuple):
         if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+def _tell_truncated(path: Path) -> None:
+    log.warning("follow: %s was truncated: reading it again from its start", path)
 
 
 def _starts_with(path: str, length: int, sha256: str) -> bool:
