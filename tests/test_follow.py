@@ -290,6 +290,27 @@ def test_a_fifo_or_an_unwritable_position_folder_is_refused_at_start(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("opening", "told"),
+    [
+        (b"\x1f\x8b\x08\x00", "it is gzip-compressed, a finished log: read it without --follow"),
+        (b"\xfd7zXZ\x00", "it is xz-compressed, which is not read here: pipe it in through `xzcat`"),
+    ],
+)
+def test_a_compressed_file_is_refused_at_start_not_followed_in_silence(tmp_path, opening, told):
+    """A rotated log given by mistake: its bytes hold no line end for a long while, and the
+    follower waited for one with nothing said."""
+    from tests.conftest import run_ppship
+
+    path = tmp_path / "maillog.1.gz"
+    path.write_bytes(opening + bytes(range(32, 127)) * 4)
+    result = run_ppship(
+        "gateway", "parse", "--follow", str(path), "--position-file", str(tmp_path / "p.json"), timeout=20
+    )
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == f"ppship: error: cannot follow {path}: {told}\n"
+
+
 def test_a_second_follower_on_one_position_file_is_refused(files):
     path, position = files
     append(path, [1])

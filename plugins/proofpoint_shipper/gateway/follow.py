@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, InputError
+from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
+from proofpoint_shipper.gunzip import other_compression
 from proofpoint_shipper.lines import Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
@@ -119,6 +121,8 @@ class FollowedFile:
 
     def batches(self) -> Iterator[tuple[Batch, dict]]:
         current = yield from self._resume()
+        if current is not None:
+            _refuse_compressed(current)
         if current is None:  # a typo would otherwise wait in silence, for ever
             log.warning("follow: %s does not exist (yet): waiting for it to appear", self.path)
         while self.keep_going():
@@ -316,6 +320,19 @@ class _SavedPosition(NamedTuple):
         if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+def _refuse_compressed(opened: _OpenFile) -> None:
+    """A compressed file given to follow (a rotated log, by mistake) holds no line end for a long
+    while: the follower would wait for one with nothing said."""
+    start = os.pread(opened.fd, 16, 0)
+    if start.startswith(GZIP_MAGIC):
+        refusal = "it is gzip-compressed, a finished log: read it without --follow"
+    else:
+        refusal = other_compression(start)
+    if refusal:
+        opened.close()
+        raise InputError(f"cannot follow {opened.path}: {refusal}")
 
 
 def _tell_truncated(path: Path) -> None:
