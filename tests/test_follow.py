@@ -226,6 +226,26 @@ def test_a_position_file_with_no_usable_position_is_one_error_line(files, saved)
     assert result.stderr.decode().count("\n") == 1
 
 
+def test_a_rotation_while_stopped_is_found_beside_the_file_a_followed_link_names(tmp_path):
+    """/var/log/maillog as a link to a log kept on another disk: logrotate rotates the real file
+    (it refuses links), so the rotated file is beside that one, not beside the link."""
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    data.mkdir()
+    logs.mkdir()
+    real, link, position = data / "maillog", logs / "maillog", tmp_path / "position.json"
+    link.symlink_to(real)
+    append(real, [1])
+    follower = Follower(link, position)
+    follower.expect([1])
+    follower.stop()
+    append(real, [2])
+    real.rename(data / "maillog.1")
+    append(real, [3])
+    follower = Follower(link, position)
+    follower.expect([2, 3])
+    assert "was rotated while stopped" in follower.stop()
+
+
 def test_a_file_that_appears_later_is_read_from_its_start(files):
     path, position = files
     follower = Follower(path, position)

@@ -183,11 +183,14 @@ class FollowedFile:
 
     def _rotated_file(self, position: "_SavedPosition", current: _OpenFile | None) -> Path | None:
         """The saved file in the followed file's folder, if it is still there: by its inode, else
-        (a copytruncate's copy) by its first bytes. Not the file now under the path."""
-        try:
-            entries = list(os.scandir(self.path.parent))
-        except OSError:
-            return None
+        (a copytruncate's copy) by its first bytes. Not the file now under the path. A followed
+        link's file is rotated where it is (logrotate refuses links): that folder is looked in."""
+        entries = []
+        for folder in dict.fromkeys([self.path.parent, self.path.resolve().parent]):
+            try:
+                entries += os.scandir(folder)
+            except OSError:
+                continue
         by_head = None
         for entry in entries:
             try:
