@@ -1,5 +1,6 @@
 """`ppship gateway parse --follow`: tail -F semantics and a saved position, in a real child process."""
 
+import gzip
 import os
 import queue
 import select
@@ -29,6 +30,15 @@ def line(n: int) -> str:
 def append(path: Path, numbers) -> None:
     with path.open("a") as log:
         log.write("".join(line(n) + "\n" for n in numbers))
+
+
+def rotate(path: Path, keep: int = 4) -> None:
+    """As logrotate does by default: maillog.N to maillog.N+1, maillog to maillog.1."""
+    for generation in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{generation}")
+        if older.exists():
+            older.rename(path.with_name(f"{path.name}.{generation + 1}"))
+    path.rename(path.with_name(f"{path.name}.1"))
 
 
 class Follower:
@@ -171,10 +181,10 @@ def test_a_copytruncate_while_stopped_reads_the_rest_of_the_copy_then_the_new_st
 
 
 def test_two_rotations_while_stopped_read_the_new_file_from_its_start_and_tell_what_is_gone(files):
-    """Rotated twice, the oldest copy deleted: the saved file is gone, and on ext4 the new file
-    often gets its freed inode. Either way the new file is read from its start, and the lines
-    written to the files that are gone after the saved position are told lost, not skipped in
-    silence."""
+    """Rotated twice, the oldest copy deleted (compressed, say): the saved file is gone, and on
+    ext4 the new file often gets its freed inode. Either way the file rotated in between and the
+    new file are read from their start, and the lines written to the file that is gone after the
+    saved position are told lost, not skipped in silence."""
     path, position = files
     append(path, [1])
     follower = Follower(path, position)
@@ -188,7 +198,7 @@ def test_two_rotations_while_stopped_read_the_new_file_from_its_start_and_tell_w
     path.rename(rotated)
     append(path, range(10, 30))
     follower = Follower(path, position)
-    follower.expect(range(10, 30))
+    follower.expect([3, *range(10, 30)])  # the file between the two is read: written since the save
     assert "the file of the saved position is gone" in follower.stop()
 
 
@@ -244,6 +254,63 @@ def test_a_rotation_while_stopped_is_found_beside_the_file_a_followed_link_names
     follower = Follower(link, position)
     follower.expect([2, 3])
     assert "was rotated while stopped" in follower.stop()
+
+
+def test_a_file_rotated_away_while_the_one_before_it_was_read_on_is_read_too(files):
+    """Rotated twice before the first rotated file stayed quiet: the file in between, now
+    maillog.1, is read after the first one and before the new one, not skipped."""
+    path, position = files
+    append(path, [1])
+    follower = Follower(path, position, rotate_wait=2)
+    follower.expect([1])
+    rotate(path)
+    append(path, [2])
+    time.sleep(0.6)  # the follower reads the first rotated file on, until it is quiet for 2 s
+    rotate(path)
+    append(path, [3])
+    follower.expect([2, 3])
+    follower.stop()
+
+
+def test_two_rotations_while_stopped_read_the_rest_then_each_rotated_file_in_order(files):
+    path, position = files
+    append(path, [1])
+    follower = Follower(path, position)
+    follower.expect([1])
+    follower.stop()
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    rotate(path)
+    append(path, [4])
+    follower = Follower(path, position)
+    follower.expect([2, 3, 4])
+    follower.stop()
+
+
+def test_a_rotated_file_compressed_before_it_was_read_is_told_with_the_command_that_reads_it(files):
+    """logrotate's `compress` without `delaycompress`, while the follower was stopped: the rest
+    of the file it was reading is in maillog.1.gz (gzip keeps the file's time), not followed."""
+    path, position = files
+    append(path, [1])
+    follower = Follower(path, position)
+    follower.expect([1])
+    follower.stop()
+    append(path, [2])
+    rotate(path)
+    rotated, compressed = path.with_name("maillog.1"), path.with_name("maillog.1.gz")
+    compressed.write_bytes(gzip.compress(rotated.read_bytes()))
+    os.utime(compressed, ns=(rotated.stat().st_atime_ns, rotated.stat().st_mtime_ns))
+    rotated.unlink()
+    append(path, [3])
+    follower = Follower(path, position)
+    follower.expect([3])
+    told = follower.stop()
+    assert "the file of the saved position is gone" in told
+    assert (
+        f"{compressed} was rotated and compressed before it was read: its lines are not read here "
+        f"(`ppship gateway parse {compressed}` reads it)"
+    ) in told
 
 
 def test_a_file_that_appears_later_is_read_from_its_start(files):

@@ -12,12 +12,16 @@ lines in it, so the inode alone would resume the new file in the middle of a lin
 
 A file renamed away is read on until it stayed quiet for `rotate_wait` seconds: syslog writes to
 it until logrotate's postrotate signal makes it reopen the path, and on a busy gateway those are
-hundreds of lines. Only then does the new file's first line come out.
+hundreds of lines. Then come the files rotated after it, if the path was rotated more than once
+meanwhile (a follower stopped for two days of daily rotation, or catching up a backlog): the
+rotated names logrotate gives (`maillog.1`, `maillog-20261130`) written to since, oldest first.
+Only then does the new file's first line come out.
 """
 
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +44,9 @@ HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
 # this many in common with the saved one: a timestamped line, not a lone line break.
 FIND_BY_HEAD_BYTES = 64
 _POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256"})
+# The names logrotate gives a rotated file: a number (maillog.1) or, with dateext, a date
+# (maillog-20261130); a compressed one adds its suffix, and cannot be followed.
+_COMPRESSED_SUFFIX = r"\.(?:gz|xz|zst|bz2|lz4|Z)"
 
 
 class _OpenFile:
@@ -100,6 +107,7 @@ class _OpenFile:
         return self.lines.finish()
 
     def close(self) -> None:
+        self.modified_ns = os.fstat(self.fd).st_mtime_ns  # where the files rotated after it begin
         os.close(self.fd)
 
 
@@ -157,13 +165,17 @@ class FollowedFile:
             log.info("follow: %s was rotated while stopped: reading the rest of %s first", self.path, rotated)
             previous = _OpenFile(rotated, position.offset, self.max_line_bytes)
             yield from self._drain(previous)
-        elif position.offset > 0:
+            yield from self._rotated_after(previous.modified_ns, {previous.identity, *_identity(current)})
+            return current
+        if position.offset > 0:
             log.warning(
                 "follow: the file of the saved position is gone (rotated away and deleted, or "
-                "compressed): whatever was written to it after what was read is lost; reading %s "
-                "from its start",
+                "compressed): whatever was written to it after what was read is lost; reading the "
+                "files rotated since, then %s, from their start",
                 self.path,
             )
+        # Written since the position was saved: files rotated after the one that is gone.
+        yield from self._rotated_after(os.stat(self.positions.path).st_mtime_ns, set(_identity(current)))
         return current
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
@@ -185,20 +197,13 @@ class FollowedFile:
         """The saved file in the followed file's folder, if it is still there: by its inode, else
         (a copytruncate's copy) by its first bytes. Not the file now under the path. A followed
         link's file is rotated where it is (logrotate refuses links): that folder is looked in."""
-        entries = []
-        for folder in dict.fromkeys([self.path.parent, self.path.resolve().parent]):
-            try:
-                entries += os.scandir(folder)
-            except OSError:
-                continue
         by_head = None
-        for entry in entries:
-            try:
-                status = entry.stat(follow_symlinks=False)
-            except OSError:
+        for entry in (entry for folder in self._folders() for entry in _entries(folder)):
+            status = _file_status(entry)
+            if status is None:
                 continue
             identity = (status.st_dev, status.st_ino)
-            if not entry.is_file(follow_symlinks=False) or (current and identity == current.identity):
+            if current and identity == current.identity:
                 continue
             if identity == position.identity and position.names_file(entry.path):
                 return Path(entry.path)
@@ -251,6 +256,7 @@ class FollowedFile:
         if (status.st_dev, status.st_ino) != current.identity:
             log.info("follow: %s was rotated: finishing the old file, then reading the new one", self.path)
             yield from self._drain(current)
+            yield from self._rotated_after(current.modified_ns, {current.identity})
             return self._open_when_present()
         if status.st_size < current.read_to:
             _tell_truncated(self.path)
@@ -280,6 +286,66 @@ class FollowedFile:
                     time.sleep(POLL_SECONDS)
         finally:
             old.close()
+
+    def _rotated_after(self, since_ns: int, done: set[tuple]) -> Iterator[tuple[Batch, dict]]:
+        """Each file rotated after the one just read, oldest first, read as a file rotated away
+        is: written to since `since_ns`, when that one was last written. `done`: files read, or
+        to be read next; the file under the path is read after these."""
+        while self.keep_going():
+            found = self._next_rotated(since_ns, done)
+            if found is None:
+                return
+            done.add(found[1])
+            try:
+                rotated = _OpenFile(found[0], 0, self.max_line_bytes)
+            except OSError as exc:  # deleted meanwhile, say: what it held is lost, and said
+                log.warning("follow: %s, rotated before it was read, cannot be read: %s", found[0], exc)
+                continue
+            log.info("follow: reading %s, rotated before it was read", found[0])
+            yield from self._drain(rotated)
+            since_ns = rotated.modified_ns
+
+    def _next_rotated(self, since_ns: int, done: set[tuple]) -> tuple[Path, tuple] | None:
+        """The oldest file of a rotated name written to since `since_ns`, not the path's file and
+        none of `done`; compressed ones are told (they cannot be followed) and passed over."""
+        skip = set(done)
+        try:
+            status = os.stat(self.path)
+            skip.add((status.st_dev, status.st_ino))  # the new file, read after these: for now
+        except FileNotFoundError:
+            pass
+        plain = re.compile(rf"{re.escape(self.path.name)}(?:\.(?P<number>\d+)|-\d[\d-]*)")
+        candidates = []
+        for folder in self._folders():
+            for entry in _entries(folder):
+                compressed = re.fullmatch(f"{plain.pattern}{_COMPRESSED_SUFFIX}", entry.name)
+                named = plain.fullmatch(entry.name) or compressed
+                status = _file_status(entry) if named else None
+                if status is None or status.st_mtime_ns < since_ns:
+                    continue
+                identity = (status.st_dev, status.st_ino)
+                if identity in skip:
+                    continue
+                if compressed:
+                    done.add(identity)
+                    log.warning(
+                        "follow: %s was rotated and compressed before it was read: its lines are not "
+                        "read here (`ppship gateway parse %s` reads it)",
+                        entry.path,
+                        entry.path,
+                    )
+                    continue
+                older_first = -int(named.group("number") or 0)  # maillog.2 before maillog.1
+                candidates.append(((status.st_mtime_ns, older_first, entry.name), Path(entry.path), identity))
+        if not candidates:
+            return None
+        _, path, identity = min(candidates)
+        return path, identity
+
+    def _folders(self) -> list[Path]:
+        """Where the followed file is rotated: beside the path, and beside the file a link names
+        (logrotate refuses links, and rotates the file where it is)."""
+        return list(dict.fromkeys([self.path.parent, self.path.resolve().parent]))
 
     @staticmethod
     def _position(current: _OpenFile) -> dict:
@@ -323,6 +389,26 @@ class _SavedPosition(NamedTuple):
         if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+def _identity(opened: _OpenFile | None) -> tuple[tuple, ...]:
+    return (opened.identity,) if opened is not None else ()
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []
+
+
+def _file_status(entry: os.DirEntry) -> os.stat_result | None:
+    """The entry's status if it is a regular file (not a link), else None."""
+    try:
+        status = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return status if stat.S_ISREG(status.st_mode) else None
 
 
 def _refuse_compressed(opened: _OpenFile) -> None:
