@@ -68,12 +68,19 @@ class _OpenFile:
     def seek(self, offset: int) -> None:
         """Read on from `offset`, forgetting any unfinished line."""
         self.read_to = os.lseek(self.fd, offset, os.SEEK_SET)
-        self.head = os.pread(self.fd, min(offset, HEAD_BYTES), 0)  # read on from here by `read`
+        self.head = self.first(min(offset, HEAD_BYTES))  # read on from here by `read`
         self._digest = None
         self.lines.finish()
 
+    def first(self, length: int) -> bytes:
+        """The file's first `length` bytes (fewer if it is shorter)."""
+        try:
+            return os.pread(self.fd, length, 0)
+        except OSError as exc:
+            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+
     def starts_with(self, length: int, sha256: str) -> bool:
-        return _is_head(os.pread(self.fd, length, 0), length, sha256)
+        return _is_head(self.first(length), length, sha256)
 
     def head_digest(self) -> tuple[int, str]:
         """How many of the first bytes up to the last whole line handed out, and their digest."""
@@ -91,7 +98,7 @@ class _OpenFile:
         chunk = self.lines.read_chunk()
         if not chunk:
             return None
-        if os.pread(self.fd, len(self.head), 0) != self.head:
+        if self.first(len(self.head)) != self.head:
             # Truncated, and written past the read offset before this read (copytruncate on a busy
             # gateway): the size did not tell, the first bytes do. The chunk is the new lines'.
             _tell_truncated(self.path)
@@ -414,7 +421,7 @@ def _file_status(entry: os.DirEntry) -> os.stat_result | None:
 def _refuse_compressed(opened: _OpenFile) -> None:
     """A compressed file given to follow (a rotated log, by mistake) holds no line end for a long
     while: the follower would wait for one with nothing said."""
-    start = os.pread(opened.fd, 16, 0)
+    start = opened.first(16)
     if start.startswith(GZIP_MAGIC):
         refusal = "it is gzip-compressed, a finished log: read it without --follow"
     else:
