@@ -3,6 +3,7 @@
 import gzip
 import os
 import queue
+import random
 import select
 import shutil
 import signal
@@ -311,6 +312,72 @@ def test_a_rotated_file_compressed_before_it_was_read_is_told_with_the_command_t
         f"{compressed} was rotated and compressed before it was read: its lines are not read here "
         f"(`ppship gateway parse {compressed}` reads it)"
     ) in told
+
+
+def test_every_line_comes_out_through_random_rotations_and_restarts(tmp_path):
+    """A writer appends numbered lines and opens the path anew after each rotation, as syslog
+    does on its HUP; the path is rotated at random moments (every rotated file kept); the
+    follower is stopped (SIGTERM) or killed (SIGKILL) at random moments and started again.
+    Whatever the timing: each run writes consecutive lines; one after a stop begins right after
+    the last line written, one after a kill at most there (a kill loses the position saves of up
+    to a second); and every line comes out."""
+    path, position = tmp_path / "maillog", tmp_path / "position.json"
+    total, rng, written = 20_000, random.Random(7), threading.Event()
+    reopen = threading.Event()
+
+    def write() -> None:
+        log = path.open("a")
+        for n in range(total):
+            if reopen.is_set():
+                reopen.clear()
+                log.close()
+                log = path.open("a")
+            log.write(line(n) + "\n")
+            if n % 50 == 0:
+                log.flush()
+                time.sleep(0.01)
+        log.close()
+        written.set()
+
+    def rotate_now_and_then() -> None:
+        generations = 0
+        while not written.wait(rng.uniform(0.3, 1.0)):
+            generations += 1
+            rotate(path, keep=generations + 1)
+            time.sleep(rng.uniform(0, 0.2))  # the writer goes on in the renamed file a while
+            reopen.set()
+
+    threads = [threading.Thread(target=write), threading.Thread(target=rotate_now_and_then)]
+    for thread in threads:
+        thread.start()
+    runs: list[tuple[list[int], bool]] = []  # the numbers each run wrote, and whether it was killed
+    try:
+        while not written.is_set() or not runs or total - 1 not in runs[-1][0]:
+            command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", "--follow"]
+            command += [str(path), "--position-file", str(position), "--format", "text"]
+            command += ["--timezone", "UTC", "--rotate-wait", "0.3"]
+            output = tmp_path / f"run-{len(runs)}.txt"  # a file: a pipe left unread would stop it
+            with output.open("wb") as stdout:
+                child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.5, 1.5) if not written.is_set() else 1)
+            killed = rng.random() < 0.3 and not written.is_set()
+            child.send_signal(signal.SIGKILL if killed else signal.SIGTERM)
+            child.wait(timeout=TIMEOUT)
+            lines = output.read_bytes().splitlines()
+            runs.append(([int(text.split(b"s=id")[1].split()[0]) for text in lines], killed))
+            assert len(runs) < 60, "the follower does not catch up"
+    finally:
+        written.wait(TIMEOUT)
+        for thread in threads:
+            thread.join(TIMEOUT)
+    end, killed_before = -1, False  # the last line of the run before
+    for numbers, killed in runs:
+        if numbers:
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            assert numbers[0] <= end + 1 if killed_before else numbers[0] == end + 1
+            end = numbers[-1]
+        killed_before = killed or (killed_before and not numbers)  # an empty run saved nothing new
+    assert end == total - 1
 
 
 def test_a_file_that_appears_later_is_read_from_its_start(files):
