@@ -203,6 +203,51 @@ def test_a_two_hour_outage_is_reported_and_backfilled_from_the_archive(tmp_path,
     assert event_time(backfill[-1]) >= gap_end - timedelta(seconds=2)  # the whole gap is covered
 
 
+def _three_archived_hours(rate: float = 1.0):
+    """A timeline of `rate` events a second, and a backfill range of three whole hours of it."""
+    timeline = Timeline(8, datetime.now(UTC) - timedelta(days=1), rate=rate)
+    since = (datetime.now(UTC) - timedelta(hours=6)).replace(minute=0, second=0, microsecond=0)
+    return timeline, since, since + timedelta(hours=3)
+
+
+def test_a_backfill_dropped_midway_goes_on_from_the_hour_it_reached_each_event_once(tmp_path):
+    """The archive sends 8,500 events, then drops. Back from `since`, it sent the same 8,500
+    again, and the 3,500 oldest, out of the 5,000 hashes kept, went out twice (and it dropped at
+    the same place again, for ever). From the hour of the last event, the replay is under an
+    hour: within the hashes kept."""
+    timeline, since, until = _three_archived_hours()
+    with PodSimulator(timeline, TOKEN, CLUSTER) as simulator:
+        simulator.drop_every = 8_500
+        total = timeline.index_at(until) - timeline.index_at(since)
+        records, summary = stream(
+            simulator, tmp_path, since=since, until=until, max_events=total, dedupe_window=5_000
+        )
+    first = timeline.index_at(since)
+    assert [r["id"] for r in records] == [
+        timeline.event("maillog", i)["id"] for i in range(first, first + total)
+    ]
+    assert summary.reconnects == 1
+
+
+def test_a_backfill_run_again_goes_on_where_the_last_run_stopped(tmp_path):
+    timeline, since, until = _three_archived_hours()
+    with PodSimulator(timeline, TOKEN, CLUSTER) as simulator:
+        first_run, _ = stream(
+            simulator, tmp_path, since=since, until=until, max_events=8_000, dedupe_window=5_000
+        )
+        second_run, _ = stream(simulator, tmp_path, since=since, until=until, dedupe_window=5_000)
+        other_range, _ = stream(
+            simulator, tmp_path, since=since - timedelta(hours=1), until=until, max_events=10
+        )
+    first, total = timeline.index_at(since), timeline.index_at(until) - timeline.index_at(since)
+    expected = [timeline.event("maillog", i)["id"] for i in range(first, first + total)]
+    assert [r["id"] for r in first_run + second_run] == expected  # on from where it stopped, each once
+    earlier = timeline.index_at(since - timedelta(hours=1))  # another range: from its own start
+    assert [r["id"] for r in other_range] == [
+        timeline.event("maillog", i)["id"] for i in range(earlier, earlier + 10)
+    ]
+
+
 def test_an_archive_beside_a_live_session_is_refused(simulator, tmp_path):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with (

@@ -213,8 +213,12 @@ class PodSimulator:
         if until.minute or until.second or until.microsecond:
             until = until.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)  # up
         until = min(until, self.now() - ARCHIVE_STALENESS)
-        for index in range(self.timeline.index_at(since), self.timeline.index_at(until)):
+        start = self.timeline.index_at(since)
+        for index in range(start, self.timeline.index_at(until)):
             await self._send_event(connection, kind, index)
+            if self.drop_every and (index + 1 - start) % self.drop_every == 0:
+                await _abrupt_close(connection)  # archive sessions drop too
+                return
         await connection.close(1000, "archive complete")
 
 

@@ -5,6 +5,11 @@ goes on), de-duplicated by a hash of the whole event over a bounded recent windo
 to the sink; every `flush_every` events or `flush_seconds` the sink is flushed and only then the
 resume point (last `ts`, recent hashes) saved. Drops reconnect under the retry policy; an outage
 longer than the API's one-hour live resume is reported as a gap to backfill from the archive.
+
+An archive backfill sends its range hour by hour. Dropped, or stopped and run again with the same
+range, it goes on from the hour of the latest event it received (saved with the resume point),
+not from the start of the range: the hours before are whole, and the hashes kept remove what the
+replayed hour sent already.
 """
 
 import base64
@@ -85,6 +90,9 @@ class PodStream:
         self._recent: deque[str] = deque(maxlen=settings.dedupe_window)
         self._recent_set: set[str] = set()
         self._last_ts: str | None = None
+        self._last_time: datetime | None = None  # `_last_ts` as a time: the latest event's
+        self._backfill_range: dict[str, str | None] | None = None  # this run's --since/--until
+        self._reached: datetime | None = None  # the latest event time this backfill received
         self._flushed_at = time.monotonic()
         self._backfill = False  # an archive backfill (run with `since`), which can be run again
         self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
@@ -104,8 +112,12 @@ class PodStream:
         for key in state.get("recent", []):
             self._remember(key)
         self._last_ts = state.get("last_ts")
+        self._last_time = event_time({"ts": self._last_ts}) if self._last_ts else None
         if since is None:
             self._report_gap()
+        else:
+            self._backfill_range = {"since": since.isoformat(), "until": until and until.isoformat()}
+            self._reached = _reached(state.get("backfill"), self._backfill_range)
         deadline = time.monotonic() + duration if duration else None
         self._backfill = since is not None
         try:
@@ -123,7 +135,7 @@ class PodStream:
         failures = 0
         while not self._done(max_events, deadline):
             try:
-                with self._connect(since, until) as websocket:
+                with self._connect(self._archive_start(since), until) as websocket:
                     if failures >= self.settings.retry.attempts:
                         self._report_gap()  # back after a long outage: what the API no longer replays
                     failures = 0
@@ -165,6 +177,13 @@ class PodStream:
                 websocket.close()
             raise
         return websocket
+
+    def _archive_start(self, since: datetime | None) -> datetime | None:
+        """Where a backfill (re)starts: `since`, or the time of the latest event it received; the
+        archive rounds it down to the hour, whose replay the hashes kept remove."""
+        if since is None or self._reached is None:
+            return since
+        return max(since, self._reached)
 
     def _address(self, since: datetime | None, until: datetime | None) -> str:
         return stream_address(self.url, self.cluster_id, self.kind, since, until)
@@ -257,8 +276,11 @@ class PodStream:
         if replaced:
             self._tell_replaced(event)
         self._pending.append(to_record(self.kind, event))
-        if event_time(event) is not None:
-            self._last_ts = event["ts"]
+        moment = event_time(event)
+        if moment is not None and (self._last_time is None or moment > self._last_time):
+            self._last_ts, self._last_time = event["ts"], moment  # a replayed hour does not go back
+        if moment is not None and self._backfill and (self._reached is None or moment > self._reached):
+            self._reached = moment
         self.summary.events += 1
 
     def _tell_replaced(self, event: dict) -> None:
@@ -319,6 +341,9 @@ class PodStream:
                 self._hold(exc, failures, written)
         RECORDS_OUT.inc(written, self.table)
         state = {"type": self.kind, "last_ts": self._last_ts, "recent": list(self._recent)}
+        if self._backfill_range is not None:
+            reached = self._reached and self._reached.isoformat()
+            state["backfill"] = {**self._backfill_range, "reached": reached}
         self.store.save(state)  # only after the flush
         self._flushed_at = time.monotonic()
         if (resumes_at := event_time({"ts": self._last_ts})) is not None:
@@ -406,20 +431,36 @@ def _checked_state(state: dict, kind: str, where: str) -> dict:
     The message and maillog streams write the same fields: `type` tells their files apart (a file
     saved before it was written is taken for either).
     """
-    refuse_foreign(state, frozenset({"type", "last_ts", "recent"}), where, "--cursor")
+    refuse_foreign(state, frozenset({"type", "last_ts", "recent", "backfill"}), where, "--cursor")
     if state.get("type", kind) != kind:
         raise ConfigError(
             f"{where} is the resume point of the {state['type']!r} stream, not of {kind!r}: "
             "give each type its own --cursor"
         )
     recent, last_ts = state.get("recent", []), state.get("last_ts")
-    if not (isinstance(recent, list) and all(isinstance(key, str) for key in recent)) or not (
-        last_ts is None or event_time({"ts": last_ts}) is not None
+    backfill = state.get("backfill")
+    if (
+        not (isinstance(recent, list) and all(isinstance(key, str) for key in recent))
+        or not (last_ts is None or event_time({"ts": last_ts}) is not None)
+        or not (backfill is None or _backfill_well_formed(backfill))
     ):
         raise ConfigError(
             "the PoD resume file holds what this version does not write; move it aside to start over"
         )
     return state
+
+
+def _backfill_well_formed(backfill: object) -> bool:
+    if not isinstance(backfill, dict) or set(backfill) != {"since", "until", "reached"}:
+        return False
+    return all(value is None or event_time({"ts": value}) is not None for value in backfill.values())
+
+
+def _reached(saved: dict | None, backfill_range: dict[str, str | None]) -> datetime | None:
+    """How far a backfill of this very range got, as saved; None for another range's, or none."""
+    if saved is None or {"since": saved["since"], "until": saved["until"]} != backfill_range:
+        return None
+    return saved["reached"] and event_time({"ts": saved["reached"]})
 
 
 def _append_whole_line(path: Path, line: bytes) -> None:
