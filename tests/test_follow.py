@@ -78,6 +78,14 @@ class Follower:
         return stderr.decode()
 
 
+def stopped_after_line_one(path: Path, position: Path) -> None:
+    """A follower read the file's first line, saved its position and stopped."""
+    append(path, [1])
+    follower = Follower(path, position)
+    follower.expect([1])
+    follower.stop()
+
+
 @pytest.fixture
 def files(tmp_path):
     return tmp_path / "maillog", tmp_path / "state" / "position.json"
@@ -152,10 +160,7 @@ def test_a_restart_resumes_after_the_last_written_line_without_duplicates(files)
 
 def test_a_rotation_while_stopped_reads_the_rest_of_the_rotated_file_first(files):
     path, position = files
-    append(path, [1])
-    follower = Follower(path, position)
-    follower.expect([1])
-    follower.stop()
+    stopped_after_line_one(path, position)
     append(path, [2])
     path.rename(path.with_name("maillog.1"))
     append(path, [3])
@@ -187,10 +192,7 @@ def test_two_rotations_while_stopped_read_the_new_file_from_its_start_and_tell_w
     new file are read from their start, and the lines written to the file that is gone after the
     saved position are told lost, not skipped in silence."""
     path, position = files
-    append(path, [1])
-    follower = Follower(path, position)
-    follower.expect([1])
-    follower.stop()
+    stopped_after_line_one(path, position)
     append(path, [2])
     rotated = path.with_name("maillog.1")
     path.rename(rotated)
@@ -275,10 +277,7 @@ def test_a_file_rotated_away_while_the_one_before_it_was_read_on_is_read_too(fil
 
 def test_two_rotations_while_stopped_read_the_rest_then_each_rotated_file_in_order(files):
     path, position = files
-    append(path, [1])
-    follower = Follower(path, position)
-    follower.expect([1])
-    follower.stop()
+    stopped_after_line_one(path, position)
     append(path, [2])
     rotate(path)
     append(path, [3])
@@ -293,10 +292,7 @@ def test_a_rotated_file_compressed_before_it_was_read_is_told_with_the_command_t
     """logrotate's `compress` without `delaycompress`, while the follower was stopped: the rest
     of the file it was reading is in maillog.1.gz (gzip keeps the file's time), not followed."""
     path, position = files
-    append(path, [1])
-    follower = Follower(path, position)
-    follower.expect([1])
-    follower.stop()
+    stopped_after_line_one(path, position)
     append(path, [2])
     rotate(path)
     rotated, compressed = path.with_name("maillog.1"), path.with_name("maillog.1.gz")
