@@ -53,13 +53,15 @@ def _first_of(*alternatives: tuple[str, str, str]) -> str:
     return "(?:" + "|".join(branches) + ")"
 
 
-def _pri() -> str:
-    """An optional PRI (not one of RFC 5424, whose version follows it), then maybe one space.
+def _pri(space_group: str | None = None) -> str:
+    """An optional PRI (not one of RFC 5424, whose version follows it), then maybe one space,
+    captured as `space_group` when named.
 
     Atomic: the lexer takes the space after a PRI before BODY could, and never gives it back.
     """
-    pri, version = terminal("syslog", "PRI"), terminal("syslog", "VERSION")
-    return f"(?>(?P<pri>{pri})?)(?(pri)(?!{version})(?>(?:{terminal('syslog', '_SPACE')})?))"
+    pri, version, space = (terminal("syslog", name) for name in ("PRI", "VERSION", "_SPACE"))
+    space = f"(?P<{space_group}>{space})" if space_group else space
+    return f"(?>(?P<pri>{pri})?)(?(pri)(?!{version})(?>(?:{space})?))"
 
 
 def _header_regex() -> re.Pattern[str]:
@@ -83,7 +85,7 @@ def _header_regex() -> re.Pattern[str]:
     )
     rfc5424_lead = f"(?:{t('_BOM')})?(?:{t('_SPACE')})?"  # a BOM, then rsyslog's extra space
     tail = f"(?:(?P<sep> )(?(pri5424){rfc5424_lead})(?P<body>.+)?)?"  # RFC 5424 only
-    return re.compile(f"(?:{rfc5424}|{_pri()}(?:{header}|{no_header})){tail}\\Z")
+    return re.compile(f"(?:{rfc5424}|{_pri('pri_space')}(?:{header}|{no_header})){tail}\\Z")
 
 
 def _filter_regexes() -> dict[str, re.Pattern[str]]:
@@ -231,6 +233,8 @@ def fast_header(line: str) -> Header | None:
     if g("tag3"):
         program, pid = split_tag(g("tag3"))
         return Header(pri=g("pri"), program=program, pid=pid, body=body)
+    if body is None and g("pri_space"):
+        body = ""  # `<PRI> ` and nothing after: the grammar reads an empty body after the space
     return Header(pri=g("pri"), body=body)
 
 
