@@ -186,6 +186,21 @@ def test_a_copytruncate_while_stopped_reads_the_rest_of_the_copy_then_the_new_st
     assert "was rotated while stopped" in follower.stop()
 
 
+def test_a_copy_of_the_log_under_another_name_is_not_taken_for_its_rotated_file(files):
+    """`ppship gateway parse maillog --format text > maillog.txt` writes the same bytes as the
+    log's (its headers are already normalised): when the saved file is gone, such a copy, or a
+    backup, has the saved first bytes but is not the log. Only a rotated name is read as one."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    path.with_name("maillog.txt").write_text(line(1) + "\n" + line(99) + "\n")
+    append(path, [2])
+    path.unlink()  # rotated away and deleted, say
+    append(path, [3])
+    follower = Follower(path, position)
+    follower.expect([3])
+    assert "the file of the saved position is gone" in follower.stop()
+
+
 def test_two_rotations_while_stopped_read_the_new_file_from_its_start_and_tell_what_is_gone(files):
     """Rotated twice, the oldest copy deleted (compressed, say): the saved file is gone, and on
     ext4 the new file often gets its freed inode. Either way the file rotated in between and the
@@ -285,6 +300,24 @@ def test_two_rotations_while_stopped_read_the_rest_then_each_rotated_file_in_ord
     append(path, [4])
     follower = Follower(path, position)
     follower.expect([2, 3, 4])
+    follower.stop()
+
+
+def test_rotations_while_the_file_rotated_while_stopped_is_read_on_keep_the_order(files):
+    """The file under the path at start is rotated away twice while the rest of the file rotated
+    while stopped is read on: it is read before the files rotated after it."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    follower = Follower(path, position, rotate_wait=2)
+    follower.expect([2])  # and reads maillog.1 on, until it is quiet for 2 s
+    rotate(path)
+    append(path, [4])
+    rotate(path)
+    append(path, [5])
+    follower.expect([3, 4, 5])
     follower.stop()
 
 

@@ -5,7 +5,8 @@ whole lines, and the position to save once they were written; `PositionSaver` sa
 once a second. Rotation by rename (a new file appears under the path) and by truncation (the file
 shrinks: read again from its start) are followed; a missing file is waited for. After a restart
 the saved position is used if the file is the same one and not shorter; if it was rotated
-meanwhile, the rotated file is found in the same folder and its rest is read first. A file is the
+meanwhile, the rotated file is found in the same folder (`rotated.py`) and its rest is read first,
+then the files rotated after it, then the file now under the path. A file is the
 same one when its device, inode and first bytes are: filesystems hand a deleted file's inode to the
 next file made (ext4 does, after two rotations), and copytruncate keeps the inode with other
 lines in it, so the inode alone would resume the new file in the middle of a line.
@@ -21,7 +22,6 @@ Only then does the new file's first line come out.
 import hashlib
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, InputError
+from proofpoint_shipper.gateway.rotated import Found, files_by_identity, rotated_name
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import other_compression
 from proofpoint_shipper.lines import Batch, LineReader
@@ -44,9 +45,7 @@ HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
 # this many in common with the saved one: a timestamped line, not a lone line break.
 FIND_BY_HEAD_BYTES = 64
 _POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256"})
-# The names logrotate gives a rotated file: a number (maillog.1) or, with dateext, a date
-# (maillog-20261130); a compressed one adds its suffix, and cannot be followed.
-_COMPRESSED_SUFFIX = r"\.(?:gz|xz|zst|bz2|lz4|Z)"
+REOPENS = 3  # a file found, then renamed by logrotate before it was opened: looked for again
 
 
 class _OpenFile:
@@ -168,12 +167,18 @@ class FollowedFile:
                 )
             return current
         rotated = self._rotated_file(position, current)
-        if rotated is not None:
-            log.info("follow: %s was rotated while stopped: reading the rest of %s first", self.path, rotated)
-            previous = _OpenFile(rotated, position.offset, self.max_line_bytes)
+        if current is not None:
+            # Read after the files rotated before it, it may be one of them by then: looked for
+            # among them, and the file under the path opened anew after them.
+            current.close()
+        previous = self._open_found(rotated, position.offset) if rotated else None
+        if previous is not None:
+            log.info(
+                "follow: %s was rotated while stopped: reading the rest of %s first", self.path, previous.path
+            )
             yield from self._drain(previous)
-            yield from self._rotated_after(previous.modified_ns, {previous.identity, *_identity(current)})
-            return current
+            yield from self._rotated_after(previous.modified_ns, {previous.identity})
+            return self._open_at(0)
         if position.offset > 0:
             log.warning(
                 "follow: the file of the saved position is gone (rotated away and deleted, or "
@@ -182,8 +187,8 @@ class FollowedFile:
                 self.path,
             )
         # Written since the position was saved: files rotated after the one that is gone.
-        yield from self._rotated_after(os.stat(self.positions.path).st_mtime_ns, set(_identity(current)))
-        return current
+        yield from self._rotated_after(os.stat(self.positions.path).st_mtime_ns, set())
+        return self._open_at(0)
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
         refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
@@ -200,23 +205,39 @@ class FollowedFile:
             )
         return position
 
-    def _rotated_file(self, position: "_SavedPosition", current: _OpenFile | None) -> Path | None:
-        """The saved file in the followed file's folder, if it is still there: by its inode, else
-        (a copytruncate's copy) by its first bytes. Not the file now under the path. A followed
-        link's file is rotated where it is (logrotate refuses links): that folder is looked in."""
-        by_head = None
-        for entry in (entry for folder in self._folders() for entry in _entries(folder)):
-            status = _file_status(entry)
-            if status is None:
+    def _rotated_file(self, position: "_SavedPosition", current: _OpenFile | None) -> tuple | None:
+        """The saved file's (device, inode), if it is still in the followed file's folder: by its
+        inode, else (a copytruncate's copy) by a rotated name and its first bytes, never a copy
+        under another name (a backup, or the text this command wrote, which can be the same
+        bytes). Not the file now under the path. A followed link's file is rotated where it is
+        (logrotate refuses links): that folder is looked in too."""
+        files = files_by_identity(self._folders())
+        if current is not None:
+            files.pop(current.identity, None)
+        saved = files.get(position.identity)
+        if saved is not None and position.names_file(saved.path):
+            return position.identity
+        for identity, found in sorted(files.items(), key=lambda item: item[1].path):
+            named = rotated_name(self.path.name, found.path.name)
+            if named and not named.compressed and position.found_by_head(found.path, found.status.st_size):
+                return identity
+        return None
+
+    def _open_found(self, identity: tuple, offset: int) -> _OpenFile | None:
+        """The rotated file of `identity`, opened at `offset`; None if it is gone. Between the
+        look that found it and the open, logrotate may have renamed it: it is looked for again."""
+        for _ in range(REOPENS):
+            found = files_by_identity(self._folders()).get(identity)
+            if found is None:
+                return None
+            try:
+                opened = _OpenFile(found.path, offset, self.max_line_bytes)
+            except FileNotFoundError:
                 continue
-            identity = (status.st_dev, status.st_ino)
-            if current and identity == current.identity:
-                continue
-            if identity == position.identity and position.names_file(entry.path):
-                return Path(entry.path)
-            if by_head is None and position.found_by_head(entry.path, status.st_size):
-                by_head = Path(entry.path)
-        return by_head
+            if opened.identity == identity:
+                return opened
+            opened.close()  # another file took the name meanwhile
+        return None
 
     def _open_at(self, offset: int) -> _OpenFile | None:
         try:
@@ -302,52 +323,44 @@ class FollowedFile:
             found = self._next_rotated(since_ns, done)
             if found is None:
                 return
-            done.add(found[1])
+            identity, name = found
+            done.add(identity)
             try:
-                rotated = _OpenFile(found[0], 0, self.max_line_bytes)
-            except OSError as exc:  # deleted meanwhile, say: what it held is lost, and said
-                log.warning("follow: %s, rotated before it was read, cannot be read: %s", found[0], exc)
+                rotated = self._open_found(identity, 0)
+            except OSError as exc:  # unreadable, say: what it held is lost, and said
+                log.warning("follow: %s, rotated before it was read, cannot be read: %s", name, exc)
                 continue
-            log.info("follow: reading %s, rotated before it was read", found[0])
+            if rotated is None:
+                log.warning("follow: %s, rotated before it was read, was deleted before it was read", name)
+                continue
+            log.info("follow: reading %s, rotated before it was read", rotated.path)
             yield from self._drain(rotated)
             since_ns = rotated.modified_ns
 
-    def _next_rotated(self, since_ns: int, done: set[tuple]) -> tuple[Path, tuple] | None:
-        """The oldest file of a rotated name written to since `since_ns`, not the path's file and
-        none of `done`; compressed ones are told (they cannot be followed) and passed over."""
+    def _next_rotated(self, since_ns: int, done: set[tuple]) -> tuple[tuple, Path] | None:
+        """The (device, inode) and name of the oldest file of a rotated name written to since
+        `since_ns`, not the path's file and none of `done`; compressed ones are told (they cannot
+        be followed) and passed over."""
         skip = set(done)
         try:
             status = os.stat(self.path)
             skip.add((status.st_dev, status.st_ino))  # the new file, read after these: for now
         except FileNotFoundError:
             pass
-        plain = re.compile(rf"{re.escape(self.path.name)}(?:\.(?P<number>\d+)|-\d[\d-]*)")
         candidates = []
-        for folder in self._folders():
-            for entry in _entries(folder):
-                compressed = re.fullmatch(f"{plain.pattern}{_COMPRESSED_SUFFIX}", entry.name)
-                named = plain.fullmatch(entry.name) or compressed
-                status = _file_status(entry) if named else None
-                if status is None or status.st_mtime_ns < since_ns:
-                    continue
-                identity = (status.st_dev, status.st_ino)
-                if identity in skip:
-                    continue
-                if compressed:
-                    done.add(identity)
-                    log.warning(
-                        "follow: %s was rotated and compressed before it was read: its lines are not "
-                        "read here (`ppship gateway parse %s` reads it)",
-                        entry.path,
-                        entry.path,
-                    )
-                    continue
-                older_first = -int(named.group("number") or 0)  # maillog.2 before maillog.1
-                candidates.append(((status.st_mtime_ns, older_first, entry.name), Path(entry.path), identity))
-        if not candidates:
-            return None
-        _, path, identity = min(candidates)
-        return path, identity
+        for identity, found in files_by_identity(self._folders()).items():
+            named = rotated_name(self.path.name, found.path.name)
+            if named is None or identity in skip or found.status.st_mtime_ns < since_ns:
+                continue
+            if named.compressed:
+                done.add(identity)
+                _tell_compressed(found)
+                continue
+            # maillog.2 before maillog.1 when both were last written in the same clock tick
+            candidates.append(
+                ((found.status.st_mtime_ns, -named.number, found.path.name), identity, found.path)
+            )
+        return min(candidates)[1:] if candidates else None
 
     def _folders(self) -> list[Path]:
         """Where the followed file is rotated: beside the path, and beside the file a link names
@@ -389,33 +402,22 @@ class _SavedPosition(NamedTuple):
             return False
         return self.head_bytes is None or opened.starts_with(self.head_bytes, self.head_sha256)
 
-    def names_file(self, path: str) -> bool:
+    def names_file(self, path: Path) -> bool:
         return self.head_bytes is None or _starts_with(path, self.head_bytes, self.head_sha256)
 
-    def found_by_head(self, path: str, size: int) -> bool:
+    def found_by_head(self, path: Path, size: int) -> bool:
         if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
 
 
-def _identity(opened: _OpenFile | None) -> tuple[tuple, ...]:
-    return (opened.identity,) if opened is not None else ()
-
-
-def _entries(folder: Path) -> list[os.DirEntry]:
-    try:
-        return list(os.scandir(folder))
-    except OSError:
-        return []
-
-
-def _file_status(entry: os.DirEntry) -> os.stat_result | None:
-    """The entry's status if it is a regular file (not a link), else None."""
-    try:
-        status = entry.stat(follow_symlinks=False)
-    except OSError:
-        return None
-    return status if stat.S_ISREG(status.st_mode) else None
+def _tell_compressed(found: Found) -> None:
+    log.warning(
+        "follow: %s was rotated and compressed before it was read: its lines are not read here "
+        "(`ppship gateway parse %s` reads it)",
+        found.path,
+        found.path,
+    )
 
 
 def _refuse_compressed(opened: _OpenFile) -> None:
@@ -435,7 +437,7 @@ def _tell_truncated(path: Path) -> None:
     log.warning("follow: %s was truncated: reading it again from its start", path)
 
 
-def _starts_with(path: str, length: int, sha256: str) -> bool:
+def _starts_with(path: Path, length: int, sha256: str) -> bool:
     try:
         with open(path, "rb") as file:
             return _is_head(file.read(length), length, sha256)
