@@ -3,7 +3,7 @@
 logrotate renames maillog.3 to maillog.4, maillog.2 to maillog.3 and so on, one after the other.
 A folder read during those renames can miss a file: it was moved to a name the read had already
 passed. `files_by_identity` reads the folders again until two reads agree, and keeps every file
-either read saw, under the newest name it was seen by.
+any of the reads saw, under the newest name it was seen by.
 """
 
 import os
