@@ -220,6 +220,28 @@ def test_two_rotations_while_stopped_read_the_new_file_from_its_start_and_tell_w
     assert "the file of the saved position is gone" in follower.stop()
 
 
+def test_a_file_rotated_in_between_is_read_though_written_before_the_last_save_when_the_saved_is_gone(
+    files,
+):
+    """A follower behind the writer saves positions in the old file while the writer fills the
+    next one, which is rotated in turn. Stopped, and the old file deleted meanwhile: the next
+    file, last written before the last save, is read all the same; it came after the saved file."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    saved_file_written = path.stat().st_mtime_ns
+    rotate(path)
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    between = path.with_name("maillog.1")
+    os.utime(between, ns=(saved_file_written + 1_000_000, saved_file_written + 1_000_000))
+    assert between.stat().st_mtime_ns < position.stat().st_mtime_ns  # before the last save
+    path.with_name("maillog.2").unlink()
+    follower = Follower(path, position)
+    follower.expect([2, 3])
+    assert "the file of the saved position is gone" in follower.stop()
+
+
 def test_a_position_saved_without_the_first_bytes_of_its_file_still_resumes(files):
     """Position files of earlier releases name the file by device and inode alone."""
     path, position = files
@@ -238,6 +260,7 @@ def test_a_position_saved_without_the_first_bytes_of_its_file_still_resumes(file
         {"offset": -1},
         {"offset": 10, "head_bytes": "10", "head_sha256": "0" * 64},
         {"offset": 1, "head_bytes": 1},
+        {"offset": 1, "head_bytes": 1, "head_sha256": "0" * 64, "modified_ns": -5},
     ],
 )
 def test_a_position_file_with_no_usable_position_is_one_error_line(files, saved):

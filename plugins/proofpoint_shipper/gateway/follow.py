@@ -44,7 +44,7 @@ HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
 # Found by its first bytes alone (no inode in common: a copytruncate's copy), a file must have
 # this many in common with the saved one: a timestamped line, not a lone line break.
 FIND_BY_HEAD_BYTES = 64
-_POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256"})
+_POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256", "modified_ns"})
 REOPENS = 3  # a file found, then renamed by logrotate before it was opened: looked for again
 
 
@@ -112,8 +112,12 @@ class _OpenFile:
         """The unterminated last line, as a writer that is done with this file left it."""
         return self.lines.finish()
 
+    def modified(self) -> int:
+        """When the file was last written, in ns: the files rotated after it were written since."""
+        return os.fstat(self.fd).st_mtime_ns
+
     def close(self) -> None:
-        self.modified_ns = os.fstat(self.fd).st_mtime_ns  # where the files rotated after it begin
+        self.modified_ns = self.modified()
         os.close(self.fd)
 
 
@@ -186,8 +190,13 @@ class FollowedFile:
                 "files rotated since, then %s, from their start",
                 self.path,
             )
-        # Written since the position was saved: files rotated after the one that is gone.
-        yield from self._rotated_after(os.stat(self.positions.path).st_mtime_ns, set())
+        # The files rotated after the one that is gone: written to since it was, when the
+        # position was taken (a follower behind the writer saves positions in a file while the
+        # next is written), or since the position was saved, by releases that kept no time.
+        since = position.modified_ns
+        if since is None:
+            since = os.stat(self.positions.path).st_mtime_ns
+        yield from self._rotated_after(since, set())
         return self._open_at(0)
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
@@ -197,11 +206,13 @@ class FollowedFile:
             saved.get("offset", 0),
             saved.get("head_bytes"),
             saved.get("head_sha256"),
+            saved.get("modified_ns"),
         )
         if not position.well_formed():
+            when = "" if position.modified_ns is None else f", modified_ns {position.modified_ns!r}"
             raise ConfigError(
                 f"position file {self.positions.path} holds no read position: offset "
-                f"{position.offset!r}, head_bytes {position.head_bytes!r}"
+                f"{position.offset!r}, head_bytes {position.head_bytes!r}{when}"
             )
         return position
 
@@ -377,22 +388,27 @@ class FollowedFile:
             "offset": current.consumed,
             "head_bytes": head_bytes,
             "head_sha256": head_sha256,
+            "modified_ns": current.modified(),
         }
 
 
 class _SavedPosition(NamedTuple):
-    """A saved read position, and the file it belongs to. Positions saved by releases before the
-    first bytes were kept have no head: their file is the one with their device and inode."""
+    """A saved read position, the file it belongs to, and when that file was last written then.
+    Positions saved by releases before the first bytes were kept have no head: their file is the
+    one with their device and inode; nor, before the time was kept, a time."""
 
     identity: tuple
     offset: int
     head_bytes: int | None
     head_sha256: str | None
+    modified_ns: int | None
 
     def well_formed(self) -> bool:
         def count(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
+        if self.modified_ns is not None and not count(self.modified_ns):
+            return False
         if self.head_bytes is None and self.head_sha256 is None:
             return count(self.offset)
         return count(self.offset) and count(self.head_bytes) and isinstance(self.head_sha256, str)
