@@ -186,8 +186,9 @@ class FollowedFile:
         if position.offset > 0:
             log.warning(
                 "follow: the file of the saved position is gone (rotated away and deleted, or "
-                "compressed): whatever was written to it after what was read is lost; reading the "
-                "files rotated since, then %s, from their start",
+                "compressed): whatever was written to it after what was read is lost, as is any "
+                "file rotated after it that is gone too; reading the files rotated since, then "
+                "%s, from their start",
                 self.path,
             )
         # The files rotated after the one that is gone: written to since it was, when the
