@@ -73,6 +73,27 @@ def test_forced_disconnects_deliver_every_event_once(simulator, timeline, tmp_pa
     assert [r["id"] for r in records] == expected  # each once, none missing, in order
 
 
+def test_a_stopped_stream_keeps_the_events_on_their_way_and_the_next_run_goes_on_after_them(
+    simulator, timeline, tmp_path, caplog
+):
+    """Catching up on the last hour, the API has sent thousands of events the stream has not read
+    yet (socket buffers, the library's queue), and resumes the next session after them. A stream
+    that stops (here at --duration, as at SIGTERM) takes them before it closes: its run and the
+    next one hold every event, once, in order. Past --max-events they are told, not taken."""
+    first_run, _ = stream(simulator, tmp_path, duration=1.0)
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        second_run, _ = stream(simulator, tmp_path, max_events=500)
+    both = first_run + second_run
+    first = index_of(timeline, "maillog", both[0], timeline.index_at(datetime.now(UTC) - timedelta(hours=1)))
+    expected = [timeline.event("maillog", i)["id"] for i in range(first, first + len(both))]
+    assert [r["id"] for r in both] == expected
+    (told,) = [m for m in caplog.messages if "--max-events" in m]
+    assert told.startswith("PoD maillog: stopped at --max-events; ")
+    assert told.endswith(
+        " more frames the API had sent were not taken, and its next session resumes after them"
+    )
+
+
 def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_its_retry_bound(
     timeline, tmp_path, caplog
 ):

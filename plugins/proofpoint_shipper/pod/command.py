@@ -63,7 +63,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         default=env_value("POD_CLUSTER_ID") or None,
         help="PoD cluster id (default: $POD_CLUSTER_ID)",
     )
-    stream.add_argument("--max-events", type=positive_int, help="stop after this many new events")
+    stream.add_argument(
+        "--max-events",
+        type=positive_int,
+        help="stop after this many new events; those the API had sent beyond them are told, not taken",
+    )
     stream.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
     stream.add_argument(
         "--since", type=_time, help="archive backfill from this time (rounded down to the hour)"

@@ -37,11 +37,14 @@ from proofpoint_shipper.pod import TYPES
 from proofpoint_shipper.pod.shape import ID_KEY, BadFrame, check_frame, event_key, event_time, to_record
 from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.retry import RetryPolicy
-from proofpoint_shipper.service import StopEvent, stop_signals_blocked
+from proofpoint_shipper.service import StopEvent, start_daemon_thread, stop_signals_blocked
 from proofpoint_shipper.trust import not_trusted
 
 log = logging.getLogger("proofpoint_shipper")
 LIVE_RESUME = timedelta(hours=1)
+# Leaving a stream, the API's close reply comes after every event it sent before: thousands while
+# it catches up, read and kept meanwhile. Past this, the connection is cut.
+CLOSE_TIMEOUT_SECONDS = 10
 
 
 @dataclass
@@ -170,7 +173,7 @@ class PodStream:
                     ping_interval=self.settings.ping_interval,
                     max_size=None,
                     open_timeout=30,
-                    close_timeout=1,  # leaving a stream: do not wait long for its close reply
+                    close_timeout=CLOSE_TIMEOUT_SECONDS,
                 )
         except Stopped:
             if websocket is not None:  # the stop came as the handshake ended
@@ -242,7 +245,13 @@ class PodStream:
     # -- frames -------------------------------------------------------------------------------
 
     def _consume(self, websocket, max_events: int | None, deadline: float | None) -> None:
-        """Read until told to stop; a close of the connection is the caller's to handle."""
+        """Read until told to stop, then close, taking the events on their way (but past
+        --max-events, which takes no more); a close by the API is the caller's to handle."""
+        self._read_until_done(websocket, max_events, deadline)
+        stopped = self.stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+        self._close_with_in_flight(websocket, keep=stopped or max_events is None)
+
+    def _read_until_done(self, websocket, max_events: int | None, deadline: float | None) -> None:
         while not self._done(max_events, deadline):
             try:
                 frame = websocket.recv(timeout=0.5)
@@ -258,6 +267,32 @@ class PodStream:
                     file=self.progress,
                     flush=True,
                 )
+
+    def _close_with_in_flight(self, websocket, keep: bool) -> None:
+        """Close the session and take the events the API sent before its close reply. It resumes
+        the next session after the last event it sent, so those, in the socket's buffers and the
+        library's queue, would never come again: thousands while it catches up on an hour. Not
+        kept (a run of --max-events), they are counted and told."""
+        closing = start_daemon_thread(websocket.close, f"pod-{self.kind}-close")
+        left = 0
+        try:
+            while True:
+                frame = websocket.recv()
+                if keep:
+                    self._take(frame)
+                else:
+                    left += 1
+        except ConnectionClosed:
+            pass  # the close reply, or the connection cut past CLOSE_TIMEOUT_SECONDS
+        finally:
+            closing.join()
+        if left:
+            log.warning(
+                "PoD %s: stopped at --max-events; %d more frames the API had sent were not taken, "
+                "and its next session resumes after them",
+                self.kind,
+                left,
+            )
 
     def _take(self, frame: str | bytes) -> None:
         RECORDS_IN.inc(label=self.table)
