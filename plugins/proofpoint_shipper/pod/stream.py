@@ -177,7 +177,7 @@ class PodStream:
                 )
         except Stopped:
             if websocket is not None:  # the stop came as the handshake ended
-                websocket.close()
+                self._close_with_in_flight(websocket, keep=True)
             raise
         return websocket
 
