@@ -299,6 +299,25 @@ def test_a_rotation_while_stopped_is_found_beside_the_file_a_followed_link_names
     assert "was rotated while stopped" in follower.stop()
 
 
+def test_files_rotated_in_between_are_found_under_the_name_of_the_file_a_followed_link_names(tmp_path):
+    """/var/log/maillog naming /data/mail.log: logrotate rotates mail.log to mail.log.1, and so
+    on; rotated twice while stopped, the file in between is mail.log.1, read before the new one."""
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    data.mkdir()
+    logs.mkdir()
+    real, link, position = data / "mail.log", logs / "maillog", tmp_path / "position.json"
+    link.symlink_to(real)
+    stopped_after_line_one(link, position)
+    append(real, [2])
+    rotate(real)
+    append(real, [3])
+    rotate(real)
+    append(real, [4])
+    follower = Follower(link, position)
+    follower.expect([2, 3, 4])
+    follower.stop()
+
+
 def test_a_file_rotated_away_while_the_one_before_it_was_read_on_is_read_too(files):
     """Rotated twice before the first rotated file stayed quiet: the file in between, now
     maillog.1, is read after the first one and before the new one, not skipped."""

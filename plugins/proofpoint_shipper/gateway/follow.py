@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, InputError
-from proofpoint_shipper.gateway.rotated import Found, files_by_identity, rotated_name
+from proofpoint_shipper.gateway.rotated import Found, RotatedName, files_by_identity, rotated_name
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import other_compression
 from proofpoint_shipper.lines import Batch, LineReader
@@ -230,7 +230,7 @@ class FollowedFile:
         if saved is not None and position.names_file(saved.path):
             return position.identity
         for identity, found in sorted(files.items(), key=lambda item: item[1].path):
-            named = rotated_name(self.path.name, found.path.name)
+            named = self._rotated_name(found.path.name)
             if named and not named.compressed and position.found_by_head(found.path, found.status.st_size):
                 return identity
         return None
@@ -361,7 +361,7 @@ class FollowedFile:
             pass
         candidates = []
         for identity, found in files_by_identity(self._folders()).items():
-            named = rotated_name(self.path.name, found.path.name)
+            named = self._rotated_name(found.path.name)
             if named is None or identity in skip or found.status.st_mtime_ns < since_ns:
                 continue
             if named.compressed:
@@ -378,6 +378,15 @@ class FollowedFile:
         """Where the followed file is rotated: beside the path, and beside the file a link names
         (logrotate refuses links, and rotates the file where it is)."""
         return list(dict.fromkeys([self.path.parent, self.path.resolve().parent]))
+
+    def _rotated_name(self, name: str) -> RotatedName | None:
+        """What `name` says as a rotated copy of the followed file: named after the path, or
+        after the file a link names, which logrotate rotates under its own name."""
+        for followed in dict.fromkeys([self.path.name, self.path.resolve().name]):
+            named = rotated_name(followed, name)
+            if named is not None:
+                return named
+        return None
 
     @staticmethod
     def _position(current: _OpenFile) -> dict:
