@@ -299,25 +299,6 @@ def test_a_rotation_while_stopped_is_found_beside_the_file_a_followed_link_names
     assert "was rotated while stopped" in follower.stop()
 
 
-def test_files_rotated_in_between_are_found_under_the_name_of_the_file_a_followed_link_names(tmp_path):
-    """/var/log/maillog naming /data/mail.log: logrotate rotates mail.log to mail.log.1, and so
-    on; rotated twice while stopped, the file in between is mail.log.1, read before the new one."""
-    data, logs = tmp_path / "data", tmp_path / "logs"
-    data.mkdir()
-    logs.mkdir()
-    real, link, position = data / "mail.log", logs / "maillog", tmp_path / "position.json"
-    link.symlink_to(real)
-    stopped_after_line_one(link, position)
-    append(real, [2])
-    rotate(real)
-    append(real, [3])
-    rotate(real)
-    append(real, [4])
-    follower = Follower(link, position)
-    follower.expect([2, 3, 4])
-    follower.stop()
-
-
 def test_a_file_rotated_away_while_the_one_before_it_was_read_on_is_read_too(files):
     """Rotated twice before the first rotated file stayed quiet: the file in between, now
     maillog.1, is read after the first one and before the new one, not skipped."""
@@ -334,15 +315,22 @@ def test_a_file_rotated_away_while_the_one_before_it_was_read_on_is_read_too(fil
     follower.stop()
 
 
-def test_two_rotations_while_stopped_read_the_rest_then_each_rotated_file_in_order(files):
-    path, position = files
-    stopped_after_line_one(path, position)
+@pytest.mark.parametrize("linked", [False, True], ids=["the file", "a link to a file of another name"])
+def test_two_rotations_while_stopped_read_the_rest_then_each_rotated_file_in_order(tmp_path, linked):
+    """Followed through a link (/var/log/maillog naming /data/mail.log), the rotated files are
+    named after the file it names, as logrotate rotates that one: mail.log.1, not maillog.1."""
+    path, position = tmp_path / "mail.log", tmp_path / "position.json"
+    followed = tmp_path / "logs" / "maillog" if linked else path
+    if linked:
+        followed.parent.mkdir()
+        followed.symlink_to(path)
+    stopped_after_line_one(followed, position)
     append(path, [2])
     rotate(path)
     append(path, [3])
     rotate(path)
     append(path, [4])
-    follower = Follower(path, position)
+    follower = Follower(followed, position)
     follower.expect([2, 3, 4])
     follower.stop()
 
