@@ -277,12 +277,12 @@ class PodStream:
         left = 0
         try:
             while True:
-                frame = websocket.recv()
+                frame = websocket.recv(timeout=2 * CLOSE_TIMEOUT_SECONDS)  # a bound of our own too
                 if keep:
                     self._take(frame)
                 else:
                     left += 1
-        except ConnectionClosed:
+        except (ConnectionClosed, TimeoutError):
             pass  # the close reply, or the connection cut past CLOSE_TIMEOUT_SECONDS
         finally:
             closing.join()
