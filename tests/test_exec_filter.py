@@ -150,3 +150,23 @@ def test_sigterm_writes_what_was_read_then_exits_0():
         b"ppship gateway exec-filter: 1 inputs (stopped early): gateway_filter 0 parsed; "
         b"gateway_sendmail 1 parsed; other 0 parsed\n"
     )
+
+
+def test_sigterm_as_fluentd_stops_also_writes_what_the_pipe_held():
+    """Fluentd's shutdown closes the co-process's stdin and sends SIGTERM right after. Here the
+    co-process is busy writing its first read back (no one reads its stdout yet) while the rest
+    waits in the pipe: that rest is Fluentd's no more, and comes back too."""
+    line = "2022-02-20T08:35:00.157994-06:00 mx1 sendmail[1]: w3HMWjG3039079: to=<a@b>, stat=Sent"
+    items = [{"n": n, "log": line} for n in range(1000)]  # over a 64 KiB read and a 64 KiB pipe
+    with subprocess.Popen(
+        COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        with child.stdin:
+            child.stdin.write(b"".join(msgpack.packb(item) for item in items))
+        assert not select.select([child.stderr], [], [], 1)[0]  # it is busy: stdout is full
+        child.send_signal(signal.SIGTERM)
+        out = list(msgpack.Unpacker(child.stdout, raw=False))
+        stderr = child.stderr.read()
+        child.wait(timeout=60)
+    assert child.returncode == 0, stderr.decode()
+    assert [item["n"] for item in out] == list(range(1000))

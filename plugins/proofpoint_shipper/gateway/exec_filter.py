@@ -4,13 +4,18 @@ Reads a stream of msgpack maps on stdin and writes one map per input, in order, 
 input's keys plus the parsed record of the gateway line found under --key (default `log`, then
 `message`), with `text`, the line as the gateway text tables hold it. Output is flushed after
 every read; EOF on stdin ends the run with exit code 0, and so does SIGTERM or SIGINT once what
-was read is written, with counts per stream on stderr. Bytes that are not msgpack, or an object
-cut off by EOF, give one error line and exit code 2 (what came before is written first).
+was read, and what the pipe held then, is written, with counts per stream on stderr. Bytes that
+are not msgpack, or an object cut off by EOF, give one error line and exit code 2 (what came
+before is written first).
 """
 
 import argparse
+import fcntl
 import os
+import stat
+import struct
 import sys
+import termios
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -80,6 +85,8 @@ class CoProcess:
     def run(self) -> None:
         while wait_readable(STDIN, lambda: not self.stopping) and (chunk := os.read(STDIN, READ_BYTES)):
             self._take(chunk)
+        if self.stopping:
+            self._take_what_the_pipe_holds()
         if self.taken == self.fed:
             return
         unread = f"{self.fed - self.taken} bytes not read"  # iteration stops before an unfinished object
@@ -89,6 +96,18 @@ class CoProcess:
             f"ppship gateway exec-filter: stopped in the middle of a msgpack object ({unread})",
             file=sys.stderr,
         )
+
+    def _take_what_the_pipe_holds(self) -> None:
+        """Fluentd, shutting down, closes our stdin and sends SIGTERM at once: what its writer had
+        put in the pipe is no longer its to send again, so it is read and written too. Only that:
+        a writer that goes on is not waited for, and a file's rest stays in the file."""
+        mode = os.fstat(STDIN).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return
+        waiting = struct.unpack("i", fcntl.ioctl(STDIN, termios.FIONREAD, b"\0" * 4))[0]
+        while waiting > 0 and (chunk := os.read(STDIN, min(waiting, READ_BYTES))):
+            self._take(chunk)
+            waiting -= len(chunk)
 
     def _take(self, chunk: bytes) -> None:
         try:
