@@ -229,8 +229,9 @@ class FollowedFile:
         saved = files.get(position.identity)
         if saved is not None and position.names_file(saved.path):
             return position.identity
+        followed = self._followed_names()
         for identity, found in sorted(files.items(), key=lambda item: item[1].path):
-            named = self._rotated_name(found.path.name)
+            named = _rotated_as(followed, found.path.name)
             if named and not named.compressed and position.found_by_head(found.path, found.status.st_size):
                 return identity
         return None
@@ -359,9 +360,9 @@ class FollowedFile:
             skip.add((status.st_dev, status.st_ino))  # the new file, read after these: for now
         except FileNotFoundError:
             pass
-        candidates = []
+        candidates, followed = [], self._followed_names()
         for identity, found in files_by_identity(self._folders()).items():
-            named = self._rotated_name(found.path.name)
+            named = _rotated_as(followed, found.path.name)
             if named is None or identity in skip or found.status.st_mtime_ns < since_ns:
                 continue
             if named.compressed:
@@ -379,14 +380,10 @@ class FollowedFile:
         (logrotate refuses links, and rotates the file where it is)."""
         return list(dict.fromkeys([self.path.parent, self.path.resolve().parent]))
 
-    def _rotated_name(self, name: str) -> RotatedName | None:
-        """What `name` says as a rotated copy of the followed file: named after the path, or
-        after the file a link names, which logrotate rotates under its own name."""
-        for followed in dict.fromkeys([self.path.name, self.path.resolve().name]):
-            named = rotated_name(followed, name)
-            if named is not None:
-                return named
-        return None
+    def _followed_names(self) -> list[str]:
+        """The names rotated copies are named after: the path's, and that of the file a link
+        names, which logrotate rotates under its own name."""
+        return list(dict.fromkeys([self.path.name, self.path.resolve().name]))
 
     @staticmethod
     def _position(current: _OpenFile) -> dict:
@@ -435,6 +432,15 @@ class _SavedPosition(NamedTuple):
         if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+def _rotated_as(followed: list[str], name: str) -> RotatedName | None:
+    """What `name` says as a rotated copy of a file of one of the `followed` names."""
+    for followed_name in followed:
+        named = rotated_name(followed_name, name)
+        if named is not None:
+            return named
+    return None
 
 
 def _tell_compressed(found: Found) -> None:
