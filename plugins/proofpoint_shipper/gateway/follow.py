@@ -175,7 +175,7 @@ class FollowedFile:
             # Read after the files rotated before it, it may be one of them by then: looked for
             # among them, and the file under the path opened anew after them.
             current.close()
-        previous = self._open_found(rotated, position.offset) if rotated else None
+        previous = self._open_found(*rotated, position.offset) if rotated else None
         if previous is not None:
             log.info(
                 "follow: %s was rotated while stopped: reading the rest of %s first", self.path, previous.path
@@ -217,39 +217,44 @@ class FollowedFile:
             )
         return position
 
-    def _rotated_file(self, position: "_SavedPosition", current: _OpenFile | None) -> tuple | None:
-        """The saved file's (device, inode), if it is still in the followed file's folder: by its
-        inode, else (a copytruncate's copy) by a rotated name and its first bytes, never a copy
-        under another name (a backup, or the text this command wrote, which can be the same
-        bytes). Not the file now under the path. A followed link's file is rotated where it is
-        (logrotate refuses links): that folder is looked in too."""
+    def _rotated_file(
+        self, position: "_SavedPosition", current: _OpenFile | None
+    ) -> tuple[tuple, Path] | None:
+        """The saved file's (device, inode) and name, if it is still in the followed file's
+        folder: by its inode, else (a copytruncate's copy) by a rotated name and its first bytes,
+        never a copy under another name (a backup, or the text this command wrote, which can be
+        the same bytes). Not the file now under the path. A followed link's file is rotated where
+        it is (logrotate refuses links): that folder is looked in too."""
         files = files_by_identity(self._folders())
         if current is not None:
             files.pop(current.identity, None)
         saved = files.get(position.identity)
         if saved is not None and position.names_file(saved.path):
-            return position.identity
+            return position.identity, saved.path
         followed = self._followed_names()
         for identity, found in sorted(files.items(), key=lambda item: item[1].path):
             named = _rotated_as(followed, found.path.name)
             if named and not named.compressed and position.found_by_head(found.path, found.status.st_size):
-                return identity
+                return identity, found.path
         return None
 
-    def _open_found(self, identity: tuple, offset: int) -> _OpenFile | None:
-        """The rotated file of `identity`, opened at `offset`; None if it is gone. Between the
-        look that found it and the open, logrotate may have renamed it: it is looked for again."""
+    def _open_found(self, identity: tuple, path: Path, offset: int) -> _OpenFile | None:
+        """The rotated file of `identity`, found at `path`, opened at `offset`; None if it is
+        gone. Between the look that found it and the open, logrotate may have renamed it: it is
+        looked for again."""
         for _ in range(REOPENS):
+            try:
+                opened = _OpenFile(path, offset, self.max_line_bytes)
+            except FileNotFoundError:
+                pass
+            else:
+                if opened.identity == identity:
+                    return opened
+                opened.close()  # another file took the name meanwhile
             found = files_by_identity(self._folders()).get(identity)
             if found is None:
                 return None
-            try:
-                opened = _OpenFile(found.path, offset, self.max_line_bytes)
-            except FileNotFoundError:
-                continue
-            if opened.identity == identity:
-                return opened
-            opened.close()  # another file took the name meanwhile
+            path = found.path
         return None
 
     def _open_at(self, offset: int) -> _OpenFile | None:
@@ -339,7 +344,7 @@ class FollowedFile:
             identity, name = found
             done.add(identity)
             try:
-                rotated = self._open_found(identity, 0)
+                rotated = self._open_found(identity, name, 0)
             except OSError as exc:  # unreadable, say: what it held is lost, and said
                 log.warning("follow: %s, rotated before it was read, cannot be read: %s", name, exc)
                 continue
