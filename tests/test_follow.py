@@ -1,6 +1,8 @@
-"""`ppship gateway parse --follow`: tail -F semantics and a saved position, in a real child process."""
+"""`ppship gateway parse --follow`: tail -F semantics and a saved position, in a real child process
+(in this process where the follower's wall clock is set ahead)."""
 
 import gzip
+import itertools
 import os
 import queue
 import random
@@ -11,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from proofpoint_shipper.checkpoint import FileCursorStore
-from proofpoint_shipper.gateway.follow import PositionSaver
+from proofpoint_shipper.gateway import follow
+from proofpoint_shipper.gateway.follow import FollowedFile, PositionSaver
 
 TIMEOUT = 20  # seconds to wait for an expected line; the follower polls every 0.25 s
 
@@ -167,6 +171,64 @@ def test_a_rotation_while_stopped_reads_the_rest_of_the_rotated_file_first(files
     follower = Follower(path, position)
     follower.expect([2, 3])
     follower.stop()
+
+
+TWO_HOURS_NS = 2 * 3600 * 10**9
+
+
+def in_process(path: Path, position: Path, rotate_wait: float, keep_going=lambda: True) -> Iterator[str]:
+    """The lines of a FollowedFile in this process, for TIMEOUT seconds at most."""
+    deadline = time.monotonic() + TIMEOUT
+    followed = FollowedFile(
+        path,
+        FileCursorStore(position),
+        64 * 1024,
+        lambda: keep_going() and time.monotonic() < deadline,
+        rotate_wait,
+    )
+    for batch, _ in followed.batches():
+        yield from (text.decode() for text in batch.lines)
+
+
+def test_a_file_rotated_long_before_the_restart_is_left_at_its_end_not_after_the_rotate_wait(
+    files, monkeypatch
+):
+    """Neither written nor renamed for longer than --rotate-wait (an hour here), the rotated file
+    holding the saved position is done once read to its end. A file's status change time cannot
+    be set back, so the follower's wall clock is set two hours ahead instead: the one thing faked."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    monkeypatch.setattr(follow, "wall_clock_ns", lambda: time.time_ns() + TWO_HOURS_NS)
+    assert list(itertools.islice(in_process(path, position, rotate_wait=3600), 2)) == [line(2), line(3)]
+
+
+def test_a_rotation_seen_happening_is_read_on_for_the_rotate_wait_whatever_the_clock_says(
+    files, monkeypatch, caplog
+):
+    """Renamed just now, the old file may still be written until syslog reopens the path: a
+    clock that makes it look quiet for long (a file server's running behind) does not end that."""
+    path, position = files
+    append(path, [1])
+    monkeypatch.setattr(follow, "wall_clock_ns", lambda: time.time_ns() + TWO_HOURS_NS)
+    asked_while_draining = itertools.count()
+
+    def write_to_the_old_file_after_its_end_was_reached() -> bool:
+        draining = any("was rotated: finishing the old file" in m for m in caplog.messages)
+        if draining and next(asked_while_draining) == 1:  # asked before the first read, then after its end
+            append(path.with_name("maillog.1"), [2])  # syslog, before it reopened the path
+        return True
+
+    lines = in_process(
+        path, position, rotate_wait=3, keep_going=write_to_the_old_file_after_its_end_was_reached
+    )
+    with caplog.at_level("INFO", logger="proofpoint_shipper"):
+        assert next(lines) == line(1)
+        rotate(path)
+        append(path, [3])
+        assert list(itertools.islice(lines, 2)) == [line(2), line(3)]
 
 
 def test_a_copytruncate_while_stopped_reads_the_rest_of_the_copy_then_the_new_start(files):

@@ -125,7 +125,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         type=seconds,
         metavar="SECONDS",
         help="with --follow: after a rotation by rename, read the old file on until it stayed quiet "
-        "this long, as syslog writes to it until it reopens the path "
+        "this long, as syslog writes to it until it reopens the path; a rotated file found at a "
+        "restart, neither written nor renamed for this long, is done at its end "
         f"(default: {DEFAULT_ROTATE_WAIT_SECONDS})",
     )
     parse.add_argument(

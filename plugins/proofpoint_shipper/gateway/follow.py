@@ -13,10 +13,12 @@ lines in it, so the inode alone would resume the new file in the middle of a lin
 
 A file renamed away is read on until it stayed quiet for `rotate_wait` seconds: syslog writes to
 it until logrotate's postrotate signal makes it reopen the path, and on a busy gateway those are
-hundreds of lines. Then come the files rotated after it, if the path was rotated more than once
-meanwhile (a follower stopped for two days of daily rotation, or catching up a backlog): the
-rotated names logrotate gives (`maillog.1`, `maillog-20261130`) written to since, oldest first.
-Only then does the new file's first line come out.
+hundreds of lines. A rotated file found by a look at the folder (after a restart, or rotated
+while another was read on) is done at its end once it was neither written nor renamed for that
+long: rotated a day before, it needs no wait. Then come the files rotated after it, if the path
+was rotated more than once meanwhile (a follower stopped for two days of daily rotation, or
+catching up a backlog): the rotated names logrotate gives (`maillog.1`, `maillog-20261130`)
+written to since, oldest first. Only then does the new file's first line come out.
 """
 
 import hashlib
@@ -46,6 +48,7 @@ HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
 FIND_BY_HEAD_BYTES = 64
 _POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256", "modified_ns"})
 REOPENS = 3  # a file found, then renamed by logrotate before it was opened: looked for again
+wall_clock_ns = time.time_ns  # what a file's status change time is compared with
 
 
 class _OpenFile:
@@ -111,6 +114,11 @@ class _OpenFile:
     def rest(self) -> Batch:
         """The unterminated last line, as a writer that is done with this file left it."""
         return self.lines.finish()
+
+    def unchanged_for(self) -> float:
+        """Seconds since the file was last written or renamed (its status change time), by the
+        wall clock; 0 when that time is ahead of the clock."""
+        return max(0.0, (wall_clock_ns() - os.fstat(self.fd).st_ctime_ns) / 1e9)
 
     def modified(self) -> int:
         """When the file was last written, in ns: the files rotated after it were written since."""
@@ -180,7 +188,7 @@ class FollowedFile:
             log.info(
                 "follow: %s was rotated while stopped: reading the rest of %s first", self.path, previous.path
             )
-            yield from self._drain(previous)
+            yield from self._drain(previous, found=True)
             yield from self._rotated_after(previous.modified_ns, {previous.identity})
             return self._open_at(0)
         if position.offset > 0:
@@ -311,9 +319,14 @@ class FollowedFile:
         time.sleep(POLL_SECONDS)
         return current
 
-    def _drain(self, old: _OpenFile) -> Iterator[tuple[Batch, dict]]:
+    def _drain(self, old: _OpenFile, *, found: bool = False) -> Iterator[tuple[Batch, dict]]:
         """What is written to a file rotated away until it stays quiet, its last unterminated
         line included. Stopped sooner, the rest is read after the restart (found by its inode).
+
+        `found`: the file was found rotated, not seen being rotated just now; its status change
+        time then tells how long it has been quiet already. Not for a rotation seen: it was
+        renamed just now, and a file server's clock running behind ours would end the wait before
+        syslog reopened the path.
         """
         try:
             quiet_since = time.monotonic()
@@ -323,7 +336,9 @@ class FollowedFile:
                     quiet_since = time.monotonic()
                     if batch.lines:
                         yield batch, self._position(old)
-                elif time.monotonic() - quiet_since >= self.rotate_wait:
+                elif time.monotonic() - quiet_since >= self.rotate_wait or (
+                    found and old.unchanged_for() >= self.rotate_wait
+                ):
                     rest = old.rest()
                     if rest.lines:
                         yield rest, self._position(old)
@@ -352,7 +367,7 @@ class FollowedFile:
                 log.warning("follow: %s, rotated before it was read, was deleted before it was read", name)
                 continue
             log.info("follow: reading %s, rotated before it was read", rotated.path)
-            yield from self._drain(rotated)
+            yield from self._drain(rotated, found=True)
             since_ns = rotated.modified_ns
 
     def _next_rotated(self, since_ns: int, done: set[tuple]) -> tuple[tuple, Path] | None:
