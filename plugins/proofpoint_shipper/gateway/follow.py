@@ -18,9 +18,12 @@ while another was read on) is done at its end once it was neither written nor re
 long: rotated a day before, it needs no wait. Then come the files rotated after it, if the path
 was rotated more than once meanwhile (a follower stopped for two days of daily rotation, or
 catching up a backlog): the rotated names logrotate gives (`maillog.1`, `maillog-20261130`)
-written to since, oldest first. Only then does the new file's first line come out.
+written to since, oldest first. Only then does the new file's first line come out. A rotated
+file logrotate compressed with gzip (`maillog.2.gz`) is read inflated (`inflated.py`), from the
+saved offset if it holds the saved position; other compressions are told, not read.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +35,7 @@ from typing import NamedTuple
 
 from proofpoint_shipper.checkpoint import refuse_foreign
 from proofpoint_shipper.errors import ConfigError, InputError
+from proofpoint_shipper.gateway.inflated import InflatedFile, inflated_start, is_gzip
 from proofpoint_shipper.gateway.rotated import Found, RotatedName, files_by_identity, rotated_name
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import other_compression
@@ -189,7 +193,7 @@ class FollowedFile:
                 "follow: %s was rotated while stopped: reading the rest of %s first", self.path, previous.path
             )
             yield from self._drain(previous, found=True)
-            yield from self._rotated_after(previous.modified_ns, {previous.identity})
+            yield from self._rotated_after(_LastRead.of(previous), {previous.identity})
             return self._open_at(0)
         if position.offset > 0:
             log.warning(
@@ -205,7 +209,7 @@ class FollowedFile:
         since = position.modified_ns
         if since is None:
             since = os.stat(self.positions.path).st_mtime_ns
-        yield from self._rotated_after(since, set())
+        yield from self._rotated_after(_LastRead(since, position.head), set())
         return self._open_at(0)
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
@@ -242,17 +246,18 @@ class FollowedFile:
         followed = self._followed_names()
         for identity, found in sorted(files.items(), key=lambda item: item[1].path):
             named = _rotated_as(followed, found.path.name)
-            if named and not named.compressed and position.found_by_head(found.path, found.status.st_size):
+            size = None if named and named.compressed else found.status.st_size  # inflated: unknown
+            if named and position.found_by_head(found.path, size):
                 return identity, found.path
         return None
 
-    def _open_found(self, identity: tuple, path: Path, offset: int) -> _OpenFile | None:
-        """The rotated file of `identity`, found at `path`, opened at `offset`; None if it is
-        gone. Between the look that found it and the open, logrotate may have renamed it: it is
-        looked for again."""
+    def _open_found(self, identity: tuple, path: Path, offset: int) -> _OpenFile | InflatedFile | None:
+        """The rotated file of `identity`, found at `path`, opened at `offset` (in its inflated
+        bytes if logrotate compressed it); None if it is gone. Between the look that found it and
+        the open, logrotate may have renamed it: it is looked for again."""
         for _ in range(REOPENS):
             try:
-                opened = _OpenFile(path, offset, self.max_line_bytes)
+                opened = self._open_rotated(path, offset)
             except FileNotFoundError:
                 pass
             else:
@@ -264,6 +269,11 @@ class FollowedFile:
                 return None
             path = found.path
         return None
+
+    def _open_rotated(self, path: Path, offset: int) -> _OpenFile | InflatedFile:
+        if is_gzip(path):
+            return InflatedFile(path, offset, self.max_line_bytes, HEAD_BYTES)
+        return _OpenFile(path, offset, self.max_line_bytes)
 
     def _open_at(self, offset: int) -> _OpenFile | None:
         try:
@@ -310,7 +320,7 @@ class FollowedFile:
         if (status.st_dev, status.st_ino) != current.identity:
             log.info("follow: %s was rotated: finishing the old file, then reading the new one", self.path)
             yield from self._drain(current)
-            yield from self._rotated_after(current.modified_ns, {current.identity})
+            yield from self._rotated_after(_LastRead.of(current), {current.identity})
             return self._open_when_present()
         if status.st_size < current.read_to:
             _tell_truncated(self.path)
@@ -319,7 +329,7 @@ class FollowedFile:
         time.sleep(POLL_SECONDS)
         return current
 
-    def _drain(self, old: _OpenFile, *, found: bool = False) -> Iterator[tuple[Batch, dict]]:
+    def _drain(self, old: _OpenFile | InflatedFile, *, found: bool = False) -> Iterator[tuple[Batch, dict]]:
         """What is written to a file rotated away until it stays quiet, its last unterminated
         line included. Stopped sooner, the rest is read after the restart (found by its inode).
 
@@ -348,12 +358,12 @@ class FollowedFile:
         finally:
             old.close()
 
-    def _rotated_after(self, since_ns: int, done: set[tuple]) -> Iterator[tuple[Batch, dict]]:
+    def _rotated_after(self, last: "_LastRead", done: set[tuple]) -> Iterator[tuple[Batch, dict]]:
         """Each file rotated after the one just read, oldest first, read as a file rotated away
-        is: written to since `since_ns`, when that one was last written. `done`: files read, or
-        to be read next; the file under the path is read after these."""
+        is: written to since `last` was. `done`: files read, or to be read next; the file under
+        the path is read after these."""
         while self.keep_going():
-            found = self._next_rotated(since_ns, done)
+            found = self._next_rotated(last, done)
             if found is None:
                 return
             identity, name = found
@@ -368,12 +378,11 @@ class FollowedFile:
                 continue
             log.info("follow: reading %s, rotated before it was read", rotated.path)
             yield from self._drain(rotated, found=True)
-            since_ns = rotated.modified_ns
+            last = _LastRead.of(rotated)
 
-    def _next_rotated(self, since_ns: int, done: set[tuple]) -> tuple[tuple, Path] | None:
+    def _next_rotated(self, last: "_LastRead", done: set[tuple]) -> tuple[tuple, Path] | None:
         """The (device, inode) and name of the oldest file of a rotated name written to since
-        `since_ns`, not the path's file and none of `done`; compressed ones are told (they cannot
-        be followed) and passed over."""
+        `last` was, not the path's file and none of `done`, nor a compressed one not to read."""
         skip = set(done)
         try:
             status = os.stat(self.path)
@@ -383,11 +392,9 @@ class FollowedFile:
         candidates, followed = [], self._followed_names()
         for identity, found in files_by_identity(self._folders()).items():
             named = _rotated_as(followed, found.path.name)
-            if named is None or identity in skip or found.status.st_mtime_ns < since_ns:
+            if named is None or identity in skip or found.status.st_mtime_ns < last.modified_ns:
                 continue
-            if named.compressed:
-                done.add(identity)
-                _tell_compressed(found)
+            if named.compressed and not _compressed_to_read(found, last, done):
                 continue
             # maillog.2 before maillog.1 when both were last written in the same clock tick
             candidates.append(
@@ -406,7 +413,7 @@ class FollowedFile:
         return list(dict.fromkeys([self.path.name, self.path.resolve().name]))
 
     @staticmethod
-    def _position(current: _OpenFile) -> dict:
+    def _position(current: _OpenFile | InflatedFile) -> dict:
         device, inode = current.identity
         head_bytes, head_sha256 = current.head_digest()
         return {
@@ -448,10 +455,52 @@ class _SavedPosition(NamedTuple):
     def names_file(self, path: Path) -> bool:
         return self.head_bytes is None or _starts_with(path, self.head_bytes, self.head_sha256)
 
-    def found_by_head(self, path: Path, size: int) -> bool:
-        if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES or size < self.offset:
+    @property
+    def head(self) -> tuple[int, str] | None:
+        return None if self.head_bytes is None else (self.head_bytes, self.head_sha256)
+
+    def found_by_head(self, path: Path, size: int | None) -> bool:
+        """Whether `path` is a copy of the saved file (copytruncate's, or compressed); `size`:
+        its size, None when compressed (its inflated size is not known)."""
+        if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES:
+            return False
+        if size is not None and size < self.offset:
             return False
         return _starts_with(path, self.head_bytes, self.head_sha256)
+
+
+class _LastRead(NamedTuple):
+    """The file read last: when it was last written, and its first bytes (how many, their digest)
+    if known. The files rotated after it were written since; its compressed copy opens with them."""
+
+    modified_ns: int
+    head: tuple[int, str] | None
+
+    @classmethod
+    def of(cls, read: _OpenFile | InflatedFile) -> "_LastRead":
+        return cls(read.modified_ns, read.head_digest())
+
+    def compressed_to(self, path: Path) -> bool:
+        """Whether the compressed file at `path` is this one: logrotate compressed it after it was
+        read (gzip keeps its time, so it looks written since)."""
+        return self.head is not None and self.head[0] >= FIND_BY_HEAD_BYTES and _starts_with(path, *self.head)
+
+
+def _compressed_to_read(found: Found, last: _LastRead, done: set[tuple]) -> bool:
+    """Whether a compressed rotated file is one to read: gzip, whole, and not the file read last.
+    One logrotate is still writing (the plain file is there until it is done) is looked at again
+    later; one of another compression is told and passed over."""
+    if found.path.with_suffix("").exists():
+        return False
+    identity = (found.status.st_dev, found.status.st_ino)
+    if not is_gzip(found.path):
+        done.add(identity)
+        _tell_compressed(found)
+        return False
+    if last.compressed_to(found.path):
+        done.add(identity)
+        return False
+    return True
 
 
 def _rotated_as(followed: list[str], name: str) -> RotatedName | None:
@@ -465,11 +514,16 @@ def _rotated_as(followed: list[str], name: str) -> RotatedName | None:
 
 def _tell_compressed(found: Found) -> None:
     log.warning(
-        "follow: %s was rotated and compressed before it was read: its lines are not read here "
-        "(`ppship gateway parse %s` reads it)",
+        "follow: %s was rotated and compressed before it was read: its lines are not read here (%s)",
         found.path,
-        found.path,
+        _compression_of(found.path),
     )
+
+
+def _compression_of(path: Path) -> str:
+    with contextlib.suppress(OSError), open(path, "rb") as file:
+        return other_compression(file.read(16)) or "a compression not read here"
+    return "it cannot be read"
 
 
 def _refuse_compressed(opened: _OpenFile) -> None:
@@ -490,11 +544,8 @@ def _tell_truncated(path: Path) -> None:
 
 
 def _starts_with(path: Path, length: int, sha256: str) -> bool:
-    try:
-        with open(path, "rb") as file:
-            return _is_head(file.read(length), length, sha256)
-    except OSError:
-        return False
+    """Whether the file opens with these bytes; a gzip file's inflated bytes are compared."""
+    return _is_head(inflated_start(path, length), length, sha256)
 
 
 def _is_head(first: bytes, length: int, sha256: str) -> bool:
