@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from proofpoint_shipper.checkpoint import FileCursorStore
-from proofpoint_shipper.gateway import follow
+from proofpoint_shipper.gateway import follow, rotated
 from proofpoint_shipper.gateway.follow import FollowedFile, PositionSaver
 
 TIMEOUT = 20  # seconds to wait for an expected line; the follower polls every 0.25 s
@@ -230,6 +230,33 @@ def test_a_rotation_seen_happening_is_read_on_for_the_rotate_wait_whatever_the_c
         rotate(path)
         append(path, [3])
         assert list(itertools.islice(lines, 2)) == [line(2), line(3)]
+
+
+def test_a_rotation_between_the_last_look_at_the_folder_and_the_open_of_the_new_file_loses_nothing(
+    files, monkeypatch
+):
+    """After the rest of the file rotated while stopped, the follower looks for files rotated
+    since (none: the new one is still under the path) and opens the file under the path. logrotate
+    may rotate in between: made to here, right after that look, by wrapping the folder look."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    armed = []
+
+    def look_then_logrotate(folders):
+        found = rotated.files_by_identity(folders)
+        if armed and armed.pop():
+            rotate(path)
+            append(path, [4])
+        return found
+
+    monkeypatch.setattr(follow, "files_by_identity", look_then_logrotate)
+    lines = in_process(path, position, rotate_wait=0.3)
+    assert next(lines) == line(2)
+    armed.append(True)  # the next look is the one after the rest of maillog.1 was read
+    assert list(itertools.islice(lines, 2)) == [line(3), line(4)]
 
 
 def test_a_copytruncate_while_stopped_reads_the_rest_of_the_copy_then_the_new_start(files):
@@ -564,10 +591,25 @@ def test_a_rotated_file_of_another_compression_is_told_with_the_command_that_rea
     ) in stderr
 
 
-def test_every_line_comes_out_through_random_rotations_and_restarts(tmp_path):
+def rotate_with_delaycompress(path: Path) -> None:
+    """As logrotate's `compress` with `delaycompress`: maillog.N.gz to maillog.N+1.gz, maillog.1
+    to maillog.2 then compressed, maillog to maillog.1."""
+    compressed = sorted((int(older.name.split(".")[-2]), older) for older in path.parent.glob("maillog.*.gz"))
+    for number, older in reversed(compressed):
+        older.rename(path.with_name(f"maillog.{number + 1}.gz"))
+    newest = path.with_name("maillog.1")
+    if newest.exists():
+        newest.rename(path.with_name("maillog.2"))
+        compress(path.with_name("maillog.2"))
+    path.rename(newest)
+
+
+@pytest.mark.parametrize("compressing", [False, True], ids=["plain", "delaycompress"])
+def test_every_line_comes_out_through_random_rotations_and_restarts(tmp_path, compressing):
     """A writer appends numbered lines and opens the path anew after each rotation, as syslog
-    does on its HUP; the path is rotated at random moments (every rotated file kept); the
-    follower is stopped (SIGTERM) or killed (SIGKILL) at random moments and started again.
+    does on its HUP; the path is rotated at random moments (every rotated file kept, plain or as
+    the shipped logrotate rule keeps them); the follower is stopped (SIGTERM) or killed (SIGKILL)
+    at random moments and started again.
     Whatever the timing: each run writes consecutive lines; one after a stop begins right after
     the last line written, one after a kill at most there (a kill loses the position saves of up
     to a second); and every line comes out."""
@@ -593,7 +635,10 @@ def test_every_line_comes_out_through_random_rotations_and_restarts(tmp_path):
         generations = 0
         while not written.wait(rng.uniform(0.3, 1.0)):
             generations += 1
-            rotate(path, keep=generations + 1)
+            if compressing:
+                rotate_with_delaycompress(path)
+            else:
+                rotate(path, keep=generations + 1)
             time.sleep(rng.uniform(0, 0.2))  # the writer goes on in the renamed file a while
             reopen.set()
 

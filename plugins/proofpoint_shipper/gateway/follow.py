@@ -153,8 +153,6 @@ class FollowedFile:
         current = yield from self._resume()
         if current is not None:
             _refuse_compressed(current)
-        if current is None:  # a typo would otherwise wait in silence, for ever
-            log.warning("follow: %s does not exist (yet): waiting for it to appear", self.path)
         while self.keep_going():
             if current is None:
                 current = self._open_when_present()
@@ -171,7 +169,10 @@ class FollowedFile:
     def _resume(self) -> Iterator[tuple[Batch, dict]]:
         saved = self.positions.load()
         if not saved:
-            return self._open_at(0)
+            current = self._open_at(0)
+            if current is None:  # a typo would otherwise wait in silence, for ever
+                log.warning("follow: %s does not exist (yet): waiting for it to appear", self.path)
+            return current
         position = self._saved_position(saved)
         current = self._open_at(0)
         if current is not None and position.names(current):
@@ -193,14 +194,13 @@ class FollowedFile:
                 "follow: %s was rotated while stopped: reading the rest of %s first", self.path, previous.path
             )
             yield from self._drain(previous, found=True)
-            yield from self._rotated_after(_LastRead.of(previous), {previous.identity})
-            return self._open_at(0)
+            return (yield from self._then_the_new_file(_LastRead.of(previous), {previous.identity}))
         if position.offset > 0:
             log.warning(
                 "follow: the file of the saved position is gone (rotated away and deleted, or "
-                "compressed): whatever was written to it after what was read is lost, as is any "
-                "file rotated after it that is gone too; reading the files rotated since, then "
-                "%s, from their start",
+                "compressed other than with gzip): whatever was written to it after what was read "
+                "is lost, as is any file rotated after it that is gone too; reading the files "
+                "rotated since, then %s, from their start",
                 self.path,
             )
         # The files rotated after the one that is gone: written to since it was, when the
@@ -209,8 +209,7 @@ class FollowedFile:
         since = position.modified_ns
         if since is None:
             since = os.stat(self.positions.path).st_mtime_ns
-        yield from self._rotated_after(_LastRead(since, position.head), set())
-        return self._open_at(0)
+        return (yield from self._then_the_new_file(_LastRead(since, position.head), set()))
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
         refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
@@ -320,8 +319,7 @@ class FollowedFile:
         if (status.st_dev, status.st_ino) != current.identity:
             log.info("follow: %s was rotated: finishing the old file, then reading the new one", self.path)
             yield from self._drain(current)
-            yield from self._rotated_after(_LastRead.of(current), {current.identity})
-            return self._open_when_present()
+            return (yield from self._then_the_new_file(_LastRead.of(current), {current.identity}))
         if status.st_size < current.read_to:
             _tell_truncated(self.path)
             current.seek(0)
@@ -358,14 +356,29 @@ class FollowedFile:
         finally:
             old.close()
 
+    def _then_the_new_file(self, last: "_LastRead", done: set[tuple]) -> Iterator[tuple[Batch, dict]]:
+        """The files rotated after `last`, oldest first; then the file under the path, opened once
+        there is one (None at a stop). The folder is looked at again after that open: a rotation
+        between the last look and the open made the file under the path then one of the rotated
+        files, read before the one opened, which is opened anew after it."""
+        while self.keep_going():
+            last = yield from self._rotated_after(last, done)
+            opened = self._open_when_present()
+            if opened is None:
+                continue
+            if self._next_rotated(last, done) is None:
+                return opened
+            opened.close()
+        return None
+
     def _rotated_after(self, last: "_LastRead", done: set[tuple]) -> Iterator[tuple[Batch, dict]]:
         """Each file rotated after the one just read, oldest first, read as a file rotated away
-        is: written to since `last` was. `done`: files read, or to be read next; the file under
-        the path is read after these."""
+        is: written to since `last` was; returns the last one read. `done`: files read, or to be
+        read next."""
         while self.keep_going():
             found = self._next_rotated(last, done)
             if found is None:
-                return
+                return last
             identity, name = found
             done.add(identity)
             try:
@@ -379,6 +392,7 @@ class FollowedFile:
             log.info("follow: reading %s, rotated before it was read", rotated.path)
             yield from self._drain(rotated, found=True)
             last = _LastRead.of(rotated)
+        return last
 
     def _next_rotated(self, last: "_LastRead", done: set[tuple]) -> tuple[tuple, Path] | None:
         """The (device, inode) and name of the oldest file of a rotated name written to since
