@@ -91,6 +91,15 @@ def stopped_after_line_one(path: Path, position: Path) -> None:
     follower.stop()
 
 
+def stopped_then_rotated_twice(path: Path, position: Path) -> None:
+    """Stopped after line 1: line 2 written, the path rotated, line 3 written, rotated again."""
+    stopped_after_line_one(path, position)
+    append(path, [2])
+    rotate(path)
+    append(path, [3])
+    rotate(path)
+
+
 @pytest.fixture
 def files(tmp_path):
     return tmp_path / "maillog", tmp_path / "state" / "position.json"
@@ -473,11 +482,7 @@ def test_two_rotations_with_delaycompress_while_stopped_read_the_rest_then_each_
     """The shipped logrotate rule (`compress`, `delaycompress`) over two rotations: the file the
     follower stopped in is maillog.2.gz by then, the next one maillog.1, plain."""
     path, position = files
-    stopped_after_line_one(path, position)
-    append(path, [2])
-    rotate(path)
-    append(path, [3])
-    rotate(path)
+    stopped_then_rotated_twice(path, position)
     compress(path.with_name("maillog.2"))
     append(path, [4])
     follower = Follower(path, position)
@@ -549,11 +554,7 @@ def test_a_compressed_copy_of_the_file_just_read_is_not_read_again(files):
 def test_a_file_logrotate_is_still_compressing_is_not_read_but_its_plain_file(files):
     """maillog.2 beside the maillog.2.gz logrotate is writing: the plain file is the one read."""
     path, position = files
-    stopped_after_line_one(path, position)
-    append(path, [2])
-    rotate(path)
-    append(path, [3])
-    rotate(path)
+    stopped_then_rotated_twice(path, position)
     plain = path.with_name("maillog.2")
     path.with_name("maillog.2.gz").write_bytes(gzip.compress(plain.read_bytes())[:20])
     append(path, [4])
