@@ -684,6 +684,15 @@ def test_a_file_that_appears_later_is_read_from_its_start(files):
     follower.stop()
 
 
+def test_a_byte_order_mark_opening_the_file_is_dropped_as_without_follow(files):
+    """What Windows tools put before UTF-8 text: kept, it hid the first line's header."""
+    path, position = files
+    path.write_bytes(b"\xef\xbb\xbf" + f"{line(1)}\n".encode())
+    follower = Follower(path, position)
+    follower.expect([1])
+    follower.stop()
+
+
 def test_a_file_that_is_not_there_is_told_once_then_waited_for(files):
     path, position = files
     follower = Follower(path, position)

@@ -39,7 +39,7 @@ from proofpoint_shipper.gateway.inflated import InflatedFile, inflated_start, is
 from proofpoint_shipper.gateway.rotated import Found, RotatedName, files_by_identity, rotated_name
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import other_compression
-from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.lines import UTF8_BOM, Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 POLL_SECONDS = 0.25
@@ -112,8 +112,8 @@ class _OpenFile:
             return Batch([], {})
         if len(self.head) < HEAD_BYTES:  # the head and the reads are contiguous up to HEAD_BYTES
             self.head += chunk[: HEAD_BYTES - len(self.head)]
-        self.read_to += len(chunk)
-        return self.lines.split(chunk)
+        at_start, self.read_to = self.read_to == 0, self.read_to + len(chunk)
+        return self.lines.split(chunk.removeprefix(UTF8_BOM) if at_start else chunk)
 
     def rest(self) -> Batch:
         """The unterminated last line, as a writer that is done with this file left it."""

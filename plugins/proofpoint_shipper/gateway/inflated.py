@@ -20,7 +20,7 @@ from pathlib import Path
 from proofpoint_shipper.errors import ConfigError
 from proofpoint_shipper.gunzip import MAGIC as GZIP_MAGIC
 from proofpoint_shipper.gunzip import Gunzip, GzipError
-from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.lines import UTF8_BOM, Batch, LineReader
 
 log = logging.getLogger("proofpoint_shipper")
 _READ_BYTES = 64 * 1024
@@ -103,10 +103,10 @@ class InflatedFile:
             return None
         if len(self.head) < self._head_limit:
             self.head += piece[: self._head_limit - len(self.head)]
-        self.read_to += len(piece)
+        at_start, self.read_to = self.read_to == 0, self.read_to + len(piece)
         passed = min(self._pass_over, len(piece))
         self._pass_over -= passed
-        return self.lines.split(piece[passed:])
+        return self.lines.split(piece.removeprefix(UTF8_BOM) if at_start and not passed else piece[passed:])
 
     def rest(self) -> Batch:
         """The unterminated last line, if the file ends in one."""
