@@ -79,6 +79,7 @@ REFUSED = [
     # a flag of --follow alone would be ignored
     (["tap", "fetch", "--interval", "5m"], b"--interval needs --follow: without it, one catch-up run"),
     (["gateway", "parse", "--rotate-wait", "3"], b"--rotate-wait needs --follow"),
+    (["gateway", "parse", "--rotated-dir", "old"], b"--rotated-dir needs --follow"),
     (["pod", "stream", "--type", "message", "--since", "2999-01-01"], b"is in the future"),
     (
         ["pod", "stream", "--type", "message", "--since", "2022-01-02", "--until", "2022-01-01"],
@@ -183,6 +184,10 @@ def test_unusable_files_and_addresses_are_one_line_and_exit_2(tmp_path, monkeypa
             (
                 ["gateway", "parse", "--follow", str(a_file), "--position-file", str(tmp_path)],
                 f"position file {tmp_path} is a folder: name a file in it".encode(),
+            ),
+            (
+                ["gateway", "parse", "--follow", str(tmp_path / "log"), "--rotated-dir", str(a_file)],
+                f"--rotated-dir {a_file} is not a directory".encode(),
             ),
             # the stand-ins bind in threads of their own: a traceback there, or (moto) a start that waits
             (["simulate", "tap", "--port", busy.split(":")[1]], f"cannot listen on {busy}: ".encode()),

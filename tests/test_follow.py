@@ -183,6 +183,29 @@ def test_a_rotation_while_stopped_reads_the_rest_of_the_rotated_file_first(files
     follower.stop()
 
 
+def test_a_rotation_into_logrotates_olddir_while_stopped_is_found_there_with_rotated_dir(files):
+    path, position = files
+    stopped_after_line_one(path, position)
+    append(path, [2])
+    old = path.parent / "old"
+    old.mkdir()
+    path.rename(old / "maillog.1")
+    append(path, [3])
+    follower = Follower(path, position, "--rotated-dir", str(old))
+    follower.expect([2, 3])
+    assert "is gone" not in follower.stop()
+
+
+def test_a_rotated_folder_not_made_yet_is_told(files):
+    path, position = files
+    append(path, [1])
+    old = path.parent / "old"
+    follower = Follower(path, position, "--rotated-dir", str(old))
+    follower.expect([1])
+    told = follower.stop()
+    assert f"the rotated folder {old} does not exist (yet)" in told
+
+
 TWO_HOURS_NS = 2 * 3600 * 10**9
 
 

@@ -5,6 +5,7 @@ stderr at exit; EPIPE, SIGTERM and a vanished parent end the run cleanly with ex
 """
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from proofpoint_shipper.streams import OTHER
 if TYPE_CHECKING:
     from proofpoint_shipper.gateway.parser import GatewayParser
 
+log = logging.getLogger("proofpoint_shipper")
 STREAM_CHOICES = {"filter": FILTER, "sendmail": SENDMAIL, "other": OTHER}
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
@@ -130,6 +132,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULT_ROTATE_WAIT_SECONDS})",
     )
     parse.add_argument(
+        "--rotated-dir",
+        type=filesystem_path,
+        metavar="DIR",
+        help="with --follow: the folder logrotate's olddir moves rotated files to, looked in for "
+        "them beside the file's own (default: none)",
+    )
+    parse.add_argument(
         "--position-file",
         type=filesystem_path,
         help="with --follow: where the read position is kept; one follower at a time may use it "
@@ -155,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(text_format="ppship gateway parse: %(message)s")
     if args.follow:
         return _run_follow(args)
-    for flag, value in (("--position-file", args.position_file), ("--rotate-wait", args.rotate_wait)):
+    for flag, value in (
+        ("--position-file", args.position_file),
+        ("--rotate-wait", args.rotate_wait),
+        ("--rotated-dir", args.rotated_dir),
+    ):
         if value is not None:
             raise InputError(f"{flag} needs --follow")
     sources = open_inputs(args.files)
@@ -185,11 +198,29 @@ def _run_follow(args: argparse.Namespace) -> int:
     positions = FileCursorStore(position_file, kind="position file")
     positions.claim()  # a second follower on this position would write every line again
     rotate_wait = DEFAULT_ROTATE_WAIT_SECONDS if args.rotate_wait is None else args.rotate_wait
+    _check_rotated_dir(args.rotated_dir)
     job = _job(args)
     with job.signals_handled():
-        job.follow(FollowedFile(path, positions, args.max_line_bytes, job.keep_going, rotate_wait))
+        job.follow(
+            FollowedFile(path, positions, args.max_line_bytes, job.keep_going, rotate_wait, args.rotated_dir)
+        )
     job.report()
     return 0
+
+
+def _check_rotated_dir(folder: Path | None) -> None:
+    """A file given for the folder is refused; a folder not made yet (logrotate's createolddir
+    makes it at the first rotation) is told, as a typo would be looked in for ever."""
+    if folder is None:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--rotated-dir {folder} is not a directory")
+    if not folder.exists():
+        log.warning(
+            "follow: the rotated folder %s does not exist (yet): rotated files are looked for in "
+            "it once it does",
+            folder,
+        )
 
 
 def _default_position_file(path: Path, streams: frozenset[str]) -> Path:

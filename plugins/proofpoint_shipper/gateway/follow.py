@@ -141,8 +141,10 @@ class FollowedFile:
         max_line_bytes: int,
         keep_going: Callable[[], bool],
         rotate_wait: float = DEFAULT_ROTATE_WAIT_SECONDS,
+        rotated_dir: Path | None = None,
     ):
         self.path = Path(path)
+        self.rotated_dir = rotated_dir  # where logrotate's olddir moves rotated files, if it does
         self.positions = positions  # load() -> dict | None, save(dict)
         self.max_line_bytes = max_line_bytes
         self.keep_going = keep_going
@@ -417,9 +419,11 @@ class FollowedFile:
         return min(candidates)[1:] if candidates else None
 
     def _folders(self) -> list[Path]:
-        """Where the followed file is rotated: beside the path, and beside the file a link names
-        (logrotate refuses links, and rotates the file where it is)."""
-        return list(dict.fromkeys([self.path.parent, self.path.resolve().parent]))
+        """Where the followed file is rotated: beside the path, beside the file a link names
+        (logrotate refuses links, and rotates the file where it is), and in the rotated folder
+        given (logrotate's olddir)."""
+        folders = [self.path.parent, self.path.resolve().parent]
+        return list(dict.fromkeys(folders + ([self.rotated_dir] if self.rotated_dir else [])))
 
     def _followed_names(self) -> list[str]:
         """The names rotated copies are named after: the path's, and that of the file a link
