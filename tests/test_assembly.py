@@ -206,6 +206,30 @@ def test_sigterm_writes_the_open_messages_and_exits_0():
     assert record["guid"] == "Nd1guid" and record["complete"] is False
 
 
+def test_a_stop_also_assembles_what_the_pipe_held():
+    """More in the pipe than one read takes when the stop comes (the child paused while it was
+    filled): those lines are assembled too, and the messages are those of the whole input."""
+    command = [sys.executable, "-m", "proofpoint_shipper", "gateway", "assemble", "--timezone", "UTC"]
+    lines = ("\n".join(session_lines(300)) + "\n").encode()
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        fcntl.fcntl(child.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1024 * 1024)
+        child.stdin.write(b"\n")
+        child.stdin.flush()
+        wait_until_read(child.stdin)
+        child.send_signal(signal.SIGSTOP)
+        child.stdin.write(lines)  # several reads
+        child.stdin.flush()
+        child.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGCONT)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    whole = run_ppship("gateway", "assemble", "--timezone", "UTC", input=lines)
+    assert sorted(out.splitlines()) == sorted(whole.stdout.splitlines())
+    assert len(out.splitlines()) == 300
+
+
 ANY_LINES = sorted({line for case in CASES for line in read_lines(case)} | set(golden_lines()))
 SKIPPED = (
     "lines of other programs",

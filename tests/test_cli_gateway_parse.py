@@ -236,6 +236,26 @@ def test_sigterm_ends_the_run_cleanly_with_counts():
     assert b"Traceback" not in stderr
 
 
+def test_sigterm_also_parses_what_the_pipe_held_and_tells_an_unfinished_line():
+    """Stopped while busy writing its first read back (no one reads its stdout yet), with the
+    rest of the input in the pipe: a writer stopped with it (a pipeline under one service) sends
+    that rest no more, so it is parsed too. The line whose end never came is left out, and said."""
+    lines = [f"{SEED_LINES[0]} n={n}" for n in range(500)]  # over a 64 KiB read, within it and the pipe
+    with subprocess.Popen(
+        COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        with child.stdin:
+            child.stdin.write("\n".join(lines).encode() + b"\n" + b"2022-02-20T08:35:00.1")
+        assert not select.select([child.stderr], [], [], 1)[0]  # it is busy: stdout is full
+        child.send_signal(signal.SIGTERM)
+        out = child.stdout.read()
+        stderr = child.stderr.read()
+        child.wait(timeout=60)
+    assert child.returncode == 0, stderr.decode()
+    assert [record["raw"] for record in records(out)] == lines
+    assert b"500 lines (stopped early; the 21 bytes of a line whose end had not come left out)" in stderr
+
+
 def test_a_closed_output_pipe_ends_the_run_cleanly(tmp_path):
     log = tmp_path / "big.log"
     log.write_text((SEED_LINES[0] + "\n") * 50_000)

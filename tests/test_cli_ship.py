@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import proofpoint_shipper
+from proofpoint_shipper.rawio import write_all
 from proofpoint_shipper.tap.events import generate
 from proofpoint_shipper.tap.simulator import TapSimulator
 from tests.conftest import checking_s3, one_error_line, run_ppship, wait_for
@@ -446,6 +447,33 @@ def test_a_stop_delivers_what_was_read_and_exits_0(signum):
     assert [json.loads(line)["id"] for line in out.splitlines()] == ["a", "b"]
     assert err.decode().startswith(
         "ppship ship: 2 records delivered to proofpoint_tap_clicks_blocked (stopped early)"
+    )
+
+
+def test_a_stop_also_delivers_what_the_pipe_held_and_tells_an_unfinished_line():
+    """The stop comes with more in the pipe than one read takes (a writer stopped with it, in a
+    pipeline under one service, sends it no more): that is delivered too. The child is paused
+    (SIGSTOP) while the pipe is filled, so that the stop finds it all there."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1024 * 1024)
+    records = [json.dumps({"id": str(n), "pad": "x" * 100}).encode() for n in range(2000)]
+    with subprocess.Popen(
+        SHIP_CLICKS, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        os.write(write_end, b'{"id": "first"}\n')
+        wait_for(lambda: not _bytes_in_pipe(read_end))  # read: the child waits for more
+        child.send_signal(signal.SIGSTOP)
+        write_all(write_end, b"\n".join(records) + b'\n{"id": "cut')  # 238 KB: four reads
+        child.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGCONT)
+        out, err = child.communicate(timeout=60)
+    os.close(read_end)
+    os.close(write_end)
+    assert child.returncode == 0, err.decode()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["first"] + [str(n) for n in range(2000)]
+    assert err.decode().startswith(
+        "ppship ship: 2001 records delivered to proofpoint_tap_clicks_blocked (stopped early; "
+        "the 11 bytes of a line whose end had not come left out)"
     )
 
 

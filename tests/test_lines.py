@@ -136,6 +136,41 @@ def test_a_text_line_that_opens_as_bzip2_does_is_read_as_text():
     assert read_all(b"BZh is a line\n") == [(b"BZh is a line", 0)]
 
 
+def test_a_stopped_reader_takes_what_a_pipe_holds_but_no_line_whose_end_had_not_come():
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"one\ntwo\nthree, still being written")
+        reader = LineReader(read_end, 1000, lambda: False, name="a pipe")
+        assert [line for batch in reader.batches() for line in batch.lines] == [b"one", b"two"]
+        assert reader.unfinished_bytes == len(b"three, still being written")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_stopped_reader_of_a_file_reads_no_further(tmp_path):
+    path = tmp_path / "maillog"
+    path.write_bytes(b"one\ntwo\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = LineReader(fd, 1000, lambda: False, name=str(path))
+        assert list(reader.batches()) == [] and reader.unfinished_bytes == 0
+    finally:
+        os.close(fd)
+
+
+def test_a_stop_inside_a_gzip_stream_is_not_an_input_cut_short():
+    read_end, write_end = os.pipe()
+    try:
+        compressed = gzip.compress(b"one\ntwo\n")
+        os.write(write_end, compressed[: len(compressed) - 4])  # the length is still to come
+        reader = LineReader(read_end, 1000, lambda: False, name="a pipe")
+        assert [line for batch in reader.batches() for line in batch.lines] == [b"one", b"two"]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_a_utf8_byte_order_mark_opening_the_input_is_dropped():
     assert read_all(b"\xef\xbb\xbf{}\nsecond \xef\xbb\xbf kept\n", pieces=5) == [
         (b"{}", 0),

@@ -2,16 +2,21 @@
 
 `LineReader(fd, max_line_bytes, name=...).batches()` yields `Batch`es; memory stays flat on
 endless input, and a line over the bound keeps its first bytes while the batch says how many were
-dropped. An input that opens as gzip is inflated; one that opens with a UTF-16 byte order mark is
-read as UTF-16. A read that fails (EIO from a failing disk), or
-gzip that is not whole, is an InputError naming the input; `UnreadableInputs` lets a command go
-on with its other inputs and deliver and count what it read before raising it.
+dropped. Stopped (`keep_going()` false), it reads what a pipe holds then and ends with it. An
+input that opens as gzip is inflated; one that opens with a UTF-16 byte order mark is read as
+UTF-16. A read that fails (EIO from a failing disk), or gzip that is not whole, is an InputError
+naming the input; `UnreadableInputs` lets a command go on with its other inputs and deliver and
+count what it read before raising it.
 """
 
 import codecs
+import fcntl
 import itertools
 import os
 import select
+import stat
+import struct
+import termios
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -68,6 +73,14 @@ def wait_readable(fd: int, keep_going: Callable[[], bool]) -> bool:
     return False
 
 
+def held_in_pipe(fd: int) -> int:
+    """Bytes a pipe or socket holds, written and not yet read; 0 for any other input."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return 0
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 class Batch(NamedTuple):
     lines: list[bytes]  # without their line terminators
     dropped: dict[int, int]  # index in `lines` → bytes cut off a line longer than the bound
@@ -85,13 +98,18 @@ class LineReader:
         self.keep_going = keep_going
         self._head = bytearray()  # the start of a line whose end has not arrived yet (grown in place)
         self._head_dropped = 0
+        self.stopped = False  # keep_going() said stop before the input ended
 
     def batches(self) -> Iterator[Batch]:
-        """The input's lines; a gzip stream (a rotated log, `maillog-20261129.gz`) is inflated."""
+        """The input's lines; a gzip stream (a rotated log, `maillog-20261129.gz`) is inflated.
+        Stopped, a line whose end had not come is left out (`unfinished_bytes` says how long):
+        handed on, its first part would read as a whole line."""
         for chunk in self._input():
             batch = self.split(chunk)
             if batch.lines:
                 yield batch
+        if self.stopped:
+            return
         rest = self.finish()
         if rest.lines:
             yield rest
@@ -105,7 +123,7 @@ class LineReader:
             raise InputError(f"cannot read {self.name}: {refusal}")
         chunks = itertools.chain([first.removeprefix(UTF8_BOM)], chunks)
         if first.startswith(GZIP_MAGIC):
-            chunks = _inflated(chunks)
+            chunks = _inflated(chunks, lambda: not self.stopped)
         elif first.startswith(UTF16_BOMS):
             chunks = _utf16_as_utf8(chunks)
         try:
@@ -119,11 +137,27 @@ class LineReader:
             if not chunk:
                 return
             yield chunk
+        self.stopped = True
+        yield from self._held_at_stop()
+
+    def _held_at_stop(self) -> Iterator[bytes]:
+        """Stopped: what a pipe holds then is read too, as its writer counts it sent (a writer
+        stopped with us sends it no more). A writer that goes on is not waited for, and a file's
+        rest stays in the file."""
+        waiting = held_in_pipe(self.fd)
+        while waiting > 0 and (chunk := self.read_chunk()):
+            yield chunk
+            waiting -= len(chunk)
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the line whose end has not arrived yet (dropped ones included)."""
         return len(self._head) + self._head_dropped
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Stopped: the bytes of the line left out, whose end had not come."""
+        return self.pending_bytes if self.stopped else 0
 
     def finish(self) -> Batch:
         """The line whose end never came, if any, as the input's last line."""
@@ -175,11 +209,21 @@ class LineReader:
         return line, dropped
 
 
-def _inflated(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def stopped_early(unfinished_bytes: int) -> str:
+    """How a command's summary says that it stopped before its input ended."""
+    if not unfinished_bytes:
+        return " (stopped early)"
+    return f" (stopped early; the {unfinished_bytes} bytes of a line whose end had not come left out)"
+
+
+def _inflated(chunks: Iterator[bytes], ended: Callable[[], bool]) -> Iterator[bytes]:
+    """The chunks inflated; `ended()`: whether the input ended (not a stop) after the last, so the
+    gzip stream must be whole."""
     gunzip = Gunzip()
     for chunk in chunks:
         yield from gunzip.inflate(chunk)
-    gunzip.end()
+    if ended():
+        gunzip.end()
 
 
 def _utf16_as_utf8(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -4,8 +4,8 @@ For backfills and re-sends: NDJSON records for the JSON tables, one text line pe
 gateway text tables (or the records `gateway parse --format json` wrote, landed as their lines).
 Flushes every --flush-records, --flush-seconds after the oldest record not yet flushed was read (a
 pipe that brings a line now and then), and at the end; counts (of flushed records) go to stderr.
-SIGTERM or SIGINT stop the reading after the current batch: what was read is delivered, and the
-command exits 0.
+SIGTERM or SIGINT stop the reading after the current batch and what a pipe holds then: what was
+read is delivered, and the command exits 0.
 """
 
 import argparse
@@ -16,7 +16,7 @@ from collections import Counter
 
 from proofpoint_shipper.errors import DeliveryError, InputError
 from proofpoint_shipper.gateway.record_text import gateway_record, text_of_gateway_record
-from proofpoint_shipper.lines import LineReader, UnreadableInputs
+from proofpoint_shipper.lines import LineReader, UnreadableInputs, stopped_early
 from proofpoint_shipper.rawio import STDIN
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
 from proofpoint_shipper.sinks.options import add_output_arguments, open_sink
@@ -103,11 +103,12 @@ class _Notes:
         )
         print(f"ppship ship: {where}: {detail}; {shipped}", file=sys.stderr)
 
-    def summary(self, shipped: int, table: str, stopped: bool, undelivered: int = 0) -> str:
-        delivered = f"{shipped} records delivered to {table}" + (" (stopped early)" if stopped else "")
-        parts = [delivered]
-        if undelivered:
-            parts.append(f"{undelivered} read but not confirmed delivered")
+    def summary(self, shipment: "_Shipment", table: str, *, failed: bool = False) -> str:
+        """What was shipped and what not; `failed`: the output failed past its retries."""
+        ending = stopped_early(shipment.unfinished_bytes) if shipment.stopping else ""
+        parts = [f"{shipment.shipped} records delivered to {table}{ending}"]
+        if failed and shipment.undelivered:
+            parts.append(f"{shipment.undelivered} read but not confirmed delivered")
         parts.append(f"{self.counts[SKIPPED]} not readable")
         parts += [text.format(self.counts[kind]) for kind, text in _SUMMARY.items() if self.counts[kind]]
         if self.untold:
@@ -125,6 +126,7 @@ class _Shipment:
         self.unflushed = self.shipped = 0
         self.oldest: float | None = None  # when the oldest record not yet flushed was read
         self.stopping = False  # set by SIGTERM or SIGINT: read no more, deliver what was read
+        self.unfinished_bytes = 0  # of lines left out at a stop
 
     def add(self, record: dict) -> None:
         self.group.append(record)
@@ -181,10 +183,10 @@ def run(args: argparse.Namespace) -> int:
                 shipment.close()
             except DeliveryError:
                 # Past the output's retries: say how far it got, then the error (exit code 2).
-                summary = notes.summary(shipment.shipped, args.table, shipment.stopping, shipment.undelivered)
+                summary = notes.summary(shipment, args.table, failed=True)
                 print(summary + _resend_hint(args), file=sys.stderr)
                 raise
-    print(notes.summary(shipment.shipped, args.table, shipment.stopping), file=sys.stderr)
+    print(notes.summary(shipment, args.table), file=sys.stderr)
     unreadable.raise_error()  # an input cut short: after the summary of what was read
     return 0
 
@@ -207,8 +209,8 @@ def _ship_lines(source, stream: Stream, shipment: _Shipment, notes: _Notes) -> N
                 notes.add(kind, f"{name}:{number}", detail)
             if record is not None:
                 shipment.add(record)
-        if not shipment.flush_if_due():
-            return
+        shipment.flush_if_due()  # stopped, the reader ends with what a pipe holds then
+    shipment.unfinished_bytes += reader.unfinished_bytes
 
 
 def _record(stream: Stream, line: bytes) -> tuple[dict | None, _Faults]:

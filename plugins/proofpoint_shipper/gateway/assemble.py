@@ -1,9 +1,10 @@
 """`ppship gateway assemble`: gateway lines (raw, or NDJSON records from `gateway parse`) in, one
 NDJSON record per message out, for the extra table `proofpoint_gateway_messages`.
 
-Entry point: `register(actions)`. Counts go to stderr at exit. SIGTERM stops reading; the
-messages still open are written with `complete: false` and the exit code is 0. While input is
-idle, the assembler's clock runs on with the wall clock, so idle messages still come out.
+Entry point: `register(actions)`. Counts go to stderr at exit. SIGTERM stops reading (after
+what a pipe holds then); the messages still open are written with `complete: false` and the
+exit code is 0. While input is idle, the assembler's clock runs on with the wall clock, so idle
+messages still come out.
 """
 
 import argparse
@@ -16,7 +17,7 @@ import orjson
 from proofpoint_shipper.gateway.assembler import Assembler, AssemblySettings
 from proofpoint_shipper.gateway.options import host_name, open_inputs, read_each, reference_time
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import LineReader
+from proofpoint_shipper.lines import LineReader, stopped_early
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import stdout_fd, write_stdout
 from proofpoint_shipper.service import StopOnSignals, positive_int, positive_seconds
@@ -95,6 +96,7 @@ class AssembleJob:
         self.output_closed = False
         self.bad_records = 0
         self.cut_lines = 0  # over MAX_LINE_BYTES: read with their first bytes only
+        self.unfinished_bytes = 0  # of lines left out at a stop
         self._last_input = time.monotonic()
 
     def keep_going(self) -> bool:
@@ -105,7 +107,8 @@ class AssembleJob:
         return not (self.stopping or self.output_closed)
 
     def consume(self, name: str, fd: int) -> None:
-        for batch in LineReader(fd, MAX_LINE_BYTES, self.keep_going, name=name).batches():
+        reader = LineReader(fd, MAX_LINE_BYTES, self.keep_going, name=name)
+        for batch in reader.batches():
             self._last_input = time.monotonic()
             self.cut_lines += len(batch.dropped)
             out: list[dict] = []
@@ -113,8 +116,9 @@ class AssembleJob:
             for line in b"\n".join(batch.lines).decode("utf-8", "replace").split("\n"):
                 feed(record(line), out)
             self.write(out)
-            if self.stopping or self.output_closed:
-                return
+            if self.output_closed:
+                return  # stopped, the reader ends with what a pipe holds then
+        self.unfinished_bytes += reader.unfinished_bytes
 
     def record(self, line: str) -> dict:
         """A parsed record: the NDJSON record as given, or the raw line parsed now."""
@@ -140,7 +144,7 @@ class AssembleJob:
             )
         if self.bad_records:
             parts.append(f"{self.bad_records} JSON lines that are not gateway records (parsed as lines)")
-        ending = " (stopped early)" if self.stopping or self.output_closed else ""
+        ending = stopped_early(self.unfinished_bytes) if self.stopping or self.output_closed else ""
         print(
             f"ppship gateway assemble: {self.assembler.lines} lines{ending}: " + "; ".join(parts),
             file=sys.stderr,

@@ -23,7 +23,7 @@ from proofpoint_shipper.gateway.follow import DEFAULT_ROTATE_WAIT_SECONDS, Follo
 from proofpoint_shipper.gateway.options import host_name, open_inputs, read_each, reference_time
 from proofpoint_shipper.gateway.record import FILTER, INVALID_UTF8, SENDMAIL, render_text
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import Batch, LineReader
+from proofpoint_shipper.lines import Batch, LineReader, stopped_early
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import write_stdout
 from proofpoint_shipper.service import StopOnSignals, filesystem_path, positive_int, seconds, writable_dir
@@ -248,6 +248,7 @@ class ParseJob:
         self.counts = StreamCounts()
         self.stopping = False
         self.output_closed = False
+        self.unfinished_bytes = 0  # of lines left out at a stop
         self._parent = os.getppid()
         self._between_reads: Callable[[], None] = lambda: None  # following: save a due position
 
@@ -262,10 +263,11 @@ class ParseJob:
 
     def consume(self, name: str, fd: int) -> None:
         reader = LineReader(fd, self.max_line_bytes, self.keep_going, name=name)
-        for batch in reader.batches():
+        for batch in reader.batches():  # stopped, it ends with what a pipe holds then
             self._write(b"".join(self._records(batch)))
-            if not self.keep_going():
+            if self.output_closed:
                 return
+        self.unfinished_bytes += reader.unfinished_bytes
 
     def follow(self, followed: FollowedFile) -> None:
         """Write each batch, then note the position after it: never saved before it was written."""
@@ -306,7 +308,7 @@ class ParseJob:
             self.output_closed = True  # the reader went away: stop
 
     def report(self) -> None:
-        ending = " (stopped early)" if self.stopping or self.output_closed else ""
+        ending = stopped_early(self.unfinished_bytes) if self.stopping or self.output_closed else ""
         print(
             f"ppship gateway parse: {self.counts.total()} lines{ending}: {self.counts.summary()}",
             file=sys.stderr,

@@ -10,12 +10,8 @@ before is written first).
 """
 
 import argparse
-import fcntl
 import os
-import stat
-import struct
 import sys
-import termios
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -25,7 +21,7 @@ from proofpoint_shipper.gateway.counts import StreamCounts
 from proofpoint_shipper.gateway.options import record_key
 from proofpoint_shipper.gateway.record import TAKEN_APART, agent_line, decoding_problem, mark_taken_apart
 from proofpoint_shipper.gateway.timestamps import resolve_zone
-from proofpoint_shipper.lines import wait_readable
+from proofpoint_shipper.lines import held_in_pipe, wait_readable
 from proofpoint_shipper.logs import setup_logging
 from proofpoint_shipper.rawio import STDIN, stdout_failed, stdout_fd, write_all
 from proofpoint_shipper.service import StopOnSignals
@@ -101,10 +97,7 @@ class CoProcess:
         """Fluentd, shutting down, closes our stdin and sends SIGTERM at once: what its writer had
         put in the pipe is no longer its to send again, so it is read and written too. Only that:
         a writer that goes on is not waited for, and a file's rest stays in the file."""
-        mode = os.fstat(STDIN).st_mode
-        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            return
-        waiting = struct.unpack("i", fcntl.ioctl(STDIN, termios.FIONREAD, b"\0" * 4))[0]
+        waiting = held_in_pipe(STDIN)
         while waiting > 0 and (chunk := os.read(STDIN, min(waiting, READ_BYTES))):
             self._take(chunk)
             waiting -= len(chunk)
