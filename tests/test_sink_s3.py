@@ -226,6 +226,34 @@ def test_an_outage_is_spooled_and_delivered_after_a_restart_without_loss_or_dupl
         server.stop()
 
 
+def test_in_an_outage_only_the_first_batch_waits_through_the_retries_and_the_next_are_spooled_at_once(
+    tmp_path, caplog
+):
+    """Each batch closed in an outage tries S3 once for the oldest spooled object, not through the
+    retry policy again: a stop that flushed several batches took the policy's waits for each."""
+    server = LocalS3("one-try-bucket").start()
+    port, client = server.port, server.client(config=_quick_client())
+    spool = Spool(tmp_path / "spool", "one-try-bucket")
+    retry = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+    sink = S3Sink(client, "one-try-bucket", host="gw1", spool=spool, retry=retry)
+    server.stop()
+    with caplog.at_level(logging.WARNING, logger="proofpoint_shipper"):
+        for batch in range(4):
+            sink.write("proofpoint_tap_messages_delivered", _records(5, start=5 * batch))
+            sink.flush()
+    assert len(spool) == 4
+    assert len([m for m in caplog.messages if "; retry " in m]) == 2  # the first batch's only
+    assert any("waits in the spool" in m for m in caplog.messages)  # each later try failed, told
+    server = LocalS3("one-try-bucket", port=port).start()  # S3 is back
+    try:
+        sink.write("proofpoint_tap_messages_delivered", _records(5, start=20))
+        sink.flush()
+        assert len(spool) == 0
+        assert _landed_numbers(client, "one-try-bucket") == list(range(25))
+    finally:
+        server.stop()
+
+
 def test_a_spool_folder_shared_by_outputs_to_two_buckets_delivers_each_object_to_its_own(tmp_path):
     """Collectors on one host given one --spool-dir, writing to two buckets (staging and
     production, say): an object spooled for one is never drained into the other."""

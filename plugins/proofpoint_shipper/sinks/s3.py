@@ -4,6 +4,9 @@ Keys: <prefix>/<table>/<YYYY>/<MM>/<DD>/<HH>/<host>-<YYYYmmddTHHMMSSZ>-<uuid>.<n
 time parts from the records (UTC). A batch closes at `max_batch_bytes` (uncompressed) or
 `max_batch_age` seconds, and on `flush()`. An upload that fails past the retry policy goes to
 the spool (if one is set) and is re-sent, in order and under the same key, when S3 answers again.
+While objects wait in the spool, each batch closed tries the oldest of them once, not through
+the retry policy: in an outage, batch after batch goes to the spool at once instead of costing
+the policy's waits each (a stop that flushed several batches outlasted a service manager's wait).
 """
 
 import gzip
@@ -28,6 +31,7 @@ log = logging.getLogger("proofpoint_shipper")
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BATCH_AGE = 60.0  # seconds
 MAX_OBJECT_BYTES = 5 * 1024**3  # the most one PutObject takes
+ONE_TRY = RetryPolicy(attempts=1)  # S3 tried again while objects wait in the spool
 
 
 @dataclass
@@ -169,19 +173,24 @@ class S3Sink:
             return
         for name, key, body, headers in self.spool.items():
             try:
-                self._upload(key, body, headers)
-            except DeliveryError:
+                self._upload(key, body, headers, ONE_TRY)
+            except DeliveryError as exc:
+                log.warning(
+                    "%s; it waits in the spool %s with the objects after it", exc, self.spool.directory
+                )
                 return  # still down: everything stays spooled, in order
             self.spool.remove(name)
 
-    def _upload(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+    def _upload(
+        self, key: str, body: bytes, headers: dict[str, str], retry: RetryPolicy | None = None
+    ) -> None:
         extra = {**headers, **self.objects.put_arguments(body)}
 
         def put() -> None:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
 
         try:
-            self.retry.run(
+            (retry or self.retry).run(
                 put, f"upload s3://{self.bucket}/{key}", (BotoCoreError, ClientError), operation="s3_upload"
             )
         except ClientError as exc:
