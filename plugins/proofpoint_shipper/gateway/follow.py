@@ -480,11 +480,9 @@ class _SavedPosition(NamedTuple):
     def found_by_head(self, path: Path, size: int | None) -> bool:
         """Whether `path` is a copy of the saved file (copytruncate's, or compressed); `size`:
         its size, None when compressed (its inflated size is not known)."""
-        if self.head_bytes is None or self.head_bytes < FIND_BY_HEAD_BYTES:
-            return False
         if size is not None and size < self.offset:
             return False
-        return _starts_with(path, self.head_bytes, self.head_sha256)
+        return _opens_with(path, self.head)
 
 
 class _LastRead(NamedTuple):
@@ -501,7 +499,7 @@ class _LastRead(NamedTuple):
     def compressed_to(self, path: Path) -> bool:
         """Whether the compressed file at `path` is this one: logrotate compressed it after it was
         read (gzip keeps its time, so it looks written since)."""
-        return self.head is not None and self.head[0] >= FIND_BY_HEAD_BYTES and _starts_with(path, *self.head)
+        return _opens_with(path, self.head)
 
 
 def _compressed_to_read(found: Found, last: _LastRead, done: set[tuple]) -> bool:
@@ -559,6 +557,12 @@ def _refuse_compressed(opened: _OpenFile) -> None:
 
 def _tell_truncated(path: Path) -> None:
     log.warning("follow: %s was truncated: reading it again from its start", path)
+
+
+def _opens_with(path: Path, head: tuple[int, str] | None) -> bool:
+    """Whether the file opens with `head` (how many bytes, their digest), found by these alone:
+    enough of them to tell a file (FIND_BY_HEAD_BYTES), not a lone line break."""
+    return head is not None and head[0] >= FIND_BY_HEAD_BYTES and _starts_with(path, *head)
 
 
 def _starts_with(path: Path, length: int, sha256: str) -> bool:
