@@ -73,12 +73,17 @@ def wait_readable(fd: int, keep_going: Callable[[], bool]) -> bool:
     return False
 
 
-def held_in_pipe(fd: int) -> int:
-    """Bytes a pipe or socket holds, written and not yet read; 0 for any other input."""
+def held_in_pipe(fd: int, read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """What a pipe or socket holds now, written and not yet read, in `read(bytes still held)`s;
+    nothing for any other input. A writer that goes on is not waited for, and a file's rest stays
+    in the file."""
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-        return 0
-    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        return
+    waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    while waiting > 0 and (chunk := read(waiting)):
+        yield chunk
+        waiting -= len(chunk)
 
 
 class Batch(NamedTuple):
@@ -137,17 +142,10 @@ class LineReader:
             if not chunk:
                 return
             yield chunk
+        # Stopped: what a pipe holds then is read too, as its writer counts it sent (a writer
+        # stopped with us sends it no more).
         self.stopped = True
-        yield from self._held_at_stop()
-
-    def _held_at_stop(self) -> Iterator[bytes]:
-        """Stopped: what a pipe holds then is read too, as its writer counts it sent (a writer
-        stopped with us sends it no more). A writer that goes on is not waited for, and a file's
-        rest stays in the file."""
-        waiting = held_in_pipe(self.fd)
-        while waiting > 0 and (chunk := self.read_chunk()):
-            yield chunk
-            waiting -= len(chunk)
+        yield from held_in_pipe(self.fd, lambda _: self.read_chunk())
 
     @property
     def pending_bytes(self) -> int:

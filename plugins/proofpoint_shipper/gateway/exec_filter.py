@@ -97,10 +97,8 @@ class CoProcess:
         """Fluentd, shutting down, closes our stdin and sends SIGTERM at once: what its writer had
         put in the pipe is no longer its to send again, so it is read and written too. Only that:
         a writer that goes on is not waited for, and a file's rest stays in the file."""
-        waiting = held_in_pipe(STDIN)
-        while waiting > 0 and (chunk := os.read(STDIN, min(waiting, READ_BYTES))):
+        for chunk in held_in_pipe(STDIN, lambda held: os.read(STDIN, min(held, READ_BYTES))):
             self._take(chunk)
-            waiting -= len(chunk)
 
     def _take(self, chunk: bytes) -> None:
         try:
