@@ -1,4 +1,5 @@
-"""Reading a SIEM API answer: lone surrogate escapes mended in place, any cut of the file."""
+"""Reading a SIEM API answer: its shape checked, lone surrogate escapes mended in place, any cut
+of the file."""
 
 import json
 
@@ -51,6 +52,53 @@ def test_a_surrogate_written_as_utf8_bytes_is_a_malformed_answer_not_a_crash(tmp
     path.write_bytes(b'{"messagesDelivered": [{"subject": "\xed\xa0\xbd"}]}')  # CESU-8, not UTF-8
     with pytest.raises(MalformedAnswer, match="not valid UTF-8"):
         list(read_answer(path))
+
+
+def _read(tmp_path, body: bytes) -> list[tuple[str, dict]]:
+    path = tmp_path / "answer.json"
+    path.write_bytes(body)
+    return list(read_answer(path))
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [
+        # Its values read as events would be records of whatever the object held.
+        ({"messagesDelivered": {"first": {"GUID": "g"}}}, "messagesDelivered is not an array but an object"),
+        ({"clicksBlocked": "none"}, "clicksBlocked is not an array but 'none'"),
+        ({"messagesBlocked": None}, "messagesBlocked is not an array but None"),
+        ({"clicksPermitted": [[{"GUID": "g"}]]}, "an event in clicksPermitted is not an object but an array"),
+        ({"messagesDelivered": [{"GUID": "g"}, 7]}, "an event in messagesDelivered is not an object but 7"),
+        ({"messagesQuarantined": []}, "unknown array 'messagesQuarantined'"),
+    ],
+)
+def test_an_answer_of_another_shape_is_malformed_by_name(tmp_path, shape, reason):
+    with pytest.raises(MalformedAnswer) as raised:
+        _read(tmp_path, json.dumps(shape).encode())
+    assert str(raised.value) == reason
+
+
+def test_query_end_time_is_passed_over_whatever_it_holds(tmp_path):
+    """Not read (the windows are ours): objects in it were events of an array named queryEndTime,
+    which the fetch had no table for and stopped on with a traceback."""
+    body = {"queryEndTime": [{"GUID": "not an event"}, {"k": [1]}], "messagesDelivered": [{"GUID": "g"}]}
+    assert _read(tmp_path, json.dumps(body).encode()) == [("messagesDelivered", {"GUID": "g"})]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"messagesDelivered": [{"GUID": "g"}]} {}', "not valid JSON (parse error: trailing garbage)"),
+        (b'{"messagesDelivered": [{"GUID": "g"}', "not valid JSON (parse error: premature EOF)"),
+        (b"<html>down for maintenance</html>", "not valid JSON (lexical error: invalid char in json text.)"),
+    ],
+)
+def test_invalid_json_is_told_in_one_line_without_quoting_the_answer(tmp_path, body, reason):
+    """yajl's own message quotes the answer around the fault on the lines after its reason: event
+    data in the log, and a log line broken in three."""
+    with pytest.raises(MalformedAnswer) as raised:
+        _read(tmp_path, body)
+    assert str(raised.value) == reason
 
 
 def test_ijson_still_reads_a_lone_half_its_own_way():

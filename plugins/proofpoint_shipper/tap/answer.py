@@ -78,24 +78,74 @@ def read_answer(path: Path) -> Iterator[tuple[str, dict]]:
         try:
             yield from _events(ijson.parse(source, use_float=True))
         except ijson.JSONError as exc:
-            raise MalformedAnswer(f"not valid JSON ({exc})") from exc
+            raise MalformedAnswer(f"not valid JSON ({_first_line(exc)})") from exc
         except UnicodeDecodeError as exc:  # a surrogate written as UTF-8 bytes, which no JSON has
             raise MalformedAnswer(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a string)") from exc
 
 
+def _first_line(exc: ijson.JSONError) -> str:
+    """yajl's reason without the lines after it, which quote the answer around the fault."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 def _events(parser) -> Iterator[tuple[str, dict]]:
+    """The events of each known array, read from the answer's top level down.
+
+    `queryEndTime` is passed over, whatever it holds: windows are ours, and a change in a value
+    not read must not cost the events beside it.
+    """
     first = next(parser, None)
     if first is None or first[1] != "start_map":
         raise MalformedAnswer("the answer is not a JSON object")
-    for prefix, event, value in parser:
-        if prefix == "" and event == "map_key" and value != "queryEndTime" and value not in ARRAYS:
-            raise MalformedAnswer(f"unknown array {value!r}")
-        if "." not in prefix or event == "end_array":
-            continue
-        array = prefix.split(".", 1)[0]
+    for _, event, key in parser:
+        if event != "map_key":
+            break  # the answer's closing brace
+        if key == "queryEndTime":
+            _pass_over(parser)
+        elif key in ARRAYS:
+            yield from _array(parser, key)
+        else:
+            raise MalformedAnswer(f"unknown array {key!r}")
+    for _ in parser:  # read on, for ijson to refuse anything after the closing brace
+        raise MalformedAnswer("more after the answer's closing brace")
+
+
+def _array(parser, name: str) -> Iterator[tuple[str, dict]]:
+    _, event, value = _next(parser)
+    if event != "start_array":
+        raise MalformedAnswer(f"{name} is not an array but {_kind(event, value)}")
+    while True:
+        _, event, value = _next(parser)
+        if event == "end_array":
+            return
         if event != "start_map":
-            raise MalformedAnswer(f"an event in {array} is not an object: {value!r}")
-        yield array, _build(parser, event, value)
+            raise MalformedAnswer(f"an event in {name} is not an object but {_kind(event, value)}")
+        yield name, _build(parser, event, value)
+
+
+def _pass_over(parser) -> None:
+    """Reads past one value, however deep it nests."""
+    depth = 0
+    while True:
+        _, event, _ = _next(parser)
+        depth += _CONTAINERS.get(event, 0)
+        if depth == 0:
+            return
+
+
+def _next(parser) -> tuple[str, str, object]:
+    item = next(parser, None)
+    if item is None:  # ijson tells a cut answer first; this is the guard behind it
+        raise MalformedAnswer("the answer ends early")
+    return item
+
+
+def _kind(event: str, value) -> str:
+    """What a JSON value is, for a message: `an array`, `an object`, or the value itself."""
+    if event in ("start_array", "start_map"):
+        return "an array" if event == "start_array" else "an object"
+    return repr(value)
 
 
 def _build(parser, event: str, value) -> dict:
