@@ -6,6 +6,7 @@ counted per quota pool. The secret is only ever handed to httpx's auth, never lo
 """
 
 import logging
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,10 @@ from proofpoint_shipper.trust import not_trusted, untrusted_certificate
 
 log = logging.getLogger("proofpoint_shipper")
 API_RETRY = RetryPolicy(attempts=6, base_delay=2.0, max_delay=300.0)
+# The longest one answer may take to arrive. The read timeout bounds each wait for bytes, not the
+# answer: a proxy trickling a byte a minute would hold the collector for days. An hour's window
+# of a large tenant is tens of megabytes, seconds to fetch.
+ANSWER_DEADLINE_SECONDS = 30 * 60
 
 
 class Retryable(Exception):
@@ -38,6 +43,7 @@ class TapClient:
         secret: str,
         *,
         timeout: float = 120.0,
+        answer_deadline: float = ANSWER_DEADLINE_SECONDS,
         retry: RetryPolicy = API_RETRY,
         stop: StopEvent | None = None,
     ):
@@ -47,6 +53,7 @@ class TapClient:
             timeout=timeout,
             headers={"User-Agent": f"proofpoint-shipper/{__version__}"},
         )
+        self.answer_deadline = answer_deadline
         self.retry = retry
         self.stop = stop or StopEvent()  # set by SIGTERM: no more retries, and the request ends
         self.requests = Counter()  # per quota pool, this run
@@ -85,9 +92,7 @@ class TapClient:
                 self.http.stream("GET", "/v2/siem/all", params=params) as response,
             ):
                 self._check(response)
-                with target.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
+                self._save(response, target)
         except httpx.TransportError as exc:  # timeouts, refused and dropped connections
             if self.stop.is_set():  # the stop came first, and cut the request short
                 raise Stopped("stopped during a request to the API") from None
@@ -95,12 +100,25 @@ class TapClient:
                 raise not_trusted(f"the TAP API at {self.http.base_url}", failure) from None
             raise Retryable(f"{type(exc).__name__}: {exc}") from exc
 
+    def _save(self, response: httpx.Response, target: Path) -> None:
+        """The answer's bytes into `target`, given up (to be retried) past the answer deadline."""
+        deadline = time.monotonic() + self.answer_deadline
+        with target.open("wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                if time.monotonic() > deadline:
+                    raise Retryable(
+                        f"the answer was not whole after {self.answer_deadline:g} s "
+                        f"({out.tell():,} bytes had come)"
+                    )
+
     @staticmethod
     def _check(response: httpx.Response) -> None:
         status = response.status_code
         if status in (200, 204):
             return
-        text = " ".join(response.read().decode("utf-8", "replace").split())[:200]  # a proxy's HTML page too
+        start = next(response.iter_bytes(), b"")  # enough to tell it; the rest is not waited for
+        text = " ".join(start.decode("utf-8", "replace").split())[:200]  # a proxy's HTML page too
         if status in (401, 403):
             raise ConfigError(
                 f"the TAP API refused our credentials ({status} {text}); "
