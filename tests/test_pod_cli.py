@@ -140,6 +140,24 @@ def test_409_from_the_command_is_one_line_and_exit_2(simulator, tmp_path):
     assert TOKEN not in result.stderr.decode()
 
 
+def test_dead_letters_are_kept_beside_the_cursor_not_in_the_current_folder(simulator, tmp_path):
+    """A service's current folder is "/" (systemd), read-only in the shipped unit's sandbox: the
+    default folder under it stopped the collector at start with exit 2, again at each restart."""
+    simulator.bad_frames.append("not_json")
+    state, elsewhere = tmp_path / "state", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stream = command(simulator, tmp_path, "--max-events", "3")
+    at = stream.index("--dead-letter-dir")
+    del stream[at : at + 2]
+    stream[stream.index("--cursor") + 1] = str(state / "pod.json")
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    result = subprocess.run(stream, env=env, cwd=elsewhere, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    (kept,) = (state / "dead-letter" / "pod-message.ndjson").read_text().splitlines()
+    assert json.loads(kept)["frame"] == "{not json"
+    assert not list(elsewhere.iterdir())
+
+
 def test_a_dead_letter_that_cannot_be_written_is_told_and_the_stream_goes_on(simulator, tmp_path):
     """A full disk under the dead-letter folder: a local fault, not a drop of the stream."""
     simulator.bad_frames.append("oversized:5000000")  # kept in part: 64 KiB, more than the limit

@@ -81,8 +81,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     stream.add_argument(
         "--dead-letter-dir",
         type=filesystem_path,
-        default=Path("ppship-state/dead-letter"),
-        help="where bad frames are kept with their reason (default: %(default)s)",
+        help="where bad frames are kept with their reason (default: dead-letter beside the cursor)",
     )
     add_output_arguments(stream)
     add_operability_arguments(stream)
@@ -141,6 +140,8 @@ def _stream(args: argparse.Namespace) -> int:
         # The API never sends again what it sent once: without a spool, an S3 outage past the
         # upload retries would end the stream with the unflushed events lost.
         args.spool_dir = store.path.parent / "spool"
+    # Beside the cursor, as the spool: a service's state folder (the current one may be "/").
+    dead_letters = args.dead_letter_dir or store.path.parent / "dead-letter"
     sink = open_sink(args)
     stop = stop_on_signals()
     if args.output == "stdout":
@@ -152,7 +153,7 @@ def _stream(args: argparse.Namespace) -> int:
         args.type,
         sink,
         store,
-        StreamSettings(dead_letter_dir=writable_dir(args.dead_letter_dir, "the dead-letter folder")),
+        StreamSettings(dead_letter_dir=writable_dir(dead_letters, "the dead-letter folder")),
         stop=stop,
     )
     summary = stream.run(
