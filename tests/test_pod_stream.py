@@ -120,7 +120,7 @@ def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_it
         try:
             wait_for(lambda: client.summary.events > 0)
             first.stop()  # a normal close (1001), then no API for longer than the retry bound
-            wait_for(lambda: sum("no connection after" in m for m in caplog.messages) >= 3)
+            wait_for(lambda: sum("no working connection after" in m for m in caplog.messages) >= 3)
             PodSimulator(timeline, TOKEN, CLUSTER, port=port, seed=4).start()  # and comes back
             running.join(60)
         finally:
@@ -128,7 +128,23 @@ def test_the_live_stream_comes_back_after_a_server_restart_and_an_outage_past_it
             running.join(30)
     assert client.summary.events == 400 and len(out.getvalue().splitlines()) == 400
     assert any(m.startswith("PoD maillog stream dropped (ConnectionClosedOK)") for m in caplog.messages)
-    assert any(m.startswith("PoD maillog stream: no connection after 3 tries") for m in caplog.messages)
+    assert any(
+        m.startswith("PoD maillog stream: no working connection after 3 tries") for m in caplog.messages
+    )
+
+
+def test_sessions_closed_at_once_are_retried_under_growing_delays(simulator, tmp_path, caplog):
+    """A back end that is down behind an API that takes the handshake: each session closes at
+    once. Counted as served, each reset the count, and the collector came back once a second
+    for as long as it was down, "reconnect 1 of 19" told every time."""
+    simulator.refuse_sessions = 4
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, summary = stream(simulator, tmp_path, max_events=50)
+    told = [m.split(" in ")[0] for m in caplog.messages if "stream dropped" in m]
+    assert told == [
+        f"PoD maillog stream dropped (ConnectionClosedError); reconnect {n} of 19" for n in (1, 2, 3, 4)
+    ]
+    assert summary.reconnects == 4 and len(records) == 50
 
 
 def test_events_the_output_does_not_confirm_are_held_until_it_does(simulator, tmp_path, caplog):

@@ -4,7 +4,8 @@
 (400), one live session per token (409), live sessions that resume where they dropped within an
 hour and otherwise start with the last hour, archive sessions (`sinceTime`/`toTime`, rounded to the
 hour, at least 30 minutes stale, at most 30 days back, 409 beside a live session), occasional
-resent events, and faults a test can switch on: abrupt closes (1006), stalls, bad frames.
+resent events, and faults a test can switch on: abrupt closes (1006), sessions closed at once
+(1011), stalls, bad frames.
 """
 
 import asyncio
@@ -62,6 +63,7 @@ class PodSimulator:
         # Faults, switchable while running.
         self.resend_rate = 0.0  # share of events sent twice
         self.drop_every: int | None = None  # close abruptly after this many events of a session
+        self.refuse_sessions = 0  # this many next sessions close right after the handshake (1011)
         self.stall_seconds = 0.0  # pause before each event
         self.bad_frames: deque[str] = deque()  # BAD_FRAMES names, or oversized:<bytes>
         self._delivered: dict[int, int] = {}  # connection id → index after its last sent event
@@ -150,6 +152,12 @@ class PodSimulator:
 
     async def _session(self, connection) -> None:
         kind, archive = connection.pod
+        if self.refuse_sessions:
+            self.refuse_sessions -= 1
+            with self.lock:
+                self.live.pop(self.token, None)
+            await connection.close(1011, "internal error")  # a back end that is down
+            return
         if archive is not None:
             await self._archive(connection, kind, archive)
             return

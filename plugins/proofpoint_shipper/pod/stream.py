@@ -45,6 +45,10 @@ LIVE_RESUME = timedelta(hours=1)
 # Leaving a stream, the API's close reply comes after every event it sent before: thousands while
 # it catches up, read and kept meanwhile. Past this, the connection is cut.
 CLOSE_TIMEOUT_SECONDS = 10
+# How long a session that brought no frame must have lasted to count as one that served: a back
+# end that closes each session right after the handshake is retried under the policy's growing
+# delays, not once a second for as long as it is down.
+STEADY_SECONDS = 60
 
 
 @dataclass
@@ -141,8 +145,12 @@ class PodStream:
                 with self._connect(self._archive_start(since), until) as websocket:
                     if failures >= self.settings.retry.attempts:
                         self._report_gap()  # back after a long outage: what the API no longer replays
-                    failures = 0
-                    self._consume(websocket, max_events, deadline)
+                    opened, taken = time.monotonic(), self._frames_taken()
+                    try:
+                        self._consume(websocket, max_events, deadline)
+                    finally:
+                        if self._frames_taken() > taken or time.monotonic() - opened >= STEADY_SECONDS:
+                            failures = 0  # a session that served: the next drop starts the count again
                 break  # told to stop, or the archive was sent whole
             except Stopped:
                 break  # told to stop during the handshake
@@ -160,6 +168,10 @@ class PodStream:
                 failures += 1
                 self._reconnect_or_give_up(exc, failures)
         self._flush()
+
+    def _frames_taken(self) -> int:
+        summary = self.summary
+        return summary.events + summary.duplicates + summary.bad
 
     def _connect(self, since: datetime | None, until: datetime | None):
         """The stream, opened; a stop during the handshake (up to 30 s) ends it at once."""
@@ -213,7 +225,7 @@ class PodStream:
             )
         else:
             log.error(
-                "PoD %s stream: no connection after %d tries (last: %s); trying again in %.1f s",
+                "PoD %s stream: no working connection after %d tries (last: %s); trying again in %.1f s",
                 self.kind,
                 failures,
                 type(exc).__name__,
