@@ -1,15 +1,17 @@
-"""The TAP client against a server on 127.0.0.1 that answers slowly, a few bytes at a time."""
+"""The TAP client against a server on 127.0.0.1 that answers slowly, a few bytes at a time, and
+its reading of Retry-After."""
 
 import contextlib
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from proofpoint_shipper.errors import ConfigError, FetchError
 from proofpoint_shipper.retry import RetryPolicy
-from proofpoint_shipper.tap.client import TapClient
+from proofpoint_shipper.tap.client import TapClient, _retry_after
 
 START = datetime(2022, 2, 20, 14, 0, tzinfo=UTC)
 ONE_TRY = RetryPolicy(attempts=1)
@@ -91,3 +93,22 @@ def test_an_answer_within_the_deadline_is_saved_whole(tmp_path):
     with trickling_server("200 OK", body, gap=0.01) as url, client(url, answer_deadline=60.0) as tap:
         download(tap, tmp_path / "answer.json")
     assert (tmp_path / "answer.json").read_bytes() == body
+
+
+NOW = datetime(2022, 2, 20, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("Sun, 20 Feb 2022 15:01:30 GMT", 90.0),  # an HTTP date, which RFC 9110 allows as well
+        ("Sun, 20 Feb 2022 14:59:00 GMT", -60.0),  # passed: the policy waits none
+        ("Sun, 20 Feb 2022 15:01:30 -0000", None),  # a date of unknown zone
+        ("soon", None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_as_a_date(header, seconds):
+    """A date was read as no Retry-After at all, and the back-off's own delay used instead."""
+    answer = httpx.Response(429, headers={"Retry-After": header})
+    assert _retry_after(answer, now=NOW) == seconds

@@ -5,10 +5,11 @@ and dropped connections are retried under the retry policy, each retry logged. R
 counted per quota pool. The secret is only ever handed to httpx's auth, never logged.
 """
 
+import email.utils
 import logging
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -131,9 +132,20 @@ class TapClient:
         raise FetchError(f"the TAP API refused the request ({status}): {text}")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """Seconds to wait as the answer's Retry-After says: a number of seconds, or an HTTP date
+    (RFC 9110 allows both); None when it is missing or neither."""
     value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None  # "-0000": a date of unknown zone, no time to wait for
+    return (moment - (now or datetime.now(UTC))).total_seconds()
