@@ -221,6 +221,19 @@ def test_tap_fetch_counts_quota_records_and_cursor_lag(tap_simulator, tmp_path):
         assert 120 <= second[("ppship_cursor_lag_seconds", table)] < 600  # --lag is 2 minutes
 
 
+def test_a_connection_that_sends_no_request_is_closed_after_the_timeout(monkeypatch):
+    """Each connection holds a thread of the server: one that never sent its request held it for
+    the life of the process. The bound is shortened here, once checked to be there."""
+    assert 0 < (metrics._Handler.timeout or 0) <= 60
+    monkeypatch.setattr(metrics._Handler, "timeout", 0.5)
+    with metrics.MetricsServer() as server:
+        host, port = server.url.split("/")[2].split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as idle:
+            assert idle.recv(1) == b""  # closed by the server, not our own timeout (TimeoutError)
+        with urllib.request.urlopen(server.url, timeout=20) as answer:
+            assert answer.status == 200  # the server itself goes on
+
+
 def test_a_metrics_port_in_use_or_out_of_range_is_one_line_and_exit_2():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

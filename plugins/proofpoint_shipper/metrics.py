@@ -135,6 +135,10 @@ class RequestLog:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Seconds a connection may wait to send its request: each holds a thread, and with
+    # --metrics-host 0.0.0.0 anyone who reaches the port could open them by the thousand.
+    timeout = 30
+
     def do_GET(self) -> None:
         if self.path.split("?")[0] not in ("/metrics", "/"):
             self.send_error(404, "metrics are at /metrics")
