@@ -345,6 +345,34 @@ def test_an_event_with_half_an_emoji_is_kept_with_u_fffd_told_and_counted(simula
     ]
 
 
+def test_a_frame_too_big_to_read_closes_the_connection_told_and_the_stream_goes_on(
+    simulator, tmp_path, caplog
+):
+    """A frame is held whole before it can be checked; read without a bound, one frame the size
+    of the machine's memory ended the collector."""
+    simulator.bad_frames.extend(["oversized:600000", "oversized:2000000"])
+    out = io.BytesIO()
+    settings = StreamSettings(
+        dead_letter_dir=tmp_path / "dl", retry=FAST, max_frame_bytes=500_000, max_receive_bytes=1_000_000
+    )
+    client = PodStream(
+        simulator.url,
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        StdoutSink(out),
+        FileCursorStore(tmp_path / "c.json"),
+        settings,
+    )
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        summary = client.run(max_events=20)
+    assert summary.bad == 2 and summary.reconnects == 1
+    assert len(out.getvalue().splitlines()) == 20
+    (kept,) = (tmp_path / "dl" / "pod-maillog.ndjson").read_text().splitlines()
+    assert json.loads(kept)["reason"].endswith("bytes is over the 500000-byte limit")
+    assert any("a frame over 1000000 bytes came" in m for m in caplog.messages)
+
+
 def test_bad_frames_are_counted_dead_lettered_and_the_stream_goes_on(simulator, tmp_path):
     simulator.bad_frames.extend(["not_json", "binary", "no_id", "oversized:5000000", "too_deep"])
     records, summary = stream(simulator, tmp_path, max_events=20)

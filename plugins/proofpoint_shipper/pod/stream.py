@@ -49,12 +49,16 @@ CLOSE_TIMEOUT_SECONDS = 10
 # end that closes each session right after the handshake is retried under the policy's growing
 # delays, not once a second for as long as it is down.
 STEADY_SECONDS = 60
+CLOSE_TOO_BIG = 1009  # the close code websockets sends for a frame over its max_size
 
 
 @dataclass
 class StreamSettings:
     dead_letter_dir: Path = Path("ppship-state/dead-letter")
-    max_frame_bytes: int = 4 * 1024 * 1024
+    max_frame_bytes: int = 4 * 1024 * 1024  # larger frames are dead-lettered (their start kept)
+    # A frame is held whole in memory before it can be checked: past this, the connection is
+    # closed (1009) without it, told, and opened again. Unbounded, one frame could take all memory.
+    max_receive_bytes: int = 64 * 1024 * 1024
     flush_every: int = 1000  # events
     flush_seconds: float = 5.0
     dedupe_window: int = 10_000  # recent event hashes kept (and saved) for de-duplication
@@ -163,11 +167,23 @@ class PodStream:
                     break  # an archive backfill ends with a normal close once all is sent; live, it
                     # is a server going away (a restart's 1001) and we come back, as after a drop
                 self._flush()  # what arrived before the drop is good: keep it
+                self._tell_if_too_big(exc)
                 if self.stop.is_set():
                     break  # the stop came first (websockets closes a connection a stop cut short)
                 failures += 1
                 self._reconnect_or_give_up(exc, failures)
         self._flush()
+
+    def _tell_if_too_big(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+            self.summary.bad += 1
+            PARSE_ERRORS.inc(label=self.table)
+            log.error(
+                "PoD %s: a frame over %d bytes came (a frame is read whole before it is checked); "
+                "the connection was closed without it, and is opened again",
+                self.kind,
+                self.settings.max_receive_bytes,
+            )
 
     def _frames_taken(self) -> int:
         summary = self.summary
@@ -183,7 +199,7 @@ class PodStream:
                     create_connection=_Connection,
                     additional_headers=self._headers(),
                     ping_interval=self.settings.ping_interval,
-                    max_size=None,
+                    max_size=self.settings.max_receive_bytes,
                     open_timeout=30,
                     close_timeout=CLOSE_TIMEOUT_SECONDS,
                 )
