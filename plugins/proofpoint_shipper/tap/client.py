@@ -118,18 +118,23 @@ class TapClient:
         status = response.status_code
         if status in (200, 204):
             return
-        start = next(response.iter_bytes(), b"")  # enough to tell it; the rest is not waited for
-        text = " ".join(start.decode("utf-8", "replace").split())[:200]  # a proxy's HTML page too
+        if status == 429:
+            raise Retryable("quota used up (429)", _retry_after(response))
+        if status >= 500:
+            raise Retryable(f"server error {status}")
+        text = _page_start(response)
         if status in (401, 403):
             raise ConfigError(
                 f"the TAP API refused our credentials ({status} {text}); "
                 "check TAP_PRINCIPAL and TAP_SECRET, and that SIEM API access is enabled"
             )
-        if status == 429:
-            raise Retryable("quota used up (429)", _retry_after(response))
-        if status >= 500:
-            raise Retryable(f"server error {status}")
         raise FetchError(f"the TAP API refused the request ({status}): {text}")
+
+
+def _page_start(response: httpx.Response) -> str:
+    """The start of a refusal's page (a proxy's HTML too), on one line: the rest is not waited for."""
+    start = next(response.iter_bytes(), b"")
+    return " ".join(start.decode("utf-8", "replace").split())[:200]
 
 
 def _retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
