@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import socket
 import stat
 import threading
 from datetime import UTC, datetime, timedelta
@@ -145,6 +146,29 @@ def test_sessions_closed_at_once_are_retried_under_growing_delays(simulator, tmp
         f"PoD maillog stream dropped (ConnectionClosedError); reconnect {n} of 19" for n in (1, 2, 3, 4)
     ]
     assert summary.reconnects == 4 and len(records) == 50
+
+
+def test_a_wait_to_reconnect_that_would_outlast_duration_ends_with_it(tmp_path, caplog):
+    """No API at all, and the first wait (30 s here; up to 60 s by default) past a one-second
+    --duration: the run went on for the whole wait, then stopped without the try it waited for."""
+    with socket.socket() as probe:  # a port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = PodStream(
+        f"ws://127.0.0.1:{port}/v1/stream",
+        TOKEN,
+        CLUSTER,
+        "maillog",
+        StdoutSink(io.BytesIO()),
+        FileCursorStore(tmp_path / "c.json"),
+        StreamSettings(dead_letter_dir=tmp_path / "dl", retry=RetryPolicy(attempts=5, base_delay=30.0)),
+    )
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        summary = client.run(duration=1.0)
+    assert summary.reconnects == 0
+    assert [m for m in caplog.messages if "stream dropped" in m] == [
+        "PoD maillog stream dropped (ConnectionRefusedError); --duration ends before the next try"
+    ]
 
 
 def test_events_the_output_does_not_confirm_are_held_until_it_does(simulator, tmp_path, caplog):

@@ -171,7 +171,7 @@ class PodStream:
                 if self.stop.is_set():
                     break  # the stop came first (websockets closes a connection a stop cut short)
                 failures += 1
-                self._reconnect_or_give_up(exc, failures)
+                self._reconnect_or_give_up(exc, failures, deadline)
         self._flush()
 
     def _tell_if_too_big(self, exc: Exception) -> None:
@@ -222,14 +222,22 @@ class PodStream:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def _reconnect_or_give_up(self, exc: Exception, failures: int) -> None:
+    def _reconnect_or_give_up(self, exc: Exception, failures: int, deadline: float | None) -> None:
         """Wait before the next try; past the retry bound an archive backfill stops (FetchError),
         while the live stream, which nothing may restart (an agent's exec input), keeps trying at
-        the policy's longest delay, an error logged each time."""
+        the policy's longest delay, an error logged each time. The wait ends at --duration's end."""
         policy = self.settings.retry
         if failures >= policy.attempts and self._backfill:
             raise FetchError(f"the PoD stream dropped {failures} times in a row, last: {exc}")
         wait = policy.delay(min(failures, policy.attempts))
+        if deadline is not None and deadline - time.monotonic() < wait:
+            log.warning(
+                "PoD %s stream dropped (%s); --duration ends before the next try",
+                self.kind,
+                type(exc).__name__,
+            )
+            self.stop.wait(max(0.0, deadline - time.monotonic()))
+            return
         if failures < policy.attempts:
             log.warning(
                 "PoD %s stream dropped (%s); reconnect %d of %d in %.1f s",
