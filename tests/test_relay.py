@@ -508,11 +508,25 @@ def test_a_client_refused_in_a_loop_does_not_fill_the_log():
     assert "relay: 5 more clients refused in " in stderr
 
 
-def test_a_binary_chunk_id_is_acked_as_it_came(pipeline):
+@pytest.mark.parametrize("chunk", [b"\x01id", 7, ""], ids=["binary", "a number", "empty"])
+def test_a_chunk_id_of_any_kind_is_acked_as_it_came(pipeline, chunk):
+    """As Fluentd's in_forward: any chunk but nil and false asks for an ack. One sent as a number
+    was relayed and never acked, so its client sent it again and again."""
     _, port = pipeline
     entries = [[EventTime(1645367700, 1), {"log": FILTER_LINE}]]
-    frame = msgpack.packb(["gateway.raw", entries, {"chunk": b"\x01id"}], use_bin_type=True)
-    assert send_raw(port, frame) == {"ack": b"\x01id"}
+    frame = msgpack.packb(["gateway.raw", entries, {"chunk": chunk}], use_bin_type=True)
+    assert send_raw(port, frame) == {"ack": chunk}
+
+
+def test_a_frame_nested_past_what_msgpack_reads_is_refused_by_name():
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+        bad.sendall(b"\x91" * 100_000 + b"\x01")  # arrays in arrays, 100,000 deep
+        assert bad.recv(4096) == b""  # closed by the relay
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert "not msgpack: nested deeper than msgpack reads" in stderr  # was "not msgpack: " alone
 
 
 def test_float_times_reach_upstream_as_event_times_and_no_time_as_the_time_received():

@@ -181,7 +181,7 @@ def _unpack_stream(data: bytes) -> list:
             entries.append(entry)
             end = unpacker.tell()
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-        raise ProtocolError(f"bad PackedForward entries: {exc}") from exc
+        raise ProtocolError(f"bad PackedForward entries: {protocol.msgpack_fault(exc)}") from exc
     if end != len(data):  # the iteration stops quietly before a cut-off last entry
         raise ProtocolError(f"PackedForward entries end in the middle of one, after byte {end}")
     return entries

@@ -20,6 +20,13 @@ from proofpoint_shipper.errors import DeliveryError, SharedKeyRefused
 MAX_SERVER_MESSAGE_BYTES = 64 * 1024  # acks and handshake messages are tiny
 
 
+def msgpack_fault(exc: Exception) -> str:
+    """What msgpack refused, in words: its StackError (nested past its depth) has none."""
+    if isinstance(exc, msgpack.StackError):
+        return "nested deeper than msgpack reads"
+    return str(exc) or type(exc).__name__
+
+
 def event_time(moment: datetime) -> EventTime:
     nanoseconds = moment.microsecond * 1000
     return EventTime(int(moment.timestamp()), nanoseconds)

@@ -195,7 +195,7 @@ class ForwardRelay:
             while not self._closing and (data := await self._next_bytes(reader, frames)):
                 for frame in frames.feed(data):
                     options, delivered = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
-                    if isinstance(options.get("chunk"), str | bytes):  # echoed as it came, as in_forward
+                    if _asks_for_ack(options):
                         await delivered  # upstream acked these records
                         writer.write(msgpack.packb({"ack": options["chunk"]}, use_bin_type=True))
                         await writer.drain()
@@ -264,7 +264,7 @@ class ForwardRelay:
                 f"no PING within {self.settings.handshake_seconds:g} s of our HELO"
             ) from None
         except (msgpack.BufferFull, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-            raise codec.ProtocolError(f"not a PING: {str(exc) or type(exc).__name__}") from None
+            raise codec.ProtocolError(f"not a PING: {protocol.msgpack_fault(exc)}") from None
         return False  # gone before its PING
 
     async def _answer_ping(self, ping, nonce: bytes, writer) -> bool:
@@ -473,6 +473,14 @@ def _count(family, retagged: dict[str, list[list]]) -> None:
         family.inc(len(entries), TABLE_OF_TAG[tag])
 
 
+def _asks_for_ack(options: dict) -> bool:
+    """Whether the client asked for an ack: a `chunk` of any value but nil and false, echoed as
+    it came, as Fluentd's in_forward does (a chunk sent as a number was relayed, never acked,
+    and sent again by its client for ever)."""
+    chunk = options.get("chunk")
+    return chunk is not None and chunk is not False
+
+
 class FrameSplitter:
     """Cuts a connection's bytes into whole msgpack frames without decoding them.
 
@@ -502,7 +510,7 @@ class FrameSplitter:
             except msgpack.OutOfData:
                 return
             except (msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-                raise codec.ProtocolError(f"not msgpack: {exc}") from exc
+                raise codec.ProtocolError(f"not msgpack: {protocol.msgpack_fault(exc)}") from exc
             size, self._told = self._unpacker.tell() - self._told, self._unpacker.tell()
             frame = bytes(self._pending[:size])
             del self._pending[:size]
