@@ -70,10 +70,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     stream.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
     stream.add_argument(
-        "--since", type=_time, help="archive backfill from this time (rounded down to the hour)"
+        "--since",
+        type=_time,
+        help="archive backfill from this ISO 8601 time (UTC unless it names a zone; rounded down "
+        "to the hour)",
     )
     stream.add_argument(
-        "--until", type=_time, help="archive backfill up to this time (rounded up to the hour)"
+        "--until",
+        type=_time,
+        help="archive backfill up to this ISO 8601 time (UTC unless it names a zone; rounded up to the hour)",
     )
     stream.add_argument(
         "--cursor", type=filesystem_path, help="resume file (default: ppship-state/pod-<type>.json)"

@@ -101,8 +101,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     fetch.add_argument(
         "--since",
         type=_since,
-        help="where a first run (no cursor yet) starts: ISO 8601 time or an age like 6h, 2d "
-        "(at most 7 days; default 1h)",
+        help="where a first run (no cursor yet) starts: ISO 8601 time (UTC unless it names a "
+        "zone) or an age like 6h, 2d (at most 7 days; default 1h)",
     )
     fetch.add_argument(
         "--backfill",
