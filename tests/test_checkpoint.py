@@ -1,6 +1,7 @@
 """Cursor stores: atomic file cursors (shown with a real kill -9) and S3 cursors with If-Match."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -105,6 +106,34 @@ def test_two_s3_writers_one_wins_the_other_stops(local_s3, bucket):
     second.save({"queryEndTime": "C"})  # after a fresh read, writing is allowed again
     with pytest.raises(CursorConflict):
         first.save({"queryEndTime": "A3"})
+
+
+def ignoring_conditional_writes(client) -> None:
+    """`client`'s puts go without If-None-Match and If-Match: moto honours both, and a store
+    that ignores them (some S3-compatible ones) cannot run here; this is what it would see."""
+
+    def strip(params, **_):
+        for header in ("If-None-Match", "If-Match"):
+            params["headers"].pop(header, None)
+
+    client.meta.events.register("before-call.s3.PutObject", strip)
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["honoured", "ignored"])
+def test_a_store_that_ignores_conditional_writes_is_told_at_load(local_s3, bucket, caplog, ignored):
+    """The guard against a second collector rests on conditional writes: where the store ignores
+    them, it did not hold, and nothing said so."""
+    client = local_s3.client()
+    S3CursorStore(client, bucket, "cursors/tap.json").save({"queryEndTime": "A"})
+    if ignored:
+        ignoring_conditional_writes(client)
+    store = S3CursorStore(client, bucket, "cursors/tap.json")
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        assert store.load() == {"queryEndTime": "A"}
+    told = [m for m in caplog.messages if "ignores conditional writes" in m]
+    assert len(told) == ignored
+    store.save({"queryEndTime": "B"})  # the ETag it holds is the object's, whichever put came last
+    assert S3CursorStore(local_s3.client(), bucket, "cursors/tap.json").load() == {"queryEndTime": "B"}
 
 
 def test_an_s3_cursor_is_written_with_the_encryption_and_acl_of_the_s3_output(local_s3, bucket):

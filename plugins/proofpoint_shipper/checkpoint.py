@@ -3,7 +3,8 @@
 `FileCursorStore` writes a temporary file, fsyncs it and renames it over the old one, so a crash
 leaves the old cursor or the new one, never a torn file. `S3CursorStore` writes with If-Match on
 the ETag it read (If-None-Match on first write): two collectors can never both advance one
-cursor; the one that loses gets CursorConflict and must stop.
+cursor; the one that loses gets CursorConflict and must stop. A store that ignores those
+conditions is told when the cursor is read.
 
 Two collectors on one cursor file (a cron run that overlaps the one before it, a second service)
 would fetch the same data twice and overwrite each other's progress: `claim()` takes the file's
@@ -149,7 +150,41 @@ class S3CursorStore:
         if not isinstance(document, dict):
             raise ConfigError(f"{where} does not hold a JSON object: {_DAMAGED}")
         self._etag = response["ETag"]
+        self._check_conditional_writes(body)
         return document
+
+    def _check_conditional_writes(self, body: bytes) -> None:
+        """Put the cursor just read back with If-None-Match: a store that honours conditional
+        writes refuses it (the object exists), and one that ignores them (some S3-compatible
+        stores) rewrites the same bytes, which is told: the guard against a second collector does
+        not hold there. (Should another collector save in between, on such a store, its cursor is
+        set back: it fetches a window again, under the same object keys.)"""
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                IfNoneMatch="*",
+                **self.objects.put_arguments(body),
+            )
+        except ClientError as exc:
+            if _precondition_failed(exc):
+                return  # honoured
+            log.warning(
+                "%s: whether the store honours conditional writes was not checked: %s", self.where, exc
+            )
+            return
+        except BotoCoreError as exc:
+            log.warning(
+                "%s: whether the store honours conditional writes was not checked: %s", self.where, exc
+            )
+            return
+        self._etag = response["ETag"]
+        log.warning(
+            "!!! %s: this store ignores conditional writes (If-None-Match), so a second collector "
+            "on this cursor would not be stopped and both would advance it: run only one",
+            self.where,
+        )
 
     def save(self, document: dict) -> None:
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
@@ -158,11 +193,7 @@ class S3CursorStore:
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **extra)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
+            if _precondition_failed(exc):
                 raise CursorConflict(
                     f"cursor s3://{self.bucket}/{self.key} was advanced by another collector; "
                     "stopping so that only one collector runs"
@@ -171,3 +202,12 @@ class S3CursorStore:
         except BotoCoreError as exc:
             raise DeliveryError(f"cursor s3://{self.bucket}/{self.key} was not saved: {exc}") from exc
         self._etag = response["ETag"]
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    """Whether S3 refused a write for its condition (or for a concurrent conditional write)."""
+    return exc.response.get("Error", {}).get("Code") in (
+        "PreconditionFailed",
+        "412",
+        "ConditionalRequestConflict",
+    )
