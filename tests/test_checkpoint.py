@@ -127,11 +127,12 @@ def test_a_store_that_ignores_conditional_writes_is_told_at_load(local_s3, bucke
     S3CursorStore(client, bucket, "cursors/tap.json").save({"queryEndTime": "A"})
     if ignored:
         ignoring_conditional_writes(client)
-    store = S3CursorStore(client, bucket, "cursors/tap.json")
+    store, puts = S3CursorStore(client, bucket, "cursors/tap.json"), put_headers(client)
     with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
         assert store.load() == {"queryEndTime": "A"}
+        assert store.load() == {"queryEndTime": "A"}  # a collector reads it at every poll
     told = [m for m in caplog.messages if "ignores conditional writes" in m]
-    assert len(told) == ignored
+    assert len(told) == ignored and len(puts) == 1  # checked once a run
     store.save({"queryEndTime": "B"})  # the ETag it holds is the object's, whichever put came last
     assert S3CursorStore(local_s3.client(), bucket, "cursors/tap.json").load() == {"queryEndTime": "B"}
 

@@ -123,6 +123,7 @@ class S3CursorStore:
         self.key = key
         self.objects = objects  # what a bucket policy may ask of every PutObject
         self._etag: str | None = None  # what we read: our write must replace exactly that
+        self._conditions_checked = False  # whether the store honours them: once a run
 
     @property
     def where(self) -> str:
@@ -150,7 +151,9 @@ class S3CursorStore:
         if not isinstance(document, dict):
             raise ConfigError(f"{where} does not hold a JSON object: {_DAMAGED}")
         self._etag = response["ETag"]
-        self._check_conditional_writes(body)
+        if not self._conditions_checked:
+            self._conditions_checked = True
+            self._check_conditional_writes(body)
         return document
 
     def _check_conditional_writes(self, body: bytes) -> None:
