@@ -90,6 +90,42 @@ def test_a_command_started_with_stdout_closed_says_so(tmp_path):
         assert result.stderr == b"ppship: error: stdout is closed: there is nowhere to write the records\n"
 
 
+def test_a_command_started_with_stderr_closed_writes_only_records_to_stdout(tmp_path):
+    """Python sets sys.stderr to None then, and print(file=None) writes to stdout: the line of
+    counts landed among the records, a line of text in an NDJSON stream (or a table's text)."""
+    log = tmp_path / "gateway.log"
+    log.write_bytes((GOLDEN.parent / "golden_assembly" / "interleaved.log").read_bytes())
+    lines = log.read_bytes().count(b"\n")
+    for args in (["gateway", "parse", str(log)], ["gateway", "parse", "--format", "text", str(log)]):
+        result = _run_with_closed(2, *args)
+        assert result.returncode == 0, args
+        written = result.stdout.splitlines()
+        assert len(written) == lines and not any(b"ppship gateway parse:" in line for line in written), args
+    result = _run_with_closed(2, "gateway", "parse", str(log))
+    assert all(json.loads(line) for line in result.stdout.splitlines())
+
+
+def test_a_stderr_reader_that_went_away_does_not_fail_the_run(tmp_path):
+    """The records were all written; the last line of counts, with no one to read it, ended the
+    run with exit code 1 and a traceback's worth of failed writes."""
+    log = tmp_path / "gateway.log"
+    log.write_bytes((GOLDEN.parent / "golden_assembly" / "interleaved.log").read_bytes())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # its reader is gone before the command writes to it
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "proofpoint_shipper", "gateway", "parse", str(log)],
+            stdout=subprocess.PIPE,
+            stderr=write_end,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == log.read_bytes().count(b"\n")
+
+
 def test_a_full_disk_under_stdout_is_one_line_naming_stdout_and_exit_2(tmp_path):
     log = tmp_path / "gateway.log"
     log.write_bytes((GOLDEN.parent / "golden_assembly" / "interleaved.log").read_bytes())

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from proofpoint_shipper import __version__
 from proofpoint_shipper.errors import ShipperError
 from proofpoint_shipper.proxies import bypass_proxies_for_loopback
-from proofpoint_shipper.rawio import occupy_closed_standard_streams
+from proofpoint_shipper.rawio import forgiving_stderr, occupy_closed_standard_streams
 from proofpoint_shipper.service import tune_gc_for_long_lived_state
 
 Registrar = Callable[[argparse._SubParsersAction], None]
@@ -68,6 +68,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     occupy_closed_standard_streams()
+    forgiving_stderr()
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     tune_gc_for_long_lived_state()

@@ -4,8 +4,9 @@ Writing through `sys.stdout.buffer` lost and interleaved records when SIGTERM (w
 its exec child) arrived while a write to a full pipe was blocked; tests/test_rawio.py checks ours.
 `write_all` loops `os.write` over the data instead, which delivers every byte once, in order.
 `write_stdout` is that for stdout, for commands whose reader (an agent) may go away.
-`occupy_closed_standard_streams` and `stdout_fd` cover a command started with stdin, stdout or
-stderr closed; `stop_when_reader_goes` stops a collector whose stdout reader went away.
+`occupy_closed_standard_streams`, `forgiving_stderr` and `stdout_fd` cover a command started with
+stdin, stdout or stderr closed, or whose stderr reader goes away; `stop_when_reader_goes` stops a
+collector whose stdout reader went away.
 `write_file_durably` replaces a file whole or not at all (cursors, spooled objects).
 """
 
@@ -99,6 +100,45 @@ def occupy_closed_standard_streams() -> None:
             if devnull != fd:
                 os.dup2(devnull, fd)
                 os.close(devnull)
+
+
+def forgiving_stderr() -> None:
+    """Make `sys.stderr` a stream on fd 2 whose writes never fail the command.
+
+    Started with stderr closed, Python set `sys.stderr` to None, and `print(file=None)` writes to
+    stdout: the last line of counts landed among the records. And a reader of stderr that went
+    away (a log pipe) made that last line fail a run whose records were all written. Once a
+    write finds no reader, /dev/null takes fd 2. A stream replaced already (a test's capture)
+    is left as it is.
+    """
+    if sys.stderr is not None and sys.stderr is not sys.__stderr__:
+        return
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(_Stderr()), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+
+
+class _Stderr(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 2
+
+    def isatty(self) -> bool:
+        return os.isatty(2)
+
+    def write(self, data) -> int:
+        try:
+            return os.write(2, data)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            return len(data)
 
 
 def descriptor(stream: BinaryIO) -> int | None:
