@@ -58,6 +58,13 @@ def stream(simulator, tmp_path, kind="maillog", token=TOKEN, dedupe_window=10_00
     return [json.loads(line) for line in out.getvalue().splitlines()], summary
 
 
+def maillog_client(url: str, tmp_path, out: io.BytesIO, settings: StreamSettings, stop=None) -> PodStream:
+    """A maillog stream of `url` written to `out`, its resume file in `tmp_path`."""
+    return PodStream(
+        url, TOKEN, CLUSTER, "maillog", StdoutSink(out), FileCursorStore(tmp_path / "c.json"), settings, stop
+    )
+
+
 def index_of(timeline, kind, record, around: int) -> int:
     key = "id" if kind == "maillog" else "guid"
     return next(i for i in range(around - 500, around + 500) if timeline.event(kind, i)[key] == record[key])
@@ -154,15 +161,8 @@ def test_a_wait_to_reconnect_that_would_outlast_duration_ends_with_it(tmp_path, 
     with socket.socket() as probe:  # a port with nothing listening on it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = PodStream(
-        f"ws://127.0.0.1:{port}/v1/stream",
-        TOKEN,
-        CLUSTER,
-        "maillog",
-        StdoutSink(io.BytesIO()),
-        FileCursorStore(tmp_path / "c.json"),
-        StreamSettings(dead_letter_dir=tmp_path / "dl", retry=RetryPolicy(attempts=5, base_delay=30.0)),
-    )
+    settings = StreamSettings(dead_letter_dir=tmp_path / "dl", retry=RetryPolicy(attempts=5, base_delay=30.0))
+    client = maillog_client(f"ws://127.0.0.1:{port}/v1/stream", tmp_path, io.BytesIO(), settings)
     with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
         summary = client.run(duration=1.0)
     assert summary.reconnects == 0
@@ -379,15 +379,7 @@ def test_a_frame_too_big_to_read_closes_the_connection_told_and_the_stream_goes_
     settings = StreamSettings(
         dead_letter_dir=tmp_path / "dl", retry=FAST, max_frame_bytes=500_000, max_receive_bytes=1_000_000
     )
-    client = PodStream(
-        simulator.url,
-        TOKEN,
-        CLUSTER,
-        "maillog",
-        StdoutSink(out),
-        FileCursorStore(tmp_path / "c.json"),
-        settings,
-    )
+    client = maillog_client(simulator.url, tmp_path, out, settings)
     with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
         summary = client.run(max_events=20)
     assert summary.bad == 2 and summary.reconnects == 1
@@ -437,13 +429,10 @@ def test_the_resume_point_is_saved_after_each_flush(simulator, tmp_path):
 def test_stop_closes_flushes_and_saves(simulator, tmp_path):
     out = io.BytesIO()
     stop = StopEvent()
-    client = PodStream(
+    client = maillog_client(
         simulator.url,
-        TOKEN,
-        CLUSTER,
-        "maillog",
-        StdoutSink(out),
-        FileCursorStore(tmp_path / "c.json"),
+        tmp_path,
+        out,
         StreamSettings(dead_letter_dir=tmp_path / "dl", retry=FAST, flush_every=10_000),
         stop,
     )
