@@ -162,6 +162,32 @@ def test_kill_9_with_the_cursor_in_s3_and_a_new_host_each_restart_neither_loses_
     assert max(ids.values()) == 1
 
 
+def test_two_collectors_of_one_host_whose_windows_coincide_keep_each_others_objects(
+    simulator, tmp_path, local_s3, bucket
+):
+    """Two tenants' collectors on one host, each with its cursor file, started with the same
+    --since: their windows coincide, and with keys of the host and window alone the second
+    replaced the first's objects, whose events were lost without a word."""
+    end = datetime.now(UTC) - timedelta(minutes=10)
+    other_events = [
+        dataclasses.replace(e, indexed=e.created) for e in generate(22, end - timedelta(hours=6), end, 60)
+    ]
+    start = (end - timedelta(hours=5)).replace(microsecond=0)
+    since = start.strftime("%Y-%m-%dT%H:%M:%SZ")  # the same windows for both
+    s3 = ["--output", "s3", "--bucket", bucket, "--endpoint-url", local_s3.endpoint_url]
+    with TapSimulator(other_events, PRINCIPAL, SECRET) as other:
+        for tenant, api in (("a", simulator), ("b", other)):
+            state = tmp_path / tenant
+            command = fetch_command(api, state, *s3, "--dead-letter-dir", str(state / "dl"), since=since)
+            result = subprocess.run(command, env=environment(), capture_output=True, timeout=120, check=False)
+            assert result.returncode == 0, result.stderr.decode()[-2000:]
+    # The generator dates a few events after its end, some past what a fetch reaches now.
+    events = [*simulator.events, *other_events]
+    landed = set(landed_ids(local_s3.client(), bucket))
+    assert {e.wire["id"] for e in events if start <= e.created <= end} <= landed
+    assert landed <= {e.wire["id"] for e in events}
+
+
 def landed_ids(client, bucket: str) -> Counter:
     """How often each event id landed in the TAP tables."""
     ids = Counter()

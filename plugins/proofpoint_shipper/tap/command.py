@@ -7,6 +7,7 @@ Entry points: `register(subcommands)`. Credentials come from TAP_PRINCIPAL and T
 import argparse
 import hashlib
 import logging
+import socket
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -184,14 +185,20 @@ def credentials(secret_file: Path | None, secret_flag: str = "--secret-file") ->
     return principal, secret
 
 
-def object_writer(cursor: str) -> str | None:
+def object_writer(cursor: str) -> str:
     """Whose window-named S3 objects these are. With the cursor in S3, the cursor's: a collector
     that comes back on another host (a Kubernetes pod has a new name) re-runs a killed window
     under the same keys, so its objects replace what the killed run wrote. With a local cursor,
-    the host's (None): a new host starts a cursor of its own."""
+    the host's and the cursor file's: a new host starts a cursor of its own, and two collectors
+    of one host (two tenants, each with its cursor) whose windows coincide, as they do when they
+    start together, do not replace each other's objects."""
     if cursor.startswith("s3://"):
-        return "tap-" + hashlib.sha256(cursor.encode()).hexdigest()[:12]
-    return None
+        return "tap-" + _digest(cursor)
+    return f"{socket.gethostname()}-tap-{_digest(str(Path(cursor).resolve()))}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cursor_store(args: argparse.Namespace):
