@@ -170,17 +170,11 @@ class S3CursorStore:
                 IfNoneMatch="*",
                 **self.objects.put_arguments(body),
             )
-        except ClientError as exc:
-            if _precondition_failed(exc):
-                return  # honoured
-            log.warning(
-                "%s: whether the store honours conditional writes was not checked: %s", self.where, exc
-            )
-            return
-        except BotoCoreError as exc:
-            log.warning(
-                "%s: whether the store honours conditional writes was not checked: %s", self.where, exc
-            )
+        except (ClientError, BotoCoreError) as exc:
+            if not (isinstance(exc, ClientError) and _precondition_failed(exc)):  # else: honoured
+                log.warning(
+                    "%s: whether the store honours conditional writes was not checked: %s", self.where, exc
+                )
             return
         self._etag = response["ETag"]
         log.warning(

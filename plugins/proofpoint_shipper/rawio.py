@@ -96,10 +96,15 @@ def occupy_closed_standard_streams() -> None:
         try:
             os.fstat(fd)
         except OSError:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            if devnull != fd:
-                os.dup2(devnull, fd)
-                os.close(devnull)
+            _devnull_at(fd)
+
+
+def _devnull_at(fd: int) -> None:
+    """/dev/null under descriptor `fd`, whatever was there (a closed one, a pipe with no reader)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    if devnull != fd:
+        os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 def forgiving_stderr() -> None:
@@ -135,9 +140,7 @@ class _Stderr(io.RawIOBase):
         try:
             return os.write(2, data)
         except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
+            _devnull_at(2)
             return len(data)
 
 

@@ -176,14 +176,17 @@ class PodStream:
 
     def _tell_if_too_big(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
-            self.summary.bad += 1
-            PARSE_ERRORS.inc(label=self.table)
+            self._count_bad_frame()
             log.error(
                 "PoD %s: a frame over %d bytes came (a frame is read whole before it is checked); "
                 "the connection was closed without it, and is opened again",
                 self.kind,
                 self.settings.max_receive_bytes,
             )
+
+    def _count_bad_frame(self) -> None:
+        self.summary.bad += 1
+        PARSE_ERRORS.inc(label=self.table)
 
     def _frames_taken(self) -> int:
         summary = self.summary
@@ -336,8 +339,7 @@ class PodStream:
             event, replaced = check_frame(self.kind, frame, self.settings.max_frame_bytes)
             key = event_key(event)
         except BadFrame as exc:
-            self.summary.bad += 1
-            PARSE_ERRORS.inc(label=self.table)
+            self._count_bad_frame()
             self._dead_letter(frame, str(exc))
             return
         if key in self._recent_set:
