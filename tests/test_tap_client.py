@@ -26,15 +26,16 @@ def download(client: TapClient, target) -> None:
 
 
 @contextlib.contextmanager
-def trickling_server(status: str, body: bytes, *, gap: float, held_open: bool = False):
-    """Answers each request with `status` and a `body` of which one byte comes every `gap`
-    seconds; `held_open`: after the first byte, nothing more until the client hangs up."""
+def trickling_server(status: str, body: bytes, *, gap: float, held_open: bool = False, headers: str = ""):
+    """Answers each request with `status`, `headers` ("Name: value\r\n" each) and a `body` of which
+    one byte comes every `gap` seconds; `held_open`: after the first byte, nothing more until the
+    client hangs up."""
     stop = threading.Event()
 
     def answer(connection: socket.socket) -> None:
         with connection, contextlib.suppress(OSError):
             connection.recv(65536)
-            connection.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            connection.sendall(f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode())
             for index in range(len(body)):
                 connection.sendall(body[index : index + 1])
                 if held_open:
@@ -93,6 +94,33 @@ def test_an_answer_within_the_deadline_is_saved_whole(tmp_path):
     with trickling_server("200 OK", body, gap=0.01) as url, client(url, answer_deadline=60.0) as tap:
         download(tap, tmp_path / "answer.json")
     assert (tmp_path / "answer.json").read_bytes() == body
+
+
+BROKEN_GZIP = b"\x1f\x8b\x08\x00" + b"not deflate data" * 4
+
+
+def test_an_answer_whose_gzip_is_broken_is_a_failed_try_not_a_crash(tmp_path):
+    """A 200 whose Content-Encoding lies (a proxy's fault, say): httpx's DecodingError is not a
+    transport error, and it stopped the collector with a traceback."""
+    with (
+        trickling_server("200 OK", BROKEN_GZIP, gap=0, headers="Content-Encoding: gzip\r\n") as url,
+        client(url) as tap,
+        pytest.raises(
+            FetchError, match=r"the answer's gzip encoding is broken \(.+\) \(gave up after 1 tries\)"
+        ),
+    ):
+        download(tap, tmp_path / "answer.json")
+
+
+def test_a_refusal_whose_page_has_broken_gzip_is_still_told_as_a_refusal(tmp_path):
+    with (
+        trickling_server("401 Unauthorized", BROKEN_GZIP, gap=0, headers="Content-Encoding: gzip\r\n") as url,
+        client(url) as tap,
+        pytest.raises(
+            ConfigError, match=r"refused our credentials \(401 a page whose gzip encoding is broken\)"
+        ),
+    ):
+        download(tap, tmp_path / "answer.json")
 
 
 NOW = datetime(2022, 2, 20, 15, 0, tzinfo=UTC)

@@ -105,13 +105,17 @@ class TapClient:
         """The answer's bytes into `target`, given up (to be retried) past the answer deadline."""
         deadline = time.monotonic() + self.answer_deadline
         with target.open("wb") as out:
-            for chunk in response.iter_bytes():
-                out.write(chunk)
-                if time.monotonic() > deadline:
-                    raise Retryable(
-                        f"the answer was not whole after {self.answer_deadline:g} s "
-                        f"({out.tell():,} bytes had come)"
-                    )
+            try:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise Retryable(
+                            f"the answer was not whole after {self.answer_deadline:g} s "
+                            f"({out.tell():,} bytes had come)"
+                        )
+            except httpx.DecodingError as exc:  # this answer's fault (a proxy's, say): tried again
+                encoding = response.headers.get("Content-Encoding")
+                raise Retryable(f"the answer's {encoding} encoding is broken ({exc})") from exc
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
@@ -133,7 +137,10 @@ class TapClient:
 
 def _page_start(response: httpx.Response) -> str:
     """The start of a refusal's page (a proxy's HTML too), on one line: the rest is not waited for."""
-    start = next(response.iter_bytes(), b"")
+    try:
+        start = next(response.iter_bytes(), b"")
+    except httpx.DecodingError:
+        return f"a page whose {response.headers.get('Content-Encoding')} encoding is broken"
     return " ".join(start.decode("utf-8", "replace").split())[:200]
 
 
