@@ -92,11 +92,23 @@ def test_bytes_that_are_not_msgpack_end_it_with_one_line_after_what_came_before(
     data = msgpack.packb({"log": line}) + b"\xc1\xc1" + msgpack.packb({"log": line})
     result = subprocess.run(COMMAND, input=data, capture_output=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert result.stderr == b"ppship: error: stdin is not a msgpack stream: FormatError\n"
+    assert (
+        result.stderr
+        == b"ppship: error: stdin is not a msgpack stream: a byte that starts no msgpack object\n"
+    )
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(result.stdout)
     (first,) = list(unpacker)
     assert first["qid"] == "w3HMWjG3039079"
+
+
+def test_an_object_nested_past_msgpacks_depth_is_named_not_called_stackerror():
+    deep = b"\x91" * 2000 + b"\xc0"  # 2,000 nested one-item arrays: past msgpack's 1,024 levels
+    result = subprocess.run(COMMAND, input=deep, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert (
+        result.stderr == b"ppship: error: stdin is not a msgpack stream: nested deeper than msgpack reads\n"
+    )
 
 
 def test_an_object_cut_off_by_eof_is_one_error_line_not_dropped_quietly():

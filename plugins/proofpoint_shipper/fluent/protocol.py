@@ -21,9 +21,12 @@ MAX_SERVER_MESSAGE_BYTES = 64 * 1024  # acks and handshake messages are tiny
 
 
 def msgpack_fault(exc: Exception) -> str:
-    """What msgpack refused, in words: its StackError (nested past its depth) has none."""
+    """What msgpack refused, in words: its C reader's StackError (nested past its depth) and
+    FormatError (a byte no msgpack object starts with, as 0xc1) have none."""
     if isinstance(exc, msgpack.StackError):
         return "nested deeper than msgpack reads"
+    if isinstance(exc, msgpack.FormatError) and not str(exc):
+        return "a byte that starts no msgpack object"
     return str(exc) or type(exc).__name__
 
 

@@ -112,8 +112,11 @@ class CoProcess:
                 out.append(self.pack(self._filtered(item)))
                 self.taken = self.unpacker.tell()
         except ValueError as exc:  # msgpack's FormatError and StackError
+            # imported here, on the way out: every gateway command's start-up imports this module
+            from proofpoint_shipper.fluent.protocol import msgpack_fault
+
             _write(self.stdout, out)  # what came before the fault goes out
-            raise InputError(f"stdin is not a msgpack stream: {str(exc) or type(exc).__name__}") from exc
+            raise InputError(f"stdin is not a msgpack stream: {msgpack_fault(exc)}") from exc
         _write(self.stdout, out)
 
     def _filtered(self, item: object) -> dict:
