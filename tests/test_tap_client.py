@@ -28,14 +28,17 @@ def download(client: TapClient, target) -> None:
 @contextlib.contextmanager
 def trickling_server(status: str, body: bytes, *, gap: float, held_open: bool = False, headers: str = ""):
     """Answers each request with `status`, `headers` ("Name: value\r\n" each) and a `body` of which
-    one byte comes every `gap` seconds; `held_open`: after the first byte, nothing more until the
-    client hangs up."""
+    one byte comes every `gap` seconds (with no gap: all of it at once); `held_open`: after the
+    first byte, nothing more until the client hangs up."""
     stop = threading.Event()
 
     def answer(connection: socket.socket) -> None:
         with connection, contextlib.suppress(OSError):
             connection.recv(65536)
             connection.sendall(f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode())
+            if not (gap or held_open):
+                connection.sendall(body)  # all at once, as a server that does not trickle
+                return
             for index in range(len(body)):
                 connection.sendall(body[index : index + 1])
                 if held_open:
@@ -121,6 +124,27 @@ def test_a_refusal_whose_page_has_broken_gzip_is_still_told_as_a_refusal(tmp_pat
         ),
     ):
         download(tap, tmp_path / "answer.json")
+
+
+@pytest.mark.parametrize("media_type", ["text/html; charset=utf-8", "application/xhtml+xml"])
+def test_a_web_page_for_an_answer_is_a_failed_try_not_a_malformed_answer(tmp_path, media_type):
+    """A proxy's block or login page sent as a 200: read as a malformed answer, its window was
+    skipped after three tries, and the poll went on past every window while the proxy stood."""
+    page = b"<html><body>Access to this site is blocked by policy</body></html>"
+    with (
+        trickling_server("200 OK", page, gap=0, headers=f"Content-Type: {media_type}\r\n") as url,
+        client(url) as tap,
+        pytest.raises(FetchError, match=r"a web page, not the API's JSON: <html><body>Access to this site"),
+    ):
+        download(tap, tmp_path / "answer.json")
+
+
+def test_an_answer_of_json_or_of_no_stated_type_is_saved(tmp_path):
+    body = b'{"clicksBlocked": []}'
+    for headers in ("Content-Type: application/json\r\n", ""):
+        with trickling_server("200 OK", body, gap=0, headers=headers) as url, client(url) as tap:
+            download(tap, tmp_path / "answer.json")
+        assert (tmp_path / "answer.json").read_bytes() == body
 
 
 NOW = datetime(2022, 2, 20, 15, 0, tzinfo=UTC)

@@ -1,7 +1,8 @@
 """TapClient: one SIEM API request per window, streamed to a file, with the API's failure modes.
 
-401/403 stop at once (ConfigError: exit 2); 429 waits (Retry-After when sent) and 5xx, timeouts
-and dropped connections are retried under the retry policy, each retry logged. Requests are
+401/403 stop at once (ConfigError: exit 2); 429 waits (Retry-After when sent) and 5xx, timeouts,
+dropped connections, a web page for an answer (a proxy's) and a broken content encoding are
+retried under the retry policy, each retry logged. Requests are
 counted per quota pool. The secret is only ever handed to httpx's auth, never logged.
 """
 
@@ -120,6 +121,10 @@ class TapClient:
     @staticmethod
     def _check(response: httpx.Response) -> None:
         status = response.status_code
+        if status == 200 and _is_web_page(response):
+            # A proxy's block or login page: read as a malformed answer, it was dead-lettered and
+            # its window skipped; the poll went on past every window while the proxy stood.
+            raise Retryable(f"the answer is a web page, not the API's JSON: {_page_start(response)}")
         if status in (200, 204):
             return
         if status == 429:
@@ -133,6 +138,14 @@ class TapClient:
                 "check TAP_PRINCIPAL and TAP_SECRET, and that SIEM API access is enabled"
             )
         raise FetchError(f"the TAP API refused the request ({status}): {text}")
+
+
+WEB_PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _is_web_page(response: httpx.Response) -> bool:
+    media_type = response.headers.get("Content-Type", "").partition(";")[0]
+    return media_type.strip().lower() in WEB_PAGE_TYPES
 
 
 def _page_start(response: httpx.Response) -> str:
