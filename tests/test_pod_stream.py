@@ -155,6 +155,32 @@ def test_sessions_closed_at_once_are_retried_under_growing_delays(simulator, tmp
     assert summary.reconnects == 4 and len(records) == 50
 
 
+def test_handshakes_refused_by_a_busy_or_restarting_api_are_retried(simulator, tmp_path, caplog):
+    """A load balancer answers 502 or 503 while the API behind it restarts, 429 while it is busy:
+    each was taken for a refusal, and the live stream, which nothing restarts, stopped for good."""
+    simulator.refuse_handshakes.extend([503, 502, 429])
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, summary = stream(simulator, tmp_path, max_events=50)
+    told = [m.split(";")[0] for m in caplog.messages if "stream dropped" in m]
+    assert told == [f"PoD maillog stream dropped (handshake refused with {s})" for s in (503, 502, 429)]
+    assert summary.reconnects == 3 and len(records) == 50
+
+
+def test_a_409_after_a_drop_is_retried_while_the_api_holds_the_dropped_session(simulator, tmp_path):
+    """The API may not notice a dropped session at once and refuse the next handshakes with 409,
+    as when another consumer holds the token: that stopped the collector at its first drop."""
+    simulator.drop_every, simulator.linger_after_drop = 30, 2
+    records, summary = stream(simulator, tmp_path, max_events=50)
+    assert len(records) == len({record["id"] for record in records}) == 50
+    assert summary.reconnects == 3  # the drop, then two handshakes refused with 409
+
+
+def test_a_409_at_the_first_handshake_is_still_a_refusal(simulator, tmp_path):
+    simulator.refuse_handshakes.append(409)
+    with pytest.raises(ConfigError, match=r"refused a second session for this token \(409"):
+        stream(simulator, tmp_path, max_events=10)
+
+
 def test_a_wait_to_reconnect_that_would_outlast_duration_ends_with_it(tmp_path, caplog):
     """No API at all, and the first wait (30 s here; up to 60 s by default) past a one-second
     --duration: the run went on for the whole wait, then stopped without the try it waited for."""

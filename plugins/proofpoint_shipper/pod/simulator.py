@@ -5,7 +5,8 @@
 hour and otherwise start with the last hour, archive sessions (`sinceTime`/`toTime`, rounded to the
 hour, at least 30 minutes stale, at most 30 days back, 409 beside a live session), occasional
 resent events, and faults a test can switch on: abrupt closes (1006), sessions closed at once
-(1011), stalls, bad frames.
+(1011), handshakes refused with a given status (a load balancer's 503), a dropped session that
+holds its token for a few more handshakes (409), stalls, bad frames.
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -64,6 +66,9 @@ class PodSimulator:
         self.resend_rate = 0.0  # share of events sent twice
         self.drop_every: int | None = None  # close abruptly after this many events of a session
         self.refuse_sessions = 0  # this many next sessions close right after the handshake (1011)
+        self.refuse_handshakes: deque[int] = deque()  # statuses answered to the next handshakes
+        self.linger_after_drop = 0  # handshakes a dropped live session still holds its token for
+        self._lingering = 0  # handshakes left that the last dropped session is held for
         self.stall_seconds = 0.0  # pause before each event
         self.bad_frames: deque[str] = deque()  # BAD_FRAMES names, or oversized:<bytes>
         self._delivered: dict[int, int] = {}  # connection id → index after its last sent event
@@ -118,6 +123,9 @@ class PodSimulator:
 
     def _check(self, connection, request):
         query = parse_qs(urlsplit(request.path).query)
+        if self.refuse_handshakes:  # a load balancer whose back end restarts, or a busy API
+            status = self.refuse_handshakes.popleft()
+            return connection.respond(status, f"{HTTPStatus(status).phrase}\n")
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return connection.respond(401, "Unauthorized\n")
         kind = query.get("type", [""])[0]
@@ -126,6 +134,7 @@ class PodSimulator:
         archive = "sinceTime" in query
         with self.lock:
             if self.token in self.live:
+                self._let_go_when_lingered()
                 return connection.respond(409, "Exceeded maximum number of sessions per token\n")
             if archive:
                 problem = self._archive_problem(query)
@@ -135,6 +144,13 @@ class PodSimulator:
                 self.live[self.token] = kind
         connection.pod = (kind, query if archive else None)
         return None
+
+    def _let_go_when_lingered(self) -> None:
+        """A dropped session held past its drop is let go after `linger_after_drop` handshakes."""
+        if self._lingering:
+            self._lingering -= 1
+            if not self._lingering:
+                self.live.pop(self.token, None)
 
     def _archive_problem(self, query: dict) -> str | None:
         try:
@@ -162,14 +178,18 @@ class PodSimulator:
             await self._archive(connection, kind, archive)
             return
         start = self._live_start(kind)
-        index = start
+        index, dropped = start, False
         try:
             index = await self._stream_live(connection, kind, start)
+            dropped = True  # it returns only after an abrupt close
         except ConnectionClosed:
             index = self._delivered.pop(id(connection), start)
         finally:
             with self.lock:
-                self.live.pop(self.token, None)
+                if dropped and self.linger_after_drop:
+                    self._lingering = self.linger_after_drop  # the API has not noticed the drop yet
+                else:
+                    self.live.pop(self.token, None)
                 self.resume[self.token, kind] = (index, self.now())
 
     def _live_start(self, kind: str) -> int:

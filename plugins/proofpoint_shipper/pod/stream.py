@@ -106,6 +106,7 @@ class PodStream:
         self._reached: datetime | None = None  # the latest event time this backfill received
         self._flushed_at = time.monotonic()
         self._backfill = False  # an archive backfill (run with `since`), which can be run again
+        self._sessions = 0  # opened this run
         self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
         self._kept_told, self._unkept_told = (  # a flood of bad frames: ten lines a minute of each
             Throttled(log, logging.ERROR, f"PoD {kind}: {{count}} more bad frames in {{seconds}} s, {how}")
@@ -147,6 +148,7 @@ class PodStream:
         while not self._done(max_events, deadline):
             try:
                 with self._connect(self._archive_start(since), until) as websocket:
+                    self._sessions += 1
                     if failures >= self.settings.retry.attempts:
                         self._report_gap()  # back after a long outage: what the API no longer replays
                     opened, taken = time.monotonic(), self._frames_taken()
@@ -159,7 +161,10 @@ class PodStream:
             except Stopped:
                 break  # told to stop during the handshake
             except InvalidStatus as exc:
-                raise refusal(exc) from None
+                if not self._may_pass(exc):
+                    raise refusal(exc) from None
+                failures += 1
+                self._reconnect_or_give_up(exc, failures, deadline)
             except ssl.SSLCertVerificationError as exc:
                 raise not_trusted(f"the PoD log API at {self.url}", exc) from None
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
@@ -173,6 +178,13 @@ class PodStream:
                 failures += 1
                 self._reconnect_or_give_up(exc, failures, deadline)
         self._flush()
+
+    def _may_pass(self, exc: InvalidStatus) -> bool:
+        """Whether a refused handshake is tried again: the API busy or restarting (429, or a 5xx
+        as its load balancer answers meanwhile), or a 409 once this run had a session, as the API
+        may not have noticed yet that the session dropped is gone. Else it is a refusal."""
+        status = exc.response.status_code
+        return status == 429 or status >= 500 or (status == 409 and self._sessions > 0)
 
     def _tell_if_too_big(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
@@ -237,7 +249,7 @@ class PodStream:
             log.warning(
                 "PoD %s stream dropped (%s); --duration ends before the next try",
                 self.kind,
-                type(exc).__name__,
+                _failure(exc),
             )
             self.stop.wait(max(0.0, deadline - time.monotonic()))
             return
@@ -245,7 +257,7 @@ class PodStream:
             log.warning(
                 "PoD %s stream dropped (%s); reconnect %d of %d in %.1f s",
                 self.kind,
-                type(exc).__name__,
+                _failure(exc),
                 failures,
                 policy.attempts - 1,
                 wait,
@@ -255,7 +267,7 @@ class PodStream:
                 "PoD %s stream: no working connection after %d tries (last: %s); trying again in %.1f s",
                 self.kind,
                 failures,
-                type(exc).__name__,
+                _failure(exc),
                 wait,
             )
         self.summary.reconnects += 1
@@ -480,6 +492,13 @@ def stream_address(
         if until is not None:
             query["toTime"] = until.isoformat()
     return f"{url}?{urlencode(query)}"
+
+
+def _failure(exc: Exception) -> str:
+    """A failed try in a word or two: the exception's class, or the handshake's refusal."""
+    if isinstance(exc, InvalidStatus):
+        return f"handshake refused with {exc.response.status_code}"
+    return type(exc).__name__
 
 
 def refusal(exc: InvalidStatus) -> ConfigError:
