@@ -1,8 +1,9 @@
 """Reads a SIEM API answer event by event (ijson), so memory does not grow with the window.
 
-`read_answer(path)` yields (array name, event) pairs and raises MalformedAnswer, naming what is
-wrong, for invalid or truncated JSON, an event that is not an object or nests too deep, or an
-unknown array. `mend_lone_surrogates(path)` first rewrites what ijson cannot read right.
+`read_answer(path)` yields (array name, event) pairs, the items of arrays no table takes among
+them, and raises MalformedAnswer, naming what is wrong, for invalid or truncated JSON, a known
+array that is not one, or an event that is not an object or nests too deep.
+`mend_lone_surrogates(path)` first rewrites what ijson cannot read right.
 """
 
 import re
@@ -26,6 +27,7 @@ _REPLACEMENT = rb"\ufffd"  # as long as the escape it replaces: the answer is me
 _CHUNK_BYTES = 1024 * 1024
 
 _CONTAINERS = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+_OPENING = ("start_map", "start_array")
 # How deep an event may nest: real ones go five levels down. orjson, which writes the records,
 # refuses 255 levels, and an event it cannot write would stop the fetch on every run.
 MAX_DEPTH = 200
@@ -89,11 +91,15 @@ def _first_line(exc: ijson.JSONError) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
-def _events(parser) -> Iterator[tuple[str, dict]]:
-    """The events of each known array, read from the answer's top level down.
+def _events(parser) -> Iterator[tuple[str, object]]:
+    """The events of each known array, and the items of any other array, read from the answer's
+    top level down.
 
-    `queryEndTime` is passed over, whatever it holds: windows are ours, and a change in a value
-    not read must not cost the events beside it.
+    A key the API adds (an array of a new kind of event, a field) made the answer malformed: its
+    window was skipped with every event in it, and so was every window after, until an upgrade.
+    The items of an unknown array are yielded under its name for the caller to keep aside;
+    `queryEndTime` and any other value are passed over, whatever they hold: windows are ours,
+    and a change in a value not read must not cost the events beside it.
     """
     first = next(parser, None)
     if first is None or first[1] != "start_map":
@@ -101,12 +107,12 @@ def _events(parser) -> Iterator[tuple[str, dict]]:
     for _, event, key in parser:
         if event != "map_key":
             break  # the answer's closing brace
-        if key == "queryEndTime":
-            _pass_over(parser)
-        elif key in ARRAYS:
+        if key in ARRAYS:
             yield from _array(parser, key)
+        elif key == "queryEndTime":
+            _pass_over(parser, _next(parser)[1])
         else:
-            raise MalformedAnswer(f"unknown array {key!r}")
+            yield from _unknown(parser, key)
     for _ in parser:  # read on, for ijson to refuse anything after the closing brace
         raise MalformedAnswer("more after the answer's closing brace")
 
@@ -124,14 +130,25 @@ def _array(parser, name: str) -> Iterator[tuple[str, dict]]:
         yield name, _build(parser, event, value)
 
 
-def _pass_over(parser) -> None:
-    """Reads past one value, however deep it nests."""
-    depth = 0
+def _unknown(parser, name: str) -> Iterator[tuple[str, object]]:
+    """The items of an array no table takes, whatever they are; any other value passed over."""
+    _, event, value = _next(parser)
+    if event != "start_array":
+        _pass_over(parser, event)
+        return
     while True:
+        _, event, value = _next(parser)
+        if event == "end_array":
+            return
+        yield name, _build(parser, event, value) if event in _OPENING else value
+
+
+def _pass_over(parser, first_event: str) -> None:
+    """Reads past one value, however deep it nests, from its first event on."""
+    depth = _CONTAINERS.get(first_event, 0)
+    while depth:
         _, event, _ = _next(parser)
         depth += _CONTAINERS.get(event, 0)
-        if depth == 0:
-            return
 
 
 def _next(parser) -> tuple[str, str, object]:
@@ -143,12 +160,12 @@ def _next(parser) -> tuple[str, str, object]:
 
 def _kind(event: str, value) -> str:
     """What a JSON value is, for a message: `an array`, `an object`, or the value itself."""
-    if event in ("start_array", "start_map"):
+    if event in _OPENING:
         return "an array" if event == "start_array" else "an object"
     return repr(value)
 
 
-def _build(parser, event: str, value) -> dict:
+def _build(parser, event: str, value) -> dict | list:
     builder = ijson.ObjectBuilder()
     builder.event(event, value)
     depth = 1

@@ -24,6 +24,7 @@ from proofpoint_shipper.tap import ARRAYS
 from proofpoint_shipper.tap.answer import MalformedAnswer, mend_lone_surrogates, read_answer
 from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.events import creation_time, wire_time
+from proofpoint_shipper.tap.set_aside import SetAside
 from proofpoint_shipper.tap.shape import event_key, to_record
 from proofpoint_shipper.tap.window import MAX_WINDOW, MIN_WINDOW, plan
 
@@ -177,10 +178,14 @@ class TapFetcher:
         groups: dict[str, list[tuple[str, str, dict]]] = {}
         received: Counter[str] = Counter()
         timeless: Counter[str] = Counter()
+        set_aside = SetAside(self.settings.dead_letter_dir / f"tap-{name}-unknown-arrays.ndjson")
         if mended := mend_lone_surrogates(answer):
             log.warning("TAP window %s: %d lone UTF-16 surrogate escapes, read as U+FFFD", name, mended)
         try:
             for array, event in read_answer(answer):
+                if array not in ARRAYS:
+                    set_aside.keep(array, event)
+                    continue
                 table = ARRAYS[array][0]
                 received[table] += 1
                 key = event_key(array, event)
@@ -196,8 +201,10 @@ class TapFetcher:
                 if len(group) >= WRITE_GROUP:
                     self._write(table, groups.pop(table), name, seen, summary)
         finally:
+            set_aside.close()
             for table, count in received.items():
                 RECORDS_IN.inc(count, table)
+        set_aside.report(name)
         for table, group in groups.items():
             self._write(table, group, name, seen, summary)
         _report_timeless(name, timeless)

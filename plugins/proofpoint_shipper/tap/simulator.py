@@ -73,8 +73,9 @@ class TapSimulator:
         self.slow_seconds = 0.0  # delay before each answer
         self.retry_after: int | str | None = None  # sent with 429 when set, as written
         self.throttle_next = 0  # answer this many coming requests with 429 (a 429 storm)
-        # Answers to spoil, one per request: invalid_json, truncated, not_object, unknown_array,
-        # too_deep; or lone_surrogates, valid JSON whose first event's subject holds half an emoji.
+        # Answers to spoil, one per request: invalid_json, truncated, not_object, too_deep; or
+        # valid JSON: lone_surrogates (the first event's subject holds half an emoji),
+        # unknown_array (a newer API's: an array and a field no collector knows beside the rest).
         self.corruptions: deque[str] = deque()
         self._server: ThreadingHTTPServer | None = None
 
@@ -203,7 +204,7 @@ class TapSimulator:
         if corruption == "not_object":
             next(iter(arrays.values())).insert(0, "not an object")
         if corruption == "unknown_array":
-            arrays = {**arrays, "messagesQuarantined": [{"id": "x"}]}
+            arrays = {**arrays, "messagesQuarantined": [{"id": "x"}, 7], "tenant": {"name": "t"}}
         if corruption == "too_deep":  # JSON, but nested deeper than a record can be written
             next(iter(arrays.values())).insert(0, DEEP_MARK)
         if corruption == "lone_surrogates" and (events := next(filter(None, arrays.values()), None)):
