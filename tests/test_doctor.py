@@ -183,6 +183,37 @@ def test_a_server_clock_ten_minutes_away_fails_the_clock_check():
     assert 590 <= int(clock.split()[2]) <= 610
 
 
+class _ProxyPage(BaseHTTPRequestHandler):
+    def do_GET(self):
+        page = b"<html><body>Blocked by the web proxy</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_web_page_for_an_answer_fails_the_tap_check():
+    """A proxy's block page sent as a 200 was reported as the API accepting the credentials."""
+    server = HTTPServer(("127.0.0.1", 0), _ProxyPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, lines = doctor(
+            "--tap-base-url", f"http://127.0.0.1:{server.server_port}", TAP_PRINCIPAL="p", TAP_SECRET="s"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1 and status(lines)["tap api"] == "FAIL"
+    (finding,) = [line for line in lines if line.startswith("FAIL  tap api")]
+    assert finding.endswith(
+        "answered with a web page, not the API's JSON: <html><body>Blocked by the web proxy</body></html>"
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [

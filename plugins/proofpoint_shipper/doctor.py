@@ -140,6 +140,8 @@ class Doctor:
     def _tap_answer(self, principal: str, secret: str) -> Finding:
         import httpx  # here, as websockets and boto3 below: each check imports only its own client
 
+        from proofpoint_shipper.tap.client import is_web_page
+
         url = self.args.tap_base_url
         started = time.monotonic()
         try:
@@ -157,6 +159,9 @@ class Doctor:
         took = time.monotonic() - started
         self._server_clock("tap api", response.headers.get("Date"), took)
         status = response.status_code
+        if status == 200 and is_web_page(response):
+            page = " ".join(response.text.split())[:120]
+            return Finding("FAIL", "tap api", f"{url} answered with a web page, not the API's JSON: {page}")
         if status in (200, 204):
             return Finding("ok", "tap api", f"{url} accepted the credentials ({status} in {took:.2f} s)")
         if status in (401, 403):

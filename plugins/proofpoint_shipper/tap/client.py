@@ -121,7 +121,7 @@ class TapClient:
     @staticmethod
     def _check(response: httpx.Response) -> None:
         status = response.status_code
-        if status == 200 and _is_web_page(response):
+        if status == 200 and is_web_page(response):
             # A proxy's block or login page: read as a malformed answer, it was dead-lettered and
             # its window skipped; the poll went on past every window while the proxy stood.
             raise Retryable(f"the answer is a web page, not the API's JSON: {_page_start(response)}")
@@ -143,7 +143,8 @@ class TapClient:
 WEB_PAGE_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def _is_web_page(response: httpx.Response) -> bool:
+def is_web_page(response: httpx.Response) -> bool:
+    """Whether an answer is an HTML page (a proxy's block or login page), not the API's JSON."""
     media_type = response.headers.get("Content-Type", "").partition(";")[0]
     return media_type.strip().lower() in WEB_PAGE_TYPES
 
