@@ -226,3 +226,44 @@ def test_a_reader_gone_from_stdout_ends_the_stream_not_held_for_ever(simulator, 
     assert child.returncode == 2
     assert stderr.decode().splitlines()[-1] == "ppship: error: cannot write to stdout: Broken pipe"
     assert "holding them" not in stderr.decode()
+
+
+def saved(tmp_path) -> dict:
+    try:
+        return json.loads((tmp_path / "pod.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def test_a_run_killed_before_its_last_save_is_told_at_the_next_start_with_the_backfill(simulator, tmp_path):
+    """The API resumes after the last event it sent, so what a killed run had taken and not
+    saved is not sent again live. That was lost in silence; the next start says from when."""
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    with subprocess.Popen(command(simulator, tmp_path), env=env, stdout=subprocess.DEVNULL) as child:
+        wait_for(lambda: saved(tmp_path).get("last_ts"))  # a flush saved its place
+        child.kill()
+    unsaved_from = saved(tmp_path)["unsaved_from"]
+    assert unsaved_from == saved(tmp_path)["last_ts"]
+    again = subprocess.run(
+        command(simulator, tmp_path, "--duration", "1"), env=env, capture_output=True, timeout=60, check=False
+    )
+    assert again.returncode == 0, again.stderr.decode()[-1000:]
+    (told,) = [
+        line for line in again.stderr.decode().splitlines() if "stopped without saving its place" in line
+    ]
+    assert f"sent it after {unsaved_from} and it had not stored" in told
+    assert f"ppship pod stream --type message --since {unsaved_from} --until " in told
+    assert "unsaved_from" not in saved(tmp_path)  # stopped at its end: marked closed
+
+
+def test_a_run_stopped_by_sigterm_is_not_told_as_killed(simulator, tmp_path):
+    env = {**os.environ, "POD_TOKEN": TOKEN, "POD_CLUSTER_ID": CLUSTER}
+    with subprocess.Popen(command(simulator, tmp_path), env=env, stdout=subprocess.DEVNULL) as child:
+        wait_for(lambda: saved(tmp_path).get("last_ts"))
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    assert child.returncode == 0 and "unsaved_from" not in saved(tmp_path)
+    again = subprocess.run(
+        command(simulator, tmp_path, "--duration", "1"), env=env, capture_output=True, timeout=60, check=False
+    )
+    assert again.returncode == 0 and b"without saving its place" not in again.stderr

@@ -50,6 +50,8 @@ CLOSE_TIMEOUT_SECONDS = 10
 # delays, not once a second for as long as it is down.
 STEADY_SECONDS = 60
 CLOSE_TOO_BIG = 1009  # the close code websockets sends for a frame over its max_size
+# Saved while a live run is open: from when a kill would lose the events taken and not yet saved.
+UNSAVED_FROM = "unsaved_from"
 
 
 @dataclass
@@ -107,6 +109,7 @@ class PodStream:
         self._flushed_at = time.monotonic()
         self._backfill = False  # an archive backfill (run with `since`), which can be run again
         self._sessions = 0  # opened this run
+        self._open_since: str | None = None  # a live run's start, less the hour the API replays
         self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
         self._kept_told, self._unkept_told = (  # a flood of bad frames: ten lines a minute of each
             Throttled(log, logging.ERROR, f"PoD {kind}: {{count}} more bad frames in {{seconds}} s, {how}")
@@ -127,6 +130,9 @@ class PodStream:
         self._last_time = event_time({"ts": self._last_ts}) if self._last_ts else None
         if since is None:
             self._report_gap()
+            self._report_unclean_stop(state.get(UNSAVED_FROM))
+            self._open_since = (datetime.now(UTC) - LIVE_RESUME).isoformat()  # the first session's start
+            self.store.save(self._state())  # marked open: a kill from now on is told at the next start
         else:
             self._backfill_range = {"since": since.isoformat(), "until": until and until.isoformat()}
             self._reached = _reached(state.get("backfill"), self._backfill_range)
@@ -134,10 +140,20 @@ class PodStream:
         self._backfill = since is not None
         try:
             self._connect_and_consume(max_events, deadline, since, until)
+        except ConfigError:
+            self._close_cleanly()  # a refusal at a reconnect comes after the drop's flush
+            raise
         finally:
             self._kept_told.close()  # the bad frames not told yet, also when the stream gives up
             self._unkept_told.close()
+        self._close_cleanly()
         return self.summary
+
+    def _close_cleanly(self) -> None:
+        """Everything taken was confirmed by the output and saved: no longer marked open."""
+        if self._open_since is not None and not self._pending:
+            self._open_since = None
+            self.store.save(self._state())
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -293,6 +309,24 @@ class PodStream:
                 oldest_live.isoformat(),
             )
 
+    def _report_unclean_stop(self, unsaved_from: str | None) -> None:
+        """The last live run ended without its last save (killed, or its machine went down): the
+        events the API had sent it and it had not stored are not sent again live."""
+        if unsaved_from is None or self.summary.gap is not None:
+            return  # a gap told already spans them
+        now = datetime.now(UTC).isoformat()
+        log.warning(
+            "!!! the last PoD %s stream stopped without saving its place (killed, or its machine "
+            "went down): the events the API sent it after %s and it had not stored are not sent "
+            "again live. Once 30 minutes old, backfill them from the archive: ppship pod stream "
+            "--type %s --since %s --until %s",
+            self.kind,
+            unsaved_from,
+            self.kind,
+            unsaved_from,
+            now,
+        )
+
     # -- frames -------------------------------------------------------------------------------
 
     def _consume(self, websocket, max_events: int | None, deadline: float | None) -> None:
@@ -425,14 +459,20 @@ class PodStream:
             except DeliveryError as exc:
                 self._hold(exc, failures, written)
         RECORDS_OUT.inc(written, self.table)
+        self.store.save(self._state())  # only after the flush
+        self._flushed_at = time.monotonic()
+        if (resumes_at := event_time({"ts": self._last_ts})) is not None:
+            CURSOR_LAG.set((datetime.now(UTC) - resumes_at).total_seconds(), self.table)
+
+    def _state(self) -> dict:
+        """The resume point; while a live run is open, also where what a kill loses would start."""
         state = {"type": self.kind, "last_ts": self._last_ts, "recent": list(self._recent)}
         if self._backfill_range is not None:
             reached = self._reached and self._reached.isoformat()
             state["backfill"] = {**self._backfill_range, "reached": reached}
-        self.store.save(state)  # only after the flush
-        self._flushed_at = time.monotonic()
-        if (resumes_at := event_time({"ts": self._last_ts})) is not None:
-            CURSOR_LAG.set((datetime.now(UTC) - resumes_at).total_seconds(), self.table)
+        if self._open_since is not None:
+            state[UNSAVED_FROM] = self._last_ts or self._open_since
+        return state
 
     def _hand_to_output(self) -> None:
         if self._pending:
@@ -523,17 +563,19 @@ def _checked_state(state: dict, kind: str, where: str) -> dict:
     The message and maillog streams write the same fields: `type` tells their files apart (a file
     saved before it was written is taken for either).
     """
-    refuse_foreign(state, frozenset({"type", "last_ts", "recent", "backfill"}), where, "--cursor")
+    refuse_foreign(
+        state, frozenset({"type", "last_ts", "recent", "backfill", UNSAVED_FROM}), where, "--cursor"
+    )
     if state.get("type", kind) != kind:
         raise ConfigError(
             f"{where} is the resume point of the {state['type']!r} stream, not of {kind!r}: "
             "give each type its own --cursor"
         )
     recent, last_ts = state.get("recent", []), state.get("last_ts")
-    backfill = state.get("backfill")
+    backfill, unsaved_from = state.get("backfill"), state.get(UNSAVED_FROM)
     if (
         not (isinstance(recent, list) and all(isinstance(key, str) for key in recent))
-        or not (last_ts is None or event_time({"ts": last_ts}) is not None)
+        or not all(when is None or event_time({"ts": when}) is not None for when in (last_ts, unsaved_from))
         or not (backfill is None or _backfill_well_formed(backfill))
     ):
         raise ConfigError(
