@@ -4,7 +4,9 @@ Frames are checked (bad ones go to a dead-letter file with the reason, counted, 
 goes on), de-duplicated by a hash of the whole event over a bounded recent window, and written
 to the sink; every `flush_every` events or `flush_seconds` the sink is flushed and only then the
 resume point (last `ts`, recent hashes) saved. Drops reconnect under the retry policy; an outage
-longer than the API's one-hour live resume is reported as a gap to backfill from the archive.
+longer than the API's one-hour live resume is reported as a gap to backfill from the archive, and
+so is what a killed run had taken and not saved: a live run marks the resume file open until it
+stops cleanly.
 
 An archive backfill sends its range hour by hour. Dropped, or stopped and run again with the same
 range, it goes on from the hour of the latest event it received (saved with the resume point),
