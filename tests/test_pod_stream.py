@@ -181,6 +181,13 @@ def test_a_409_at_the_first_handshake_is_still_a_refusal(simulator, tmp_path):
         stream(simulator, tmp_path, max_events=10)
 
 
+def test_a_page_for_a_handshake_is_not_called_a_refusal_of_the_api(simulator, tmp_path):
+    """A proxy's block page (200) was told as "the PoD log API refused the request (200)"."""
+    simulator.refuse_handshakes.append(200)
+    with pytest.raises(ConfigError, match=r"^the handshake was answered 200, not with a websocket: a proxy"):
+        stream(simulator, tmp_path, max_events=10)
+
+
 def test_a_wait_to_reconnect_that_would_outlast_duration_ends_with_it(tmp_path, caplog):
     """No API at all, and the first wait (30 s here; up to 60 s by default) past a one-second
     --duration: the run went on for the whole wait, then stopped without the try it waited for."""

@@ -556,6 +556,10 @@ def refusal(exc: InvalidStatus) -> ConfigError:
         )
     if status in (401, 403):
         return ConfigError(f"the PoD log API refused the token ({status}); check POD_TOKEN")
+    if status < 400:  # a proxy's page, or a redirect: no refusal of the API's
+        return ConfigError(
+            f"the handshake was answered {status}, not with a websocket: a proxy in the way? {text}"
+        )
     return ConfigError(f"the PoD log API refused the request ({status}): {text}")
 
 
