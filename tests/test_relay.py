@@ -529,6 +529,27 @@ def test_a_frame_nested_past_what_msgpack_reads_is_refused_by_name():
     assert "not msgpack: nested deeper than msgpack reads" in stderr  # was "not msgpack: " alone
 
 
+def test_a_tls_client_or_an_http_request_at_a_plain_relay_is_told_by_name():
+    """A client with TLS on at a relay without it was told as "not a forward message: '22'" (the
+    first byte of a TLS record, read as msgpack), which says nothing of the cause."""
+    receiver = ForwardReceiver().start()
+    relay, port = start_relay(receiver.port)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as tls,
+        pytest.raises(OSError),  # the relay closes it in the middle of the handshake
+    ):
+        context.wrap_socket(tls, server_hostname="relay")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as http:
+        http.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: relay\r\n\r\n")
+        assert http.recv(4096) == b""  # closed by the relay
+    stderr = stop_relay(relay).decode()
+    receiver.stop()
+    assert "a TLS handshake: the client has TLS on and this relay serves plain forward traffic" in stderr
+    assert "an HTTP request: this port takes the Fluent forward protocol, not HTTP" in stderr
+
+
 def test_float_times_reach_upstream_as_event_times_and_no_time_as_the_time_received():
     receiver = ForwardReceiver().start()
     relay, port = start_relay(receiver.port)

@@ -191,8 +191,12 @@ class ForwardRelay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         frames, counted = FrameSplitter(self.settings.max_frame_bytes), 0  # counted: in self.arriving
+        first = True
         try:
             while not self._closing and (data := await self._next_bytes(reader, frames)):
+                if first and (protocol_named := _another_protocol(data)):
+                    raise codec.ProtocolError(protocol_named)
+                first = False
                 for frame in frames.feed(data):
                     options, delivered = await self._relay(frame, len(frame) * MEMORY_PER_WIRE_BYTE, peer)
                     if _asks_for_ack(options):
@@ -453,6 +457,22 @@ class ForwardRelay:
             await asyncio.wait({done}, timeout=self.settings.drain_seconds)
             if not done.done():
                 log.warning("relay: upstream did not take the still open message records in time")
+
+
+HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ", b"PRI * HTTP/2")
+
+
+def _another_protocol(opening: bytes) -> str | None:
+    """What a connection's first bytes are when they open a TLS handshake or an HTTP request: read
+    as msgpack, they were "not a forward message: '22'" (a TLS record's first byte), no clue."""
+    if opening[:1] == b"\x16" and opening[1:2] == b"\x03":
+        return (
+            "a TLS handshake: the client has TLS on and this relay serves plain forward traffic "
+            "(give it --tls-cert and --tls-key, or turn the client's TLS off)"
+        )
+    if opening.startswith(HTTP_METHODS):
+        return "an HTTP request: this port takes the Fluent forward protocol, not HTTP"
+    return None
 
 
 def _unpacked(frame: bytes) -> object:
