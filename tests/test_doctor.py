@@ -166,16 +166,21 @@ class _SkewedDate(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_server_clock_ten_minutes_away_fails_the_clock_check():
-    server = HTTPServer(("127.0.0.1", 0), _SkewedDate)
+def doctor_of_tap_at(handler: type[BaseHTTPRequestHandler]) -> tuple[int, list[str]]:
+    """The doctor's findings with a TAP API on 127.0.0.1 that answers as `handler` does."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        code, lines = doctor(
+        return doctor(
             "--tap-base-url", f"http://127.0.0.1:{server.server_port}", TAP_PRINCIPAL="p", TAP_SECRET="s"
         )
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_server_clock_ten_minutes_away_fails_the_clock_check():
+    code, lines = doctor_of_tap_at(_SkewedDate)
     assert code == 1
     assert status(lines)["tap api"] == "ok" and status(lines)["clock"] == "FAIL"
     clock = next(line for line in lines if line.startswith("FAIL  clock"))
@@ -198,15 +203,7 @@ class _ProxyPage(BaseHTTPRequestHandler):
 
 def test_a_web_page_for_an_answer_fails_the_tap_check():
     """A proxy's block page sent as a 200 was reported as the API accepting the credentials."""
-    server = HTTPServer(("127.0.0.1", 0), _ProxyPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code, lines = doctor(
-            "--tap-base-url", f"http://127.0.0.1:{server.server_port}", TAP_PRINCIPAL="p", TAP_SECRET="s"
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    code, lines = doctor_of_tap_at(_ProxyPage)
     assert code == 1 and status(lines)["tap api"] == "FAIL"
     (finding,) = [line for line in lines if line.startswith("FAIL  tap api")]
     assert finding.endswith(

@@ -102,26 +102,26 @@ def test_an_answer_within_the_deadline_is_saved_whole(tmp_path):
 BROKEN_GZIP = b"\x1f\x8b\x08\x00" + b"not deflate data" * 4
 
 
-def test_an_answer_whose_gzip_is_broken_is_a_failed_try_not_a_crash(tmp_path):
-    """A 200 whose Content-Encoding lies (a proxy's fault, say): httpx's DecodingError is not a
+@pytest.mark.parametrize(
+    ("status", "error", "told"),
+    [
+        ("200 OK", FetchError, r"the answer's gzip encoding is broken \(.+\) \(gave up after 1 tries\)"),
+        (
+            "401 Unauthorized",
+            ConfigError,
+            r"refused our credentials \(401 a page whose gzip encoding is broken\)",
+        ),
+    ],
+)
+def test_an_answer_whose_gzip_is_broken_is_a_failed_try_or_its_refusal_not_a_crash(
+    tmp_path, status, error, told
+):
+    """A Content-Encoding that lies (a proxy's fault, say): httpx's DecodingError is not a
     transport error, and it stopped the collector with a traceback."""
     with (
-        trickling_server("200 OK", BROKEN_GZIP, gap=0, headers="Content-Encoding: gzip\r\n") as url,
+        trickling_server(status, BROKEN_GZIP, gap=0, headers="Content-Encoding: gzip\r\n") as url,
         client(url) as tap,
-        pytest.raises(
-            FetchError, match=r"the answer's gzip encoding is broken \(.+\) \(gave up after 1 tries\)"
-        ),
-    ):
-        download(tap, tmp_path / "answer.json")
-
-
-def test_a_refusal_whose_page_has_broken_gzip_is_still_told_as_a_refusal(tmp_path):
-    with (
-        trickling_server("401 Unauthorized", BROKEN_GZIP, gap=0, headers="Content-Encoding: gzip\r\n") as url,
-        client(url) as tap,
-        pytest.raises(
-            ConfigError, match=r"refused our credentials \(401 a page whose gzip encoding is broken\)"
-        ),
+        pytest.raises(error, match=told),
     ):
         download(tap, tmp_path / "answer.json")
 
