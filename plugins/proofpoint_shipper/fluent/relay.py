@@ -250,7 +250,8 @@ class ForwardRelay:
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
             raise ConnectionResetError("gone before the TLS handshake") from None
         except ssl.SSLError as exc:
-            raise codec.ProtocolError(f"TLS handshake failed: {exc.reason or exc}") from None
+            hint = NOT_TLS.get(exc.reason, "")
+            raise codec.ProtocolError(f"TLS handshake failed: {exc.reason or exc}{hint}") from None
 
     async def _handshake(self, reader, writer) -> bool:
         nonce = os.urandom(16)
@@ -459,6 +460,11 @@ class ForwardRelay:
                 log.warning("relay: upstream did not take the still open message records in time")
 
 
+# OpenSSL's reasons for a hello that is no TLS at all, and what they mean here.
+NOT_TLS = {
+    "WRONG_VERSION_NUMBER": " (no TLS: the client's TLS is off)",
+    "HTTP_REQUEST": " (an HTTP request, not a forward client)",
+}
 HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ", b"PRI * HTTP/2")
 
 
