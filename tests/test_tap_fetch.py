@@ -136,6 +136,7 @@ def test_an_array_the_api_adds_is_set_aside_and_the_known_events_land(tmp_path, 
     assert Counter(record_id(r) for r in records) == Counter(e.wire["id"] for e in events)
     kept = sorted((tmp_path / "dead-letter").iterdir())
     assert kept and all(path.name.endswith("-unknown-arrays.ndjson") for path in kept)
+    assert {path.stat().st_mode & 0o777 for path in kept} == {0o600}  # mail data: ours only
     lines = [json.loads(line) for path in kept for line in path.read_text().splitlines()]
     assert lines == [
         {"array": "messagesQuarantined", "item": {"id": "x"}},

@@ -2,8 +2,8 @@
 
 401/403 stop at once (ConfigError: exit 2); 429 waits (Retry-After when sent) and 5xx, timeouts,
 dropped connections, a web page for an answer (a proxy's) and a broken content encoding are
-retried under the retry policy, each retry logged. Requests are
-counted per quota pool. The secret is only ever handed to httpx's auth, never logged.
+retried under the retry policy, each retry logged. Requests are counted per quota pool. The
+secret is only ever handed to httpx's auth, never logged.
 """
 
 import email.utils

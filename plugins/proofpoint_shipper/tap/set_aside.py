@@ -6,6 +6,7 @@ told with their count, while the events of the known arrays beside them land as 
 """
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,10 @@ class SetAside:
     def keep(self, array: str, item: object) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("wb")  # a window read again writes its file afresh
+            # Mail data, ours only; a window read again writes its file afresh. Open across calls
+            # to keep(), closed by close().
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            self._file = open(os.open(self.path, flags, 0o600), "wb")  # noqa: SIM115
         self._file.write(orjson.dumps({"array": array, "item": item}) + b"\n")
         self.counts[array] += 1
 
