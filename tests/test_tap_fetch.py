@@ -100,6 +100,33 @@ def test_a_week_old_cursor_is_clamped_with_a_loud_warning(tmp_path, caplog):
     assert {record_id(r) for r in records} == {e.wire["id"] for e in events}
 
 
+def test_pending_windows_past_the_7_day_limit_are_told_lost_not_asked_for(tmp_path, caplog):
+    """A catch-up from the 7-day limit, interrupted and run again minutes later: the API refused
+    its oldest pending windows (400), and every run stopped there, for good."""
+    events = list(generate(21, END - timedelta(hours=2), END, 30))
+    clock = Clock(END + timedelta(hours=1))
+    edge = clock() - timedelta(days=7)  # the API's limit now
+    pending = [
+        (edge - timedelta(hours=1), edge),
+        (edge - timedelta(minutes=20), edge + timedelta(minutes=40)),
+    ]
+    start = END - timedelta(hours=2)
+    pending += [(start + timedelta(hours=n), start + timedelta(hours=n + 1)) for n in range(3)]
+    cursor = {
+        "cursor": (edge - timedelta(hours=1)).isoformat(),
+        "pending": [[a.isoformat(), b.isoformat()] for a, b in pending],
+    }
+    (tmp_path / "cursor.json").write_text(json.dumps(cursor))
+    with serve(events, clock) as simulator, caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, summary = fetch(simulator, clock, tmp_path)
+        statuses = {status for _, status in simulator.requests}
+    assert statuses <= {200, 204} and summary.windows == 4  # one dropped, one cut to the limit
+    (warning,) = [m for m in caplog.messages if "can no longer be fetched" in m]
+    assert warning.startswith("!!! TAP events from 2022-02-13T15:00:00.000Z to 2022-02-13T16:05:00.000Z")
+    assert {record_id(r) for r in records} == {e.wire["id"] for e in events}
+    assert json.loads((tmp_path / "cursor.json").read_text())["pending"] == []
+
+
 def test_a_cursor_ahead_of_the_clock_is_a_loud_warning_not_a_silent_stall(tmp_path, caplog):
     clock = Clock(END)
     (tmp_path / "cursor.json").write_text(json.dumps({"cursor": (END + timedelta(hours=3)).isoformat()}))

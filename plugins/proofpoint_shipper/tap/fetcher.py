@@ -26,7 +26,7 @@ from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.events import creation_time, wire_time
 from proofpoint_shipper.tap.set_aside import SetAside
 from proofpoint_shipper.tap.shape import event_key, to_record
-from proofpoint_shipper.tap.window import MAX_WINDOW, MIN_WINDOW, plan
+from proofpoint_shipper.tap.window import API_LOOKBACK, CLAMP_MARGIN, MAX_WINDOW, MIN_WINDOW, plan
 
 log = logging.getLogger("proofpoint_shipper")
 WRITE_GROUP = 500  # events handed to the sink at a time
@@ -71,7 +71,7 @@ class TapFetcher:
         """Catch up to now minus the lag: first the windows of an interrupted run, else from the
         cursor; `since` starts a first run (no cursor yet), or re-plans with `backfill`."""
         document = _checked(self.store.load() or {}, self.store.where)
-        windows = [(_time(a), _time(b)) for a, b in document.get("pending") or []]
+        windows = self._still_served([(_time(a), _time(b)) for a, b in document.get("pending") or []])
         if windows:
             log.info("finishing the %d windows of an interrupted run first", len(windows))
         else:
@@ -120,14 +120,19 @@ class TapFetcher:
                 )
             result = plan(cursor, now, self.settings.lookback, self.settings.lag)
         if result.lost:
-            log.warning(
-                "!!! TAP events from %s to %s can no longer be fetched: the API serves only "
-                "the last 7 days. Fetching from %s on.",
-                wire_time(result.lost[0]),
-                wire_time(result.lost[1]),
-                wire_time(result.lost[1]),
-            )
+            _tell_lost(*result.lost)
         return result.windows
+
+    def _still_served(self, pending: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+        """The windows of an interrupted run that the API still serves, one that crosses its 7-day
+        limit cut to it. A catch-up from that limit, run again minutes later, asked for windows
+        it refuses (400), at every run, for good. When none is left, the plan from the cursor
+        tells the loss."""
+        oldest = self.now() - API_LOOKBACK + CLAMP_MARGIN
+        kept = [(max(start, oldest), end) for start, end in pending if end - oldest >= MIN_WINDOW]
+        if kept and kept[0][0] > pending[0][0]:
+            _tell_lost(pending[0][0], kept[0][0])
+        return kept
 
     def _fetch_window(
         self, start: datetime, end: datetime, seen: dict[str, str], summary: PollSummary
@@ -272,6 +277,16 @@ def _checked(document: dict, where: str) -> dict:
             "move it aside and start again with --since"
         ) from exc
     return document
+
+
+def _tell_lost(start: datetime, end: datetime) -> None:
+    log.warning(
+        "!!! TAP events from %s to %s can no longer be fetched: the API serves only "
+        "the last 7 days. Fetching from %s on.",
+        wire_time(start),
+        wire_time(end),
+        wire_time(end),
+    )
 
 
 def _report_timeless(name: str, timeless: Counter[str]) -> None:
