@@ -264,6 +264,27 @@ def test_a_follower_outlives_an_api_outage_and_catches_up_after_it(simulator, tm
     assert ids == expected_ids(simulator)
 
 
+def test_a_backfill_asked_for_while_an_interrupted_run_waits_runs_after_it(simulator, tmp_path, caplog):
+    """`--since ... --backfill` on a cursor holding an interrupted run's windows: those were
+    finished, and the backfill asked for was not run at all, with one line of info."""
+    now = datetime.now(UTC)
+    last_hour = [[(now - timedelta(hours=1)).isoformat(), (now - timedelta(minutes=2)).isoformat()]]
+    cursor = {"cursor": (now - timedelta(hours=1)).isoformat(), "seen": {}, "pending": last_hour}
+    (tmp_path / "cursor.json").write_text(json.dumps(cursor))
+    out = io.BytesIO()
+    client, fetcher = tap_fetcher(simulator, tmp_path, out)
+    since = now - timedelta(hours=7)
+    args = argparse.Namespace(follow=False, interval=timedelta(minutes=5), since=since, backfill=True)
+    with caplog.at_level(logging.INFO, "proofpoint_shipper"):
+        try:
+            poll_loop(fetcher, args, threading.Event())
+        finally:
+            client.close()
+    ids = Counter(json.loads(line)["id"] for line in out.getvalue().splitlines())
+    assert set(ids) == expected_ids(simulator)  # the backfill's six hours, not the last one alone
+    assert f"now the backfill from {since.isoformat()}" in caplog.text
+
+
 def test_a_follower_whose_stdout_reader_went_away_stops_without_waiting_to_write(simulator, tmp_path):
     """An exec input's agent stopped: the follower must not hold its cursor until its next write."""
     command = fetch_command(simulator, tmp_path, "--interval", "1h", mode="--follow", since="5m")  # no events

@@ -285,7 +285,6 @@ def poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.E
             if stop.wait(args.interval.total_seconds()):
                 return skipped
             continue
-        since = None
         skipped += len(summary.skipped)
         log.info(
             "TAP poll done: %d windows, %d new events, %d already seen%s",
@@ -294,6 +293,10 @@ def poll_loop(fetcher: "TapFetcher", args: argparse.Namespace, stop: threading.E
             summary.duplicates,
             f", skipped windows: {', '.join(summary.skipped)}" if summary.skipped else "",
         )
+        if summary.resumed and since is not None and args.backfill:
+            log.info("the interrupted run's windows are done: now the backfill from %s", since.isoformat())
+            continue  # else the backfill asked for was never run, with a single line of info
+        since = None
         if not args.follow or stop.wait(args.interval.total_seconds()):
             return skipped
 

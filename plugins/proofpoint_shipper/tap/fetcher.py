@@ -39,6 +39,7 @@ class PollSummary:
     events: int = 0
     duplicates: int = 0
     skipped: list[str] = field(default_factory=list)
+    resumed: bool = False  # the windows of an interrupted run, not a plan of this poll's
 
 
 @dataclass
@@ -72,7 +73,8 @@ class TapFetcher:
         cursor; `since` starts a first run (no cursor yet), or re-plans with `backfill`."""
         document = _checked(self.store.load() or {}, self.store.where)
         windows = self._still_served([(_time(a), _time(b)) for a, b in document.get("pending") or []])
-        if windows:
+        resumed = bool(windows)
+        if resumed:
             log.info("finishing the %d windows of an interrupted run first", len(windows))
         else:
             if since is not None and document.get("cursor") and not backfill:
@@ -81,7 +83,7 @@ class TapFetcher:
             windows = self._plan(document, since)
             document["pending"] = [[a.isoformat(), b.isoformat()] for a, b in windows]
             self.store.save(document)  # the intent first: a re-run repeats exactly these windows
-        summary = PollSummary()
+        summary = PollSummary(resumed=resumed)
         seen: dict[str, str] = dict(document.get("seen") or {})
         for number, (start, end) in enumerate(windows):
             self._fetch_window(start, end, seen, summary)
