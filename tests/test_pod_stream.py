@@ -297,6 +297,21 @@ def test_a_two_hour_outage_is_reported_and_backfilled_from_the_archive(tmp_path,
     assert event_time(backfill[-1]) >= gap_end - timedelta(seconds=2)  # the whole gap is covered
 
 
+def test_a_backfill_keeps_a_killed_live_runs_mark_for_the_next_live_start(tmp_path, caplog):
+    """The mark of a live run killed before its last save is told at the next live start; a
+    backfill run in between on the same resume file wrote it away, and nothing was told."""
+    timeline, since, until = _three_archived_hours(rate=0.2)
+    unsaved_from = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    killed = {"type": "maillog", "last_ts": unsaved_from, "recent": [], "unsaved_from": unsaved_from}
+    (tmp_path / "pod-maillog.json").write_text(json.dumps(killed))
+    with PodSimulator(timeline, TOKEN, CLUSTER) as simulator:
+        stream(simulator, tmp_path, since=since, until=until)
+        assert json.loads((tmp_path / "pod-maillog.json").read_text())["unsaved_from"] == unsaved_from
+        with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+            stream(simulator, tmp_path, max_events=5)
+    assert any(f"sent it after {unsaved_from}" in m for m in caplog.messages)
+
+
 def _three_archived_hours(rate: float = 1.0):
     """A timeline of `rate` events a second, and a backfill range of three whole hours of it."""
     timeline = Timeline(8, datetime.now(UTC) - timedelta(days=1), rate=rate)

@@ -112,6 +112,7 @@ class PodStream:
         self._backfill = False  # an archive backfill (run with `since`), which can be run again
         self._sessions = 0  # opened this run
         self._open_since: str | None = None  # a live run's start, less the hour the API replays
+        self._left_open: str | None = None  # what a backfill found of a killed live run, kept
         self._dead_letter_path = settings.dead_letter_dir / f"pod-{kind}.ndjson"
         self._kept_told, self._unkept_told = (  # a flood of bad frames: ten lines a minute of each
             Throttled(log, logging.ERROR, f"PoD {kind}: {{count}} more bad frames in {{seconds}} s, {how}")
@@ -138,6 +139,7 @@ class PodStream:
         else:
             self._backfill_range = {"since": since.isoformat(), "until": until and until.isoformat()}
             self._reached = _reached(state.get("backfill"), self._backfill_range)
+            self._left_open = state.get(UNSAVED_FROM)  # a killed live run's, for the next live start
         deadline = time.monotonic() + duration if duration else None
         self._backfill = since is not None
         try:
@@ -474,6 +476,8 @@ class PodStream:
             state["backfill"] = {**self._backfill_range, "reached": reached}
         if self._open_since is not None:
             state[UNSAVED_FROM] = self._last_ts or self._open_since
+        elif self._left_open is not None:
+            state[UNSAVED_FROM] = self._left_open
         return state
 
     def _hand_to_output(self) -> None:
