@@ -108,6 +108,36 @@ def test_two_s3_writers_one_wins_the_other_stops(local_s3, bucket):
         first.save({"queryEndTime": "A3"})
 
 
+def first_put_answer_lost(client) -> None:
+    """`client`'s first PutObject reaches the store, and its answer is lost on the way back (a
+    read timeout), so the SDK sends it again, as it does; a network that loses just that answer
+    cannot be made here, so the SDK's own hook sends the first put and raises the timeout."""
+    from botocore.exceptions import ReadTimeoutError
+    from botocore.httpsession import URLLib3Session
+
+    lost = []
+
+    def send_then_lose_the_answer(request, **_):
+        if not lost:
+            lost.append(URLLib3Session().send(request))
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    client.meta.events.register("before-send.s3.PutObject", send_then_lose_the_answer)
+
+
+def test_a_put_sent_again_after_its_answer_was_lost_is_not_taken_for_another_collector(local_s3, bucket):
+    """The SDK's retry met the condition of our own first put, which had landed: the collector
+    stopped, telling of another collector that did not exist."""
+    client = local_s3.client()
+    store = S3CursorStore(client, bucket, "cursors/tap.json")
+    store.load()
+    store.save({"cursor": "A"})
+    first_put_answer_lost(client)
+    store.save({"cursor": "B"})  # landed, answer lost, sent again: 412 on our own write
+    store.save({"cursor": "C"})  # and the ETag held is the object's
+    assert S3CursorStore(local_s3.client(), bucket, "cursors/tap.json").load() == {"cursor": "C"}
+
+
 def ignoring_conditional_writes(client) -> None:
     """`client`'s puts go without If-None-Match and If-Match: moto honours both, and a store
     that ignores them (some S3-compatible ones) cannot run here; this is what it would see."""

@@ -191,6 +191,8 @@ class S3CursorStore:
             response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **extra)
         except ClientError as exc:
             if _precondition_failed(exc):
+                if self._holds(body):
+                    return  # our own put, sent again by the SDK after its answer was lost
                 raise CursorConflict(
                     f"cursor s3://{self.bucket}/{self.key} was advanced by another collector; "
                     "stopping so that only one collector runs"
@@ -199,6 +201,19 @@ class S3CursorStore:
         except BotoCoreError as exc:
             raise DeliveryError(f"cursor s3://{self.bucket}/{self.key} was not saved: {exc}") from exc
         self._etag = response["ETag"]
+
+    def _holds(self, body: bytes) -> bool:
+        """Whether the cursor object holds `body`, whose ETag is then ours. The SDK sends a put
+        again when its answer was lost (a timeout, a reset); when the first one had landed, the
+        condition fails on our own write, which was taken for another collector's."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            held = response["Body"].read() == body
+        except (ClientError, BotoCoreError):
+            return False
+        if held:
+            self._etag = response["ETag"]
+        return held
 
 
 def _precondition_failed(exc: ClientError) -> bool:
