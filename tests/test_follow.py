@@ -378,6 +378,25 @@ def test_a_position_saved_without_the_first_bytes_of_its_file_still_resumes(file
     follower.stop()
 
 
+def test_the_position_of_another_followed_file_is_refused_not_taken_for_a_rotation(files):
+    """Given another file's position file (two followers configured alike, or a path changed in
+    the config), the follower took that file for this one rotated while stopped, and wrote the
+    lines written to it since as this file's."""
+    from tests.conftest import run_ppship
+
+    path, position = files
+    other = path.with_name("other.log")
+    stopped_after_line_one(other, position)
+    append(other, [2])  # written on since: that file's, not this one's
+    append(path, [10])
+    result = run_ppship("gateway", "parse", "--follow", str(path), "--position-file", str(position))
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"ppship: error: position file {position} is that of the follower of {other}, not of {path}: "
+        "give each followed file its own --position-file\n"
+    )
+
+
 @pytest.mark.parametrize(
     "saved",
     [

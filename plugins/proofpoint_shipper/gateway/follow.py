@@ -50,7 +50,7 @@ HEAD_BYTES = 1024  # the first bytes of a file that tell it from another
 # Found by its first bytes alone (no inode in common: a copytruncate's copy), a file must have
 # this many in common with the saved one: a timestamped line, not a lone line break.
 FIND_BY_HEAD_BYTES = 64
-_POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256", "modified_ns"})
+_POSITION_KEYS = frozenset({"device", "inode", "offset", "head_bytes", "head_sha256", "modified_ns", "path"})
 REOPENS = 3  # a file found, then renamed by logrotate before it was opened: looked for again
 wall_clock_ns = time.time_ns  # what a file's status change time is compared with
 
@@ -144,6 +144,7 @@ class FollowedFile:
         rotated_dir: Path | None = None,
     ):
         self.path = Path(path)
+        self._followed = str(self.path.absolute())  # the path followed, as saved with positions
         self.rotated_dir = rotated_dir  # where logrotate's olddir moves rotated files, if it does
         self.positions = positions  # load() -> dict | None, save(dict)
         self.max_line_bytes = max_line_bytes
@@ -215,6 +216,14 @@ class FollowedFile:
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
         refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
+        followed = saved.get("path", self._followed)  # positions saved by earlier releases name none
+        if followed != self._followed:
+            # Another file's position was taken for a rotation of this one: the rest of that
+            # file, written on since, would have come out as this file's lines.
+            raise ConfigError(
+                f"position file {self.positions.path} is that of the follower of {followed}, not of "
+                f"{self._followed}: give each followed file its own --position-file"
+            )
         position = _SavedPosition(
             (saved.get("device"), saved.get("inode")),
             saved.get("offset", 0),
@@ -430,8 +439,7 @@ class FollowedFile:
         names, which logrotate rotates under its own name."""
         return list(dict.fromkeys([self.path.name, self.path.resolve().name]))
 
-    @staticmethod
-    def _position(current: _OpenFile | InflatedFile) -> dict:
+    def _position(self, current: _OpenFile | InflatedFile) -> dict:
         device, inode = current.identity
         head_bytes, head_sha256 = current.head_digest()
         return {
@@ -441,6 +449,7 @@ class FollowedFile:
             "head_bytes": head_bytes,
             "head_sha256": head_sha256,
             "modified_ns": current.modified(),
+            "path": self._followed,
         }
 
 
