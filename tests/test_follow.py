@@ -397,6 +397,18 @@ def test_the_position_of_another_followed_file_is_refused_not_taken_for_a_rotati
     )
 
 
+def test_the_same_file_followed_under_a_new_path_resumes_where_it_was(files):
+    """A mount or a config that names the followed file anew: its own position still holds."""
+    path, position = files
+    stopped_after_line_one(path, position)
+    renamed = path.with_name("mail.log")
+    path.rename(renamed)
+    append(renamed, [2])
+    follower = Follower(renamed, position)
+    follower.expect([2])
+    follower.stop()
+
+
 @pytest.mark.parametrize(
     "saved",
     [

@@ -185,7 +185,17 @@ class FollowedFile:
                 log.warning(
                     "follow: %s is shorter than the saved position: reading it from its start", self.path
                 )
-            return current
+            return current  # the file of the position, whatever path it was followed by then
+        followed = saved.get("path", self._followed)  # positions saved by earlier releases name none
+        if followed != self._followed:
+            # Another file's position, taken for a rotation of this one, had the rest of that file,
+            # written on since, come out as this file's lines.
+            if current is not None:
+                current.close()
+            raise ConfigError(
+                f"position file {self.positions.path} is that of the follower of {followed}, not of "
+                f"{self._followed}: give each followed file its own --position-file"
+            )
         rotated = self._rotated_file(position, current)
         if current is not None:
             # Read after the files rotated before it, it may be one of them by then: looked for
@@ -216,14 +226,6 @@ class FollowedFile:
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
         refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
-        followed = saved.get("path", self._followed)  # positions saved by earlier releases name none
-        if followed != self._followed:
-            # Another file's position was taken for a rotation of this one: the rest of that
-            # file, written on since, would have come out as this file's lines.
-            raise ConfigError(
-                f"position file {self.positions.path} is that of the follower of {followed}, not of "
-                f"{self._followed}: give each followed file its own --position-file"
-            )
         position = _SavedPosition(
             (saved.get("device"), saved.get("inode")),
             saved.get("offset", 0),
