@@ -175,6 +175,28 @@ def test_a_409_after_a_drop_is_retried_while_the_api_holds_the_dropped_session(s
     assert summary.reconnects == 3  # the drop, then two handshakes refused with 409
 
 
+def test_a_page_or_a_not_found_at_a_reconnect_is_retried_not_the_end_of_the_live_stream(
+    simulator, tmp_path, caplog
+):
+    """A proxy's page (200) or a 404 from a load balancer between deployments, met at a
+    reconnect: settings that served cannot be wrong, and the live stream, which nothing
+    restarts under an agent's exec input, stopped for good."""
+    simulator.drop_every = 30
+    simulator.refuse_after_drop.extend([200, 404])
+    with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+        records, _ = stream(simulator, tmp_path, max_events=50)
+    told = [m.split(";")[0] for m in caplog.messages if "handshake refused" in m]
+    assert told == [f"PoD maillog stream dropped (handshake refused with {s})" for s in (200, 404)]
+    assert len(records) == len({record["id"] for record in records}) == 50
+
+
+def test_a_refused_token_at_a_reconnect_still_stops(simulator, tmp_path):
+    simulator.drop_every = 30
+    simulator.refuse_after_drop.append(401)
+    with pytest.raises(ConfigError, match=r"refused the token \(401\)"):
+        stream(simulator, tmp_path, max_events=50)
+
+
 def test_a_409_at_the_first_handshake_is_still_a_refusal(simulator, tmp_path):
     simulator.refuse_handshakes.append(409)
     with pytest.raises(ConfigError, match=r"refused a second session for this token \(409"):

@@ -67,6 +67,8 @@ class PodSimulator:
         self.drop_every: int | None = None  # close abruptly after this many events of a session
         self.refuse_sessions = 0  # this many next sessions close right after the handshake (1011)
         self.refuse_handshakes: deque[int] = deque()  # statuses answered to the next handshakes
+        self.refuse_after_drop: deque[int] = deque()  # the same, once a live session has dropped
+        self._dropped = False  # whether a live session has dropped abruptly
         self.linger_after_drop = 0  # handshakes a dropped live session still holds its token for
         self._lingering = 0  # handshakes left that the last dropped session is held for
         self.stall_seconds = 0.0  # pause before each event
@@ -123,8 +125,11 @@ class PodSimulator:
 
     def _check(self, connection, request):
         query = parse_qs(urlsplit(request.path).query)
-        if self.refuse_handshakes:  # a load balancer whose back end restarts, or a busy API
-            status = self.refuse_handshakes.popleft()
+        refusals = (
+            self.refuse_after_drop if self._dropped and self.refuse_after_drop else self.refuse_handshakes
+        )
+        if refusals:  # a load balancer whose back end restarts, a busy API, a proxy's page
+            status = refusals.popleft()
             return connection.respond(status, f"{HTTPStatus(status).phrase}\n")
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return connection.respond(401, "Unauthorized\n")
@@ -186,6 +191,7 @@ class PodSimulator:
             index = self._delivered.pop(id(connection), start)
         finally:
             with self.lock:
+                self._dropped = self._dropped or dropped
                 if dropped and self.linger_after_drop:
                     self._lingering = self.linger_after_drop  # the API has not noticed the drop yet
                 else:

@@ -201,10 +201,14 @@ class PodStream:
 
     def _may_pass(self, exc: InvalidStatus) -> bool:
         """Whether a refused handshake is tried again: the API busy or restarting (429, or a 5xx
-        as its load balancer answers meanwhile), or a 409 once this run had a session, as the API
-        may not have noticed yet that the session dropped is gone. Else it is a refusal."""
+        as its load balancer answers meanwhile) at any time; once this run had a session, any
+        answer but a refused token (401, 403), as the settings that served cannot be wrong: a 409
+        while the API has not noticed yet that the session dropped is gone, a proxy's page. At
+        the first handshake, anything else is a refusal."""
         status = exc.response.status_code
-        return status == 429 or status >= 500 or (status == 409 and self._sessions > 0)
+        if status in (401, 403):
+            return False
+        return status == 429 or status >= 500 or self._sessions > 0
 
     def _tell_if_too_big(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
