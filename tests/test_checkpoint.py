@@ -34,6 +34,20 @@ def test_a_folder_given_as_cursor_file_is_a_config_error(tmp_path, folder):
         FileCursorStore(Path(folder.format(tmp=tmp_path)))
 
 
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+def test_a_device_or_a_pipe_given_as_cursor_file_is_a_config_error(tmp_path, kind):
+    """Read whole, /dev/zero filled memory until the kernel killed the process (and maybe
+    another); a pipe waited for a writer for ever."""
+    path = Path("/dev/zero")
+    if kind == "pipe":
+        path = tmp_path / "cursor.json"
+        os.mkfifo(path)
+    with pytest.raises(
+        ConfigError, match=f"^cursor file {path} is not a regular file: name a file of its own$"
+    ):
+        FileCursorStore(path)
+
+
 def test_a_cursor_that_cannot_be_written_leaves_no_temporary_file_behind(tmp_path):
     store = FileCursorStore(tmp_path / "tap.json")
     (tmp_path / "tap.json").mkdir()  # the rename over it fails, after the temporary file was written

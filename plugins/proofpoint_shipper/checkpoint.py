@@ -53,6 +53,9 @@ class FileCursorStore:
         self.kind = kind
         if not self.path.name or self.path.is_dir():
             raise ConfigError(f"{self.where} is a folder: name a file in it")
+        if self.path.exists() and not self.path.is_file():
+            # A device or a pipe: /dev/zero read whole filled memory, a pipe waited for a writer.
+            raise ConfigError(f"{self.where} is not a regular file: name a file of its own")
         self._lock: int | None = None  # held until the process ends
 
     @property
