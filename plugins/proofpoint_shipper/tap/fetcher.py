@@ -26,7 +26,7 @@ from proofpoint_shipper.tap.client import TapClient
 from proofpoint_shipper.tap.events import creation_time, wire_time
 from proofpoint_shipper.tap.set_aside import SetAside
 from proofpoint_shipper.tap.shape import event_key, to_record
-from proofpoint_shipper.tap.window import API_LOOKBACK, CLAMP_MARGIN, MAX_WINDOW, MIN_WINDOW, plan
+from proofpoint_shipper.tap.window import MAX_WINDOW, MIN_WINDOW, plan, still_served
 
 log = logging.getLogger("proofpoint_shipper")
 WRITE_GROUP = 500  # events handed to the sink at a time
@@ -126,15 +126,11 @@ class TapFetcher:
         return result.windows
 
     def _still_served(self, pending: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-        """The windows of an interrupted run that the API still serves, one that crosses its 7-day
-        limit cut to it. A catch-up from that limit, run again minutes later, asked for windows
-        it refuses (400), at every run, for good. When none is left, the plan from the cursor
-        tells the loss."""
-        oldest = self.now() - API_LOOKBACK + CLAMP_MARGIN
-        kept = [(max(start, oldest), end) for start, end in pending if end - oldest >= MIN_WINDOW]
-        if kept and kept[0][0] > pending[0][0]:
-            _tell_lost(pending[0][0], kept[0][0])
-        return kept
+        """The windows of an interrupted run that the API still serves (window.still_served)."""
+        result = still_served(pending, self.now())
+        if result.lost:
+            _tell_lost(*result.lost)
+        return result.windows
 
     def _fetch_window(
         self, start: datetime, end: datetime, seen: dict[str, str], summary: PollSummary
