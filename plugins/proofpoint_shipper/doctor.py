@@ -160,8 +160,9 @@ class Doctor:
         self._server_clock("tap api", response.headers.get("Date"), took)
         status = response.status_code
         if status == 200 and is_web_page(response):
-            page = " ".join(response.text.split())[:120]
-            return Finding("FAIL", "tap api", f"{url} answered with a web page, not the API's JSON: {page}")
+            return Finding(
+                "FAIL", "tap api", f"{url} answered with a web page, not the API's JSON: {_page(response)}"
+            )
         if status in (200, 204):
             return Finding("ok", "tap api", f"{url} accepted the credentials ({status} in {took:.2f} s)")
         if status in (401, 403):
@@ -172,7 +173,7 @@ class Doctor:
             )
         if status == 429:
             return Finding("FAIL", "tap api", f"{url}: today's request quota is used up (429)")
-        return Finding("FAIL", "tap api", f"{url} answered {status}: {' '.join(response.text.split())[:120]}")
+        return Finding("FAIL", "tap api", f"{url} answered {status}: {_page(response)}")
 
     # -- PoD -----------------------------------------------------------------------------------
 
@@ -294,3 +295,8 @@ class Doctor:
             )
         names = ", ".join(sorted({name for name, _ in self.clocks}))
         return Finding("ok", "clock", f"within {abs(offset):.1f} s of {names} (limit {limit:.0f} s)")
+
+
+def _page(response) -> str:
+    """The start of an answer's page, on one line."""
+    return " ".join(response.text.split())[:120]
