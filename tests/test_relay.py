@@ -2,6 +2,7 @@
 
 import contextlib
 import gzip
+import http.server
 import os
 import re
 import select
@@ -10,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -798,6 +800,54 @@ def test_output_s3_writes_the_text_tables_before_acking(local_s3, bucket):
         "proofpoint_gateway_sendmail_logs": [RFC3339_SENDMAIL_LINE],
     }
     assert b"belong to no table" in stderr
+
+
+class _UploadsNeverAnswered(http.server.BaseHTTPRequestHandler):
+    """A bucket that answers the relay's start-up check (HEAD) and takes each upload without ever
+    answering it, as a path to S3 that swallows requests does: the local S3 cannot be made to."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_PUT(self):
+        self.server.upload_arrived.set()
+        self.server.released.wait()  # until the test ends
+
+    def log_message(self, *args):
+        pass
+
+
+def test_sigterm_with_an_upload_never_answered_exits_within_the_drain_bound():
+    """The stop waited for the upload: its read timeout (60 s), then the retries after it, far
+    past --drain-seconds and a service manager's stop timeout. Its chunk was not acked: the client
+    sends it again."""
+    bucket = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _UploadsNeverAnswered)
+    bucket.daemon_threads = False  # server_close() waits for the handler, which closes its socket
+    bucket.upload_arrived, bucket.released = threading.Event(), threading.Event()
+    threading.Thread(target=bucket.serve_forever, daemon=True).start()
+    s3 = ("--output", "s3", "--bucket", "lake", "--endpoint-url", f"http://127.0.0.1:{bucket.server_port}")
+    relay, port = start_relay(None, *s3, "--drain-seconds", "1", env={**os.environ, **LOCAL_ENV})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            entries = [(EventTime(1645367700, 1), {"log": FILTER_LINE})]
+            client.sendall(codec.encode("forward", "gateway.raw", entries, chunk="never-stored"))
+            assert bucket.upload_arrived.wait(30)
+            relay.send_signal(signal.SIGTERM)
+            _, stderr = relay.communicate(timeout=20)  # not the minutes of the upload's timeouts
+            assert client.recv(4096) == b""  # closed without an ack: the client keeps its chunk
+        assert relay.returncode == 0, stderr.decode()[-500:]
+        assert "a delivery still under way" in stderr.decode()
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+        bucket.released.set()
+        bucket.shutdown()
+        bucket.server_close()
 
 
 def test_message_mode_records_asking_no_ack_go_to_s3_together_not_an_object_each(local_s3, bucket):

@@ -15,6 +15,7 @@ from fluent.sender import EventTime
 
 from proofpoint_shipper.fluent import codec, protocol
 from proofpoint_shipper.fluent import command as relay_command
+from proofpoint_shipper.fluent.delivery_thread import DeliveryThread
 from proofpoint_shipper.fluent.relay import ForwardRelay, RelaySettings
 from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.parser import GatewayParser
@@ -168,3 +169,22 @@ def test_records_of_no_table_are_logged_once_a_minute_not_per_delivery(caplog):
             upstream.stage("proofpoint.gateway.other", [[EventTime(1, 0), {"log": "x"}]] * 3)
     lines = [m for m in caplog.messages if "belong to no table" in m]
     assert lines == ["relay: 3 records tagged proofpoint.gateway.other belong to no table; not written"]
+
+
+def test_the_delivery_thread_runs_calls_in_order_and_can_be_left_in_a_call_that_hangs():
+    deliveries = DeliveryThread("upstream-test")
+    release = threading.Event()
+    first = deliveries.submit(lambda: "first")
+    failing = deliveries.submit(lambda: 1 / 0)
+    hanging = deliveries.submit(release.wait)
+    queued = deliveries.submit(lambda: "never run")
+    assert first.result(10) == "first"
+    assert isinstance(failing.exception(10), ZeroDivisionError)  # handed over, the thread goes on
+    wait_until = time.monotonic() + 10
+    while not hanging.running() and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    deliveries.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    assert not deliveries.finished_within(0.2)  # the stop leaves it; a daemon, it ends with us
+    release.set()
+    assert deliveries.finished_within(10) and hanging.result() is True

@@ -237,8 +237,9 @@ def _run_one(args: argparse.Namespace) -> int:
         assembler,
     )
     code = asyncio.run(_serve(relay))
-    with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
-        upstream.close()
+    if not relay.delivery_left_running:  # else the delivery thread holds the upstream still
+        with contextlib.suppress(DeliveryAbandoned):  # unacked chunks: their clients send them again
+            upstream.close()
     return code
 
 

@@ -17,7 +17,6 @@ import os
 import socket
 import ssl
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import monotonic
 from time import time as epoch_seconds
@@ -27,6 +26,7 @@ import msgpack
 
 from proofpoint_shipper.errors import ConfigError, DeliveryAbandoned, DeliveryError
 from proofpoint_shipper.fluent import codec, protocol
+from proofpoint_shipper.fluent.delivery_thread import DeliveryThread
 from proofpoint_shipper.gateway.record import TAKEN_APART, agent_line, decoding_problem, mark_taken_apart
 from proofpoint_shipper.logs import Throttled
 from proofpoint_shipper.metrics import PARSE_ERRORS, RECORDS_IN, RECORDS_OUT, RETRIES
@@ -48,6 +48,9 @@ TAGS = {name: BY_NAME[name].tag for name in ("gateway_filter", "gateway_sendmail
 TABLES = {name: BY_NAME[name].table for name in ("gateway_filter", "gateway_sendmail")} | {OTHER: OTHER}
 MESSAGE = BY_NAME["gateway_message"]  # the extra table of assembled messages (--assemble)
 TABLE_OF_TAG = {TAGS[name]: TABLES[name] for name in TAGS} | {MESSAGE.tag: MESSAGE.table}
+# After the drain, how long a delivery under way may take to end once given up (a forward
+# upstream's wait ends at once; an S3 upload cannot be cut short, and is left unfinished).
+GIVE_UP_SECONDS = 2.0
 
 
 @dataclass
@@ -86,7 +89,8 @@ class ForwardRelay:
         self.arriving = 0  # wire bytes of frames not yet whole, over all connections
         self.relayed = 0
         self._room = asyncio.Condition()
-        self._deliveries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upstream")
+        self._deliveries = DeliveryThread("upstream")
+        self.delivery_left_running = False  # at the stop: a delivery that did not end, left to die
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._in_delivery: set[asyncio.Future] = set()  # done once upstream acked their records
@@ -149,7 +153,18 @@ class ForwardRelay:
         self.upstream.abandon()  # unblock a delivery still waiting for upstream
         if self._delivery_task is not None:
             self._delivery_task.cancel()
-        self._deliveries.shutdown(wait=True, cancel_futures=True)
+        await self._end_deliveries()
+
+    async def _end_deliveries(self) -> None:
+        """The delivery thread ends, or is left to end with the process: what it delivers was not
+        acked (an upload whose answer never comes cannot be cut short)."""
+        self._deliveries.shutdown(wait=False, cancel_futures=True)
+        if not await asyncio.to_thread(self._deliveries.finished_within, GIVE_UP_SECONDS):
+            self.delivery_left_running = True
+            log.warning(
+                "relay: a delivery still under way after the drain (upstream or S3 not answering) is "
+                "left unfinished; its chunks were not acked, so their clients send them again"
+            )
 
     async def _connections_closed(self) -> None:
         """Since Python 3.12 the server's wait_closed() waits for every client connection to
