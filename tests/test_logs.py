@@ -64,6 +64,44 @@ def test_a_text_log_line_stays_one_line_whatever_its_message_holds():
     assert written.getvalue() == "WARNING server said: <html>\\r\\n<body>Bad</body>\\n</html>\n"
 
 
+def text_log_of(logger_name: str, level: int, message: str, exc: Exception) -> str:
+    """What the text format writes for one record logged with an exception attached."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise exc
+        except type(exc):
+            logger.log(level, message, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    return written.getvalue()
+
+
+def test_a_librarys_warning_with_a_traceback_is_one_line():
+    """urllib3 warns with the whole traceback when an answer's headers are cut (a proxy dropping
+    the connection): eight lines in the relay's log for an upload that went on."""
+    fault = ValueError("[MissingHeaderBodySeparatorDefect()], unparsed data: 'x-amz'\nmore")
+    written = text_log_of("urllib3.connectionpool", logging.WARNING, "Failed to parse headers", fault)
+    assert written == (
+        "WARNING Failed to parse headers (ValueError: [MissingHeaderBodySeparatorDefect()], "
+        "unparsed data: 'x-amz')\n"
+    )
+    said = text_log_of("urllib3", logging.WARNING, "Failed to parse headers: bad", ValueError("bad"))
+    assert said == "WARNING Failed to parse headers: bad\n"  # what the message says already: once
+
+
+def test_an_error_keeps_its_traceback():
+    """What no one foresaw (a fault that stops the relay's delivery) is worth its traceback."""
+    written = text_log_of("proofpoint_shipper", logging.ERROR, "delivery stopped", RuntimeError("bug"))
+    assert written.startswith("ERROR delivery stopped\nTraceback (most recent call last):")
+    assert written.endswith("RuntimeError: bug\n")
+
+
 def test_a_tap_refusal_with_a_page_of_text_is_told_in_one_line():
     page = "<html>\n  <body>\n    <h1>400 Bad Request</h1>\n  </body>\n</html>\n"
     with pytest.raises(FetchError) as refused:

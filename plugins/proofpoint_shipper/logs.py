@@ -35,10 +35,27 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """One line per event: a line break inside a message (a server's error page, a client's bytes)
     is written as \\n, so a log agent tailing stderr never splits an event or reads a forged one.
-    An exception's traceback still follows on lines of its own."""
+    An error's traceback still follows on lines of its own; a warning's exception (urllib3 warns
+    with the whole traceback of headers a proxy cut short) is told in the line, as its type and
+    first line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.exc_info[1] is not None and record.levelno < logging.ERROR:
+            told, exc = record.getMessage(), record.exc_info[1]
+            if str(exc).strip() not in told:  # urllib3 says it already: not twice
+                told += f" ({one_line(exc)})"
+            fields = {**record.__dict__, "msg": told, "args": None, "exc_info": None, "exc_text": None}
+            record = logging.makeLogRecord(fields)
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as its type and the first line of what it says, at most 200 characters."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
 def setup_logging(log_format: str = "text", text_format: str = TEXT_FORMAT) -> None:

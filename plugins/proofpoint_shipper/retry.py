@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from proofpoint_shipper.logs import one_line
 from proofpoint_shipper.metrics import RETRIES
 
 log = logging.getLogger("proofpoint_shipper")
@@ -51,7 +52,7 @@ class RetryPolicy:
                 log.warning(
                     "%s failed (%s); retry %d of %d in %.1f s",
                     what,
-                    _one_line(exc),
+                    one_line(exc),
                     attempt,
                     self.attempts - 1,
                     wait,
@@ -59,11 +60,6 @@ class RetryPolicy:
                 RETRIES.inc(label=operation)
                 sleep(wait)
         raise AssertionError("unreachable")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
 DEFAULT_RETRY = RetryPolicy()
