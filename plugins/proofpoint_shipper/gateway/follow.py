@@ -186,16 +186,7 @@ class FollowedFile:
                     "follow: %s is shorter than the saved position: reading it from its start", self.path
                 )
             return current  # the file of the position, whatever path it was followed by then
-        followed = saved.get("path", self._followed)  # positions saved by earlier releases name none
-        if followed != self._followed:
-            # Another file's position, taken for a rotation of this one, had the rest of that file,
-            # written on since, come out as this file's lines.
-            if current is not None:
-                current.close()
-            raise ConfigError(
-                f"position file {self.positions.path} is that of the follower of {followed}, not of "
-                f"{self._followed}: give each followed file its own --position-file"
-            )
+        self._refuse_another_followers(saved, current)
         rotated = self._rotated_file(position, current)
         if current is not None:
             # Read after the files rotated before it, it may be one of them by then: looked for
@@ -223,6 +214,20 @@ class FollowedFile:
         if since is None:
             since = os.stat(self.positions.path).st_mtime_ns
         return (yield from self._then_the_new_file(_LastRead(since, position.head), set()))
+
+    def _refuse_another_followers(self, saved: dict, current: _OpenFile | None) -> None:
+        """A position saved for another path, whose file is not the one under this path: taken
+        for a rotation of this file, the rest of that file, written on since, came out as this
+        file's lines. Positions saved by earlier releases name no path."""
+        followed = saved.get("path", self._followed)
+        if followed == self._followed:
+            return
+        if current is not None:
+            current.close()
+        raise ConfigError(
+            f"position file {self.positions.path} is that of the follower of {followed}, not of "
+            f"{self._followed}: give each followed file its own --position-file"
+        )
 
     def _saved_position(self, saved: dict) -> "_SavedPosition":
         refuse_foreign(saved, _POSITION_KEYS, self.positions.where, "--position-file")
