@@ -15,6 +15,7 @@ from proofpoint_shipper.bucket.access import open_client
 from proofpoint_shipper.bucket.object_settings import ObjectSettings
 from proofpoint_shipper.checkpoint import FileCursorStore, S3CursorStore
 from proofpoint_shipper.errors import ConfigError, CursorConflict
+from tests.answer_cutter import AnswerCutter
 from tests.conftest import put_headers
 
 
@@ -208,6 +209,26 @@ def test_an_s3_cursor_that_is_not_a_json_object_or_not_reachable_is_a_config_err
     unreachable = open_client("http://127.0.0.1:9")  # nothing listens: a BotoCoreError, not a ClientError
     with pytest.raises(ConfigError, match="cannot be read"):
         S3CursorStore(unreachable, bucket, "cursors/odd.json").load()
+
+
+def test_an_s3_cursor_whose_answer_is_cut_short_is_read_again(local_s3, bucket, caplog, monkeypatch):
+    """A connection dropped while the cursor came in stopped the collector with exit code 2, as a
+    setting at fault ("cannot be read"): the SDK sends a request again, but does not read a body
+    again once it began. Found by a soak of `tap fetch` through a proxy that resets connections."""
+    S3CursorStore(local_s3.client(), bucket, "cursors/tap.json").save({"cursor": "A"})
+    port = int(local_s3.endpoint_url.rsplit(":", 1)[1])
+    cutter = AnswerCutter(port, f"GET /{bucket}/cursors/tap.json".encode())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")  # the local S3's, through the environment
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    try:
+        client = open_client(cutter.url, fail_fast=False)  # as `tap fetch` opens the cursor's client
+        with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+            assert S3CursorStore(client, bucket, "cursors/tap.json").load() == {"cursor": "A"}
+    finally:
+        cutter.close()
+    assert cutter.cut == 1
+    retried = f"reading cursor s3://{bucket}/cursors/tap.json failed (ResponseStreamingError: "
+    assert [message for message in caplog.messages if message.startswith(retried)]
 
 
 def test_a_damaged_cursor_file_is_refused_with_what_to_do(tmp_path):

@@ -18,13 +18,18 @@ import logging
 import os
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
 from proofpoint_shipper.bucket.object_settings import NOTHING_ASKED, ObjectSettings
 from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
 from proofpoint_shipper.rawio import write_file_durably
+from proofpoint_shipper.retry import RetryPolicy
 
 log = logging.getLogger("proofpoint_shipper")
+# The SDK sends a request again when its answer does not come, but once a body began it does not
+# read it again: a connection dropped while the cursor came in is retried here.
+BODY_CUT_SHORT = (ResponseStreamingError, IncompleteReadError)
+READ_AGAIN = RetryPolicy(attempts=3)
 
 
 def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str) -> None:
@@ -138,8 +143,7 @@ class S3CursorStore:
     def load(self) -> dict | None:
         where = self.where
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-            body = response["Body"].read()
+            body, etag = self._read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 self._etag = None
@@ -153,11 +157,20 @@ class S3CursorStore:
             raise ConfigError(f"{where} is not JSON ({exc}): {_DAMAGED}") from exc
         if not isinstance(document, dict):
             raise ConfigError(f"{where} does not hold a JSON object: {_DAMAGED}")
-        self._etag = response["ETag"]
+        self._etag = etag
         if not self._conditions_checked:
             self._conditions_checked = True
             self._check_conditional_writes(body)
         return document
+
+    def _read(self) -> tuple[bytes, str]:
+        """The cursor object's body and ETag."""
+
+        def get() -> tuple[bytes, str]:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            return response["Body"].read(), response["ETag"]
+
+        return READ_AGAIN.run(get, f"reading {self.where}", BODY_CUT_SHORT, operation="cursor_read")
 
     def _check_conditional_writes(self, body: bytes) -> None:
         """Put the cursor just read back with If-None-Match: a store that honours conditional
@@ -210,13 +223,12 @@ class S3CursorStore:
         again when its answer was lost (a timeout, a reset); when the first one had landed, the
         condition fails on our own write, which was taken for another collector's."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-            held = response["Body"].read() == body
+            held, etag = self._read()
         except (ClientError, BotoCoreError):
             return False
-        if held:
-            self._etag = response["ETag"]
-        return held
+        if held == body:
+            self._etag = etag
+        return held == body
 
 
 def _precondition_failed(exc: ClientError) -> bool:
