@@ -1,8 +1,8 @@
 """A TCP proxy on 127.0.0.1 that cuts an HTTP answer short: a network dropping a connection
-while a body comes in, on real sockets.
+while a body (or a websocket's frames) comes in, on real sockets.
 
 Every connection is passed through to `port`; the answer to the first `times` requests whose
-request line starts with `request_start` is cut after its headers and a few body bytes, and the
+request line starts with `request_start` is cut after its headers and `body_bytes` more, and the
 connection reset, as a load balancer or a flaky path does. Later answers pass whole.
 """
 
@@ -11,13 +11,12 @@ import socket
 import struct
 import threading
 
-BODY_BYTES_LET_THROUGH = 3
-
 
 class AnswerCutter:
-    def __init__(self, port: int, request_start: bytes, times: int = 1):
+    def __init__(self, port: int, request_start: bytes, times: int = 1, body_bytes: int = 3):
         self.target = ("127.0.0.1", port)
         self.request_start = request_start
+        self.body_bytes = body_bytes
         self.cuts_left = times
         self.cut = 0  # answers cut so far
         self._lock = threading.Lock()
@@ -70,8 +69,8 @@ class AnswerCutter:
                 continue
             answer += data
             end_of_headers = answer.find(b"\r\n\r\n")
-            if end_of_headers >= 0 and len(answer) > end_of_headers + 4 + BODY_BYTES_LET_THROUGH:
-                client.sendall(answer[: end_of_headers + 4 + BODY_BYTES_LET_THROUGH])
+            if end_of_headers >= 0 and len(answer) > end_of_headers + 4 + self.body_bytes:
+                client.sendall(answer[: end_of_headers + 4 + self.body_bytes])
                 with self._lock:
                     self.cut += 1
                 _reset(client)
@@ -93,10 +92,15 @@ def _reset(connection: socket.socket) -> None:
     the reset goes out only once no call holds it."""
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_RD)
-    _close(connection)
+        connection.shutdown(socket.SHUT_RD)  # not SHUT_WR: that would send an orderly end first
+    with contextlib.suppress(OSError):
+        connection.close()
 
 
 def _close(connection: socket.socket) -> None:
+    """An orderly end, at once: shut down first, as the other direction's thread blocked in a read
+    holds the socket, and a close alone would send nothing until that read ended."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         connection.close()

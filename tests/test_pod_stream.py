@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import re
 import socket
 import stat
 import threading
@@ -22,6 +23,7 @@ from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.service import StopEvent
 from proofpoint_shipper.sinks.forward import ForwardSink
 from proofpoint_shipper.sinks.stdout import StdoutSink
+from tests.answer_cutter import AnswerCutter
 from tests.conftest import wait_for
 from tests.forward_receiver import ForwardReceiver
 
@@ -79,6 +81,39 @@ def test_forced_disconnects_deliver_every_event_once(simulator, timeline, tmp_pa
     )
     expected = [timeline.event("maillog", i)["id"] for i in range(first, first + 1500)]
     assert [r["id"] for r in records] == expected  # each once, none missing, in order
+
+
+def test_a_live_session_reset_mid_stream_tells_what_it_cut_off_with_the_backfill(
+    simulator, timeline, tmp_path, caplog
+):
+    """A connection reset (no close frame: a load balancer, a flaky path) loses what the API had
+    sent and the connection had not delivered, as the API resumes after the last event it sent.
+    It was logged as a drop like any other: a loss in silence. The proxy resets the connection on
+    real sockets after the handshake and some 20 kB of events."""
+    port = simulator.address[1]
+    cutter = AnswerCutter(port, b"GET /v1/stream", body_bytes=20_000)
+    out = io.BytesIO()
+    settings = StreamSettings(dead_letter_dir=tmp_path / "dl", retry=FAST, flush_every=100)
+    url = simulator.url.replace(f":{port}/", f":{cutter.port}/")
+    try:
+        with caplog.at_level(logging.WARNING, "proofpoint_shipper"):
+            maillog_client(url, tmp_path, out, settings).run(max_events=1500)
+    finally:
+        cutter.close()
+    assert cutter.cut == 1
+    (told,) = [m for m in caplog.messages if "cut off" in m]
+    since = re.search(r"--since (\S+) --until \S+$", told).group(1)
+    assert told.startswith("!!! PoD maillog stream dropped without the API closing it (")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    first = index_of(
+        timeline, "maillog", records[0], timeline.index_at(datetime.now(UTC) - timedelta(hours=1))
+    )
+    got = {r["id"] for r in records}
+    span = [timeline.event("maillog", i) for i in range(first, first + len(records) + 2000)]
+    last_got = max(i for i, event in enumerate(span) if event["id"] in got)
+    lost = [event for event in span[:last_got] if event["id"] not in got]
+    assert lost, "the reset cut nothing off: the test shows nothing"
+    assert all(event_time(event) > event_time({"ts": since}) for event in lost)  # all in the backfill
 
 
 def test_a_stopped_stream_keeps_the_events_on_their_way_and_the_next_run_goes_on_after_them(

@@ -166,8 +166,10 @@ class PodStream:
     ) -> None:
         failures = 0
         while not self._done(max_events, deadline):
+            in_session = False
             try:
                 with self._connect(self._archive_start(since), until) as websocket:
+                    in_session = True
                     self._sessions += 1
                     if failures >= self.settings.retry.attempts:
                         self._report_gap()  # back after a long outage: what the API no longer replays
@@ -195,6 +197,8 @@ class PodStream:
                 self._tell_if_too_big(exc)
                 if self.stop.is_set():
                     break  # the stop came first (websockets closes a connection a stop cut short)
+                if in_session and since is None and _cut_off(exc):
+                    self._tell_cut_off(exc)  # a backfill's next session replays its hour instead
                 failures += 1
                 self._reconnect_or_give_up(exc, failures, deadline)
         self._flush()
@@ -316,6 +320,23 @@ class PodStream:
                 last.isoformat(),
                 oldest_live.isoformat(),
             )
+
+    def _tell_cut_off(self, exc: Exception) -> None:
+        """A live session ended without the API's close: what it had sent and the connection had
+        not delivered is lost, as its next session resumes after the last event it sent."""
+        since = self._last_ts or (datetime.now(UTC) - LIVE_RESUME).isoformat()
+        log.warning(
+            "!!! PoD %s stream dropped without the API closing it (%s): the API resumes after the "
+            "last event it sent, so what it had sent after %s and the drop cut off is not sent again "
+            "live. Once 30 minutes old, backfill it from the archive: ppship pod stream --type %s "
+            "--since %s --until %s",
+            self.kind,
+            _failure(exc),
+            since,
+            self.kind,
+            since,
+            datetime.now(UTC).isoformat(),
+        )
 
     def _report_unclean_stop(self, unsaved_from: str | None) -> None:
         """The last live run ended without its last save (killed, or its machine went down): the
@@ -542,6 +563,14 @@ def stream_address(
         if until is not None:
             query["toTime"] = until.isoformat()
     return f"{url}?{urlencode(query)}"
+
+
+def _cut_off(exc: Exception) -> bool:
+    """Whether a session ended with events the API had sent maybe still on their way: any end but
+    a close the API began, whose close frame follows everything it sent."""
+    if isinstance(exc, ConnectionClosed):
+        return exc.rcvd is None or not exc.rcvd_then_sent
+    return True
 
 
 def _failure(exc: Exception) -> str:
