@@ -23,13 +23,12 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError,
 from proofpoint_shipper.bucket.object_settings import NOTHING_ASKED, ObjectSettings
 from proofpoint_shipper.errors import ConfigError, CursorConflict, DeliveryError
 from proofpoint_shipper.rawio import write_file_durably
-from proofpoint_shipper.retry import RetryPolicy
 
 log = logging.getLogger("proofpoint_shipper")
 # The SDK sends a request again when its answer does not come, but once a body began it does not
 # read it again: a connection dropped while the cursor came in is retried here.
 BODY_CUT_SHORT = (ResponseStreamingError, IncompleteReadError)
-READ_AGAIN = RetryPolicy(attempts=3)
+READ_ATTEMPTS = 3
 
 
 def refuse_foreign(document: dict, written: frozenset[str], what: str, flag: str) -> None:
@@ -170,7 +169,13 @@ class S3CursorStore:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
             return response["Body"].read(), response["ETag"]
 
-        return READ_AGAIN.run(get, f"reading {self.where}", BODY_CUT_SHORT, operation="cursor_read")
+        # Here, not at the top: the retry policy brings the metrics' HTTP server, which the
+        # followers of `gateway parse`, using only the file store, do not load.
+        from proofpoint_shipper.retry import RetryPolicy
+
+        return RetryPolicy(attempts=READ_ATTEMPTS).run(
+            get, f"reading {self.where}", BODY_CUT_SHORT, operation="cursor_read"
+        )
 
     def _check_conditional_writes(self, body: bytes) -> None:
         """Put the cursor just read back with If-None-Match: a store that honours conditional
