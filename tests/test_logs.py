@@ -93,6 +93,8 @@ def test_a_librarys_warning_with_a_traceback_is_one_line():
     )
     said = text_log_of("urllib3", logging.WARNING, "Failed to parse headers: bad", ValueError("bad"))
     assert said == "WARNING Failed to parse headers: bad\n"  # what the message says already: once
+    silent = text_log_of("urllib3", logging.WARNING, "read failed", TimeoutError())
+    assert silent == "WARNING read failed (TimeoutError)\n"  # an exception that says nothing: its type
 
 
 def test_an_error_keeps_its_traceback():

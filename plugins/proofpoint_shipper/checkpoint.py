@@ -231,9 +231,10 @@ class S3CursorStore:
             held, etag = self._read()
         except (ClientError, BotoCoreError):
             return False
-        if held == body:
-            self._etag = etag
-        return held == body
+        if held != body:
+            return False
+        self._etag = etag
+        return True
 
 
 def _precondition_failed(exc: ClientError) -> bool:

@@ -42,7 +42,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info and record.exc_info[1] is not None and record.levelno < logging.ERROR:
             told, exc = record.getMessage(), record.exc_info[1]
-            if str(exc).strip() not in told:  # urllib3 says it already: not twice
+            said = str(exc).strip()
+            if not said or said not in told:  # where the message says it already (urllib3's): once
                 told += f" ({one_line(exc)})"
             fields = {**record.__dict__, "msg": told, "args": None, "exc_info": None, "exc_text": None}
             record = logging.makeLogRecord(fields)
@@ -53,9 +54,10 @@ class TextFormatter(logging.Formatter):
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as its type and the first line of what it says, at most 200 characters."""
+    """An exception as its type and the first line of what it says (if anything), at most 200
+    characters."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)[:200]
 
 
 def setup_logging(log_format: str = "text", text_format: str = TEXT_FORMAT) -> None:
