@@ -322,6 +322,27 @@ def test_a_record_from_a_pipe_that_stays_open_is_delivered_within_flush_seconds(
             child.kill()
 
 
+def test_flush_records_below_a_thousand_flushes_at_that_count():
+    """Records were handed to the output a thousand at a time, and --flush-records counted only
+    those handed over: `--flush-records 5` flushed after a thousand records, or at --flush-seconds."""
+    with subprocess.Popen(
+        [*SHIP_CLICKS, "--flush-records", "5", "--flush-seconds", "3600"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        try:
+            child.stdin.write(b"".join(b'{"id": %d}\n' % number for number in range(5)))
+            child.stdin.flush()
+            ready, _, _ = select.select([child.stdout], [], [], 30)
+            assert ready, "five records did not come out at --flush-records 5"
+            assert [json.loads(child.stdout.readline())["id"] for _ in range(5)] == [0, 1, 2, 3, 4]
+            child.stdin.close()
+            assert child.wait(timeout=30) == 0
+        finally:
+            child.kill()
+
+
 def test_an_output_gone_past_its_retries_says_how_many_records_it_did_not_deliver():
     """Read from a pipe, records past the output's retries are gone with the process: the user must
     learn how many, to send them again; before, only the S3 error was told."""

@@ -134,7 +134,7 @@ class _Shipment:
             self.oldest = time.monotonic()
         if len(self.group) >= WRITE_GROUP:
             self._hand_over()
-        if self.unflushed >= self.flush_records:
+        if self.undelivered >= self.flush_records:  # the group not handed over yet counts too
             self.flush()
 
     def flush_if_due(self) -> bool:
