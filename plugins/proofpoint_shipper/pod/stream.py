@@ -311,14 +311,11 @@ class PodStream:
             self.summary.gap = (last.isoformat(), oldest_live.isoformat())
             log.warning(
                 "!!! PoD %s events from %s to %s can no longer be replayed live (the API "
-                "resumes only within an hour). Backfill them from the archive: ppship pod "
-                "stream --type %s --since %s --until %s",
+                "resumes only within an hour). Backfill them from the archive: %s",
                 self.kind,
                 last.isoformat(),
                 oldest_live.isoformat(),
-                self.kind,
-                last.isoformat(),
-                oldest_live.isoformat(),
+                self._backfill_command(last.isoformat(), oldest_live.isoformat()),
             )
 
     def _tell_cut_off(self, exc: Exception) -> None:
@@ -328,14 +325,11 @@ class PodStream:
         log.warning(
             "!!! PoD %s stream dropped without the API closing it (%s): the API resumes after the "
             "last event it sent, so what it had sent after %s and the drop cut off is not sent again "
-            "live. Once 30 minutes old, backfill it from the archive: ppship pod stream --type %s "
-            "--since %s --until %s",
+            "live. Once 30 minutes old, backfill it from the archive: %s",
             self.kind,
             _failure(exc),
             since,
-            self.kind,
-            since,
-            datetime.now(UTC).isoformat(),
+            self._backfill_command(since, datetime.now(UTC).isoformat()),
         )
 
     def _report_unclean_stop(self, unsaved_from: str | None) -> None:
@@ -343,18 +337,18 @@ class PodStream:
         events the API had sent it and it had not stored are not sent again live."""
         if unsaved_from is None or self.summary.gap is not None:
             return  # a gap told already spans them
-        now = datetime.now(UTC).isoformat()
         log.warning(
             "!!! the last PoD %s stream stopped without saving its place (killed, or its machine "
             "went down): the events the API sent it after %s and it had not stored are not sent "
-            "again live. Once 30 minutes old, backfill them from the archive: ppship pod stream "
-            "--type %s --since %s --until %s",
+            "again live. Once 30 minutes old, backfill them from the archive: %s",
             self.kind,
             unsaved_from,
-            self.kind,
-            unsaved_from,
-            now,
+            self._backfill_command(unsaved_from, datetime.now(UTC).isoformat()),
         )
+
+    def _backfill_command(self, since: str, until: str) -> str:
+        """The command that fetches this stream's events from `since` to `until` from the archive."""
+        return f"ppship pod stream --type {self.kind} --since {since} --until {until}"
 
     # -- frames -------------------------------------------------------------------------------
 
