@@ -21,6 +21,7 @@ from proofpoint_shipper.fluent.table_upstream import TableUpstream
 from proofpoint_shipper.gateway.parser import GatewayParser
 from proofpoint_shipper.retry import RetryPolicy
 from proofpoint_shipper.sinks.forward import ForwardSink
+from tests.conftest import wait_for
 from tests.forward_receiver import ForwardReceiver
 from tests.test_relay import FILTER_LINE, SENDMAIL_LINE, start_relay
 
@@ -180,9 +181,7 @@ def test_the_delivery_thread_runs_calls_in_order_and_can_be_left_in_a_call_that_
     queued = deliveries.submit(lambda: "never run")
     assert first.result(10) == "first"
     assert isinstance(failing.exception(10), ZeroDivisionError)  # handed over, the thread goes on
-    wait_until = time.monotonic() + 10
-    while not hanging.running() and time.monotonic() < wait_until:
-        time.sleep(0.01)
+    wait_for(hanging.running, seconds=10)
     deliveries.shutdown(wait=False, cancel_futures=True)
     assert queued.cancelled()
     assert not deliveries.finished_within(0.2)  # the stop leaves it; a daemon, it ends with us
