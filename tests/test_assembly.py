@@ -7,6 +7,7 @@ import subprocess
 import sys
 import termios
 import time
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
@@ -81,6 +82,71 @@ def test_the_bound_on_line_times_follows_the_machines_clock():
         assembler.feed(parser.parse(connect.format(stamp, sid)))
     assert assembler.clock == 1645351200.0 - 120  # 09:58 moved it; 10:00 is over a day ahead
     assert assembler.counts["lines dated ahead of this machine's clock (time not used)"] == 1
+
+
+def clock_after(times: list[str], wall_clock: float = 1.7e9) -> float:
+    """The assembler's clock after lines at these times (NDJSON records, so any text is a time)."""
+    assembler = Assembler(ASSEMBLY_SETTINGS, wall_clock=lambda: wall_clock)
+    for stamp in times:
+        assembler.feed({"stream": "gateway_filter", "time": stamp, "fields": {"s": "a", "mod": "session"}})
+    return assembler.clock
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    "times, newest",
+    [
+        # the next second moves the clock, though it sorts right after the last of the one before
+        (
+            [
+                "2022-02-20T14:00:00.000000+00:00",
+                "2022-02-20T14:00:00.999999+00:00",
+                "2022-02-20T14:00:01.000000+00:00",
+            ],
+            "2022-02-20T14:00:01+00:00",
+        ),
+        # another zone: its text sorts before the clock's, its time is later
+        (
+            ["2022-02-20T14:00:00.000000+00:00", "2022-02-20T08:00:05.000000-06:00"],
+            "2022-02-20T14:00:05+00:00",
+        ),
+        # back in the first zone after the other moved the clock: earlier, so no move
+        (
+            ["2022-02-20T08:00:05.000000-06:00", "2022-02-20T14:00:03.000000+00:00"],
+            "2022-02-20T14:00:05+00:00",
+        ),
+        # a time ISO 8601 allows but the parser does not write: a space sorts before the T
+        (
+            ["2022-02-20T14:00:00.000000+00:00", "2022-02-20 14:00:09.000000+00:00"],
+            "2022-02-20T14:00:09+00:00",
+        ),
+        (["2022-02-20T14:00:00.000000+00:00", "2022-02-20T14:00:07+00:00"], "2022-02-20T14:00:07+00:00"),
+        (
+            ["2022-02-20T14:00:00.000000+00:00", "not a time at all, 32 chars+00:00"],
+            "2022-02-20T14:00:00+00:00",
+        ),
+    ],
+)
+def test_the_clock_is_the_newest_line_time_whatever_the_zone_or_spelling(times, newest):
+    assert clock_after(times) == epoch(newest)
+
+
+def test_the_last_second_of_year_9999_moves_the_clock_and_lines_after_it_are_read():
+    last = "9999-12-31T23:59:59.000000+00:00"
+    assert clock_after([last, last, "2022-02-20T14:00:00.000000+00:00"], wall_clock=2.6e11) == epoch(last)
+
+
+def test_the_least_recently_active_session_goes_first_to_the_second():
+    """--max-open pushes out the session whose last line is oldest, counted in whole seconds."""
+    line = "2022-02-20T14:00:{:02d}.{:06d}+00:00 mx1 filter_instance1[1]: rprt s={} m=1 mod=av cmd=run"
+    parser = golden_parser()
+    assembler, out = Assembler(AssemblySettings(max_open=2)), []
+    for second, micros, sid in ((0, 1, "a"), (0, 2, "b"), (1, 1, "a"), (1, 2, "c"), (2, 1, "a"), (2, 2, "d")):
+        assembler.feed(parser.parse(line.format(second, micros, sid)), out)
+    assert [record["connection"]["sid"] for record in out] == ["b", "c"]
 
 
 def test_hosts_keep_their_own_queue_ids():

@@ -112,21 +112,20 @@ class AssembleJob:
             self._last_input = time.monotonic()
             self.cut_lines += len(batch.dropped)
             out: list[dict] = []
-            feed, record = self.assembler.feed, self.record
+            feed, parse = self.assembler.feed, self.parser.parse_with_body  # looked up once a batch
             for line in b"\n".join(batch.lines).decode("utf-8", "replace").split("\n"):
-                feed(record(line), out)
+                feed(self.json_record(line) if line[:1] == "{" else parse(line)[0], out)
             self.write(out)
             if self.output_closed:
                 return  # stopped, the reader ends with what a pipe holds then
         self.unfinished_bytes += reader.unfinished_bytes
 
-    def record(self, line: str) -> dict:
-        """A parsed record: the NDJSON record as given, or the raw line parsed now."""
-        if line[:1] == "{":
-            record, _ = json_record(line)
-            if record is not None and "stream" in record:
-                return record
-            self.bad_records += 1  # not one of our records: parse it as a line, it may be one
+    def json_record(self, line: str) -> dict:
+        """The NDJSON record of `gateway parse` a line holds, else the line parsed as a raw line."""
+        record, _ = json_record(line)
+        if record is not None and "stream" in record:
+            return record
+        self.bad_records += 1  # not one of our records: parse it as a line, it may be one
         return self.parser.parse(line)
 
     def write(self, records: list[dict]) -> None:

@@ -9,7 +9,7 @@ message has named yet wait on their own, and join the message that names it late
 A message comes out `complete` once its session disconnected (and `settle` seconds of log time
 passed, for lines that arrive a little late) and its deliveries are final. Anything idle for
 `idle_timeout` seconds comes out with `complete: false`, and so does the least recently active
-session when `max_open` are open: memory is bounded and nothing is held forever. Time is the
+session (to the second) when `max_open` are open: memory is bounded and nothing is held forever. Time is the
 lines' own (the newest seen), so a file replayed gives the same records as the live stream. A
 line dated more than `max_ahead` after this machine's clock (a gateway whose clock jumped) is
 assembled but does not move the time: believed, it would time out every open message at once
@@ -20,9 +20,9 @@ import time as wall
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from proofpoint_shipper.gateway.message import Message, _text
+from proofpoint_shipper.gateway.message import Message, _get, _text
 from proofpoint_shipper.gateway.record import FILTER, SENDMAIL
 
 SESSION, QUEUE = "s", "q"  # the two kinds of open entries: a session, or sendmail lines alone
@@ -61,6 +61,7 @@ class Assembler:
         self._settling: deque[tuple[float, tuple]] = deque()  # (disconnect time, key)
         self._expired_at = 0.0  # the clock at the last expire() from feed()
         self._second_of: dict[str, float] = {}  # "YYYY-mm-ddTHH:MM:SS±zz:zz" → epoch seconds
+        self._next_second, self._clock_zone = "", ""  # see _take_time; "" sorts before any time
 
     @property
     def open_count(self) -> int:
@@ -72,15 +73,16 @@ class Assembler:
         if out is None:
             out = []
         time = record.get("time")
+        clock_moved = False
         if time.__class__ is not str:
             time = None  # records read as NDJSON may hold anything: only a string is a time
-        moment = (
-            self._second_of.get(time[:19] + time[26:]) if time.__class__ is str and len(time) == 32 else None
-        )
-        if moment is None:
-            moment = self._seconds(time)
-        if moment is not None and moment > self.clock:
-            self._advance(moment)
+        elif not (
+            len(time) == 32
+            and time[10] == "T"
+            and time < self._next_second
+            and time.endswith(self._clock_zone)
+        ):
+            clock_moved = self._take_time(time)  # else: at or before the clock's second, as text
         self.lines += 1
         stream = record.get("stream")
         if stream == FILTER:
@@ -89,23 +91,38 @@ class Assembler:
             self._sendmail(record, time, out)
         else:
             self.counts["lines of other programs"] += 1
-        if self.clock - self._expired_at >= EXPIRY_STEP:  # not per line: it would cost as much as the rest
+        if clock_moved and self.clock - self._expired_at >= EXPIRY_STEP:  # not per line: costly
             self._expired_at = self.clock
             out += self.expire(self.clock)
         return out
 
-    def _advance(self, moment: float) -> None:
+    def _take_time(self, time: str) -> bool:
+        """Move the clock to a line's time when it is later; True when it moved.
+
+        When it moves, the text of the next second in the line's zone is kept: a line of that
+        zone, written as the parser writes times, whose time sorts before it cannot move the
+        clock, which `feed` sees without parsing the time (most lines of a busy gateway share the
+        second of the line before).
+        """
+        moment = self._seconds(time)
+        if moment is None or moment <= self.clock or not self._believable(moment):
+            return False
+        self.clock = moment
+        self._next_second, self._clock_zone = _second_after(time)
+        return True
+
+    def _believable(self, moment: float) -> bool:
         if moment > self._believable_until:
             self._believable_until = self._wall_clock() + self.settings.max_ahead
             if moment > self._believable_until:
                 self.counts["lines dated ahead of this machine's clock (time not used)"] += 1
-                return
-        self.clock = moment
+                return False
+        return True
 
-    def _seconds(self, time) -> float | None:
+    def _seconds(self, time: str) -> float | None:
         """Epoch seconds of a line's time, to the whole second (all the clock needs), parsed
-        once per second of log time: per line, this is the assembler's largest cost."""
-        if not isinstance(time, str) or len(time) != 32:  # not YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz
+        once per second of log time."""
+        if len(time) != 32:  # not YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz
             return _seconds(time)
         second = time[:19] + time[26:]
         base = self._second_of.get(second)
@@ -149,21 +166,22 @@ class Assembler:
     # -- filter lines --------------------------------------------------------------------------
 
     def _filter(self, record: dict, time: str | None, out: list[dict]) -> None:
-        fields = _fields(record)
-        sid = fields.get("s")
-        if not sid or not isinstance(sid, str):
+        fields = record.get("fields")
+        sid = fields.get("s") if fields.__class__ is dict else None
+        if not sid or sid.__class__ is not str:
             self.counts["filter lines without a session id"] += 1
             return
-        host = _host(record)
+        host = record.get("host")
+        if host.__class__ is not str:
+            host = ""
         key = (SESSION, host, sid)
         session = self._open.get(key)
         if session is None:
-            session = self._add(key, Session(host, sid), out)
-        else:
-            self._open.move_to_end(key)
-        session.last_active = self.clock
+            session = self._add(key, Session(host, sid, last_active=self.clock), out)
+        elif session.last_active != self.clock:
+            self._touch(key, session)
         number = fields.get("m")
-        if not number or not isinstance(number, str):
+        if not number or number.__class__ is not str:
             if fields.get("mod") == "session":
                 self._session_line(key, session, fields, time)
                 return
@@ -184,14 +202,14 @@ class Assembler:
         cmd = fields.get("cmd")
         connection = session.connection
         if cmd == "connect":
-            for name, value in (("ip", "ip"), ("country", "country"), ("protocol", "prot")):
-                if _text(fields.get(value)):
-                    connection[name] = _text(fields[value])
-        elif cmd == "resolve" and _text(fields.get("host")):
-            connection["host"] = _text(fields["host"])
+            for name, key in (("ip", "ip"), ("country", "country"), ("protocol", "prot")):
+                if value := _get(fields, key):
+                    connection[name] = value
+        elif cmd == "resolve" and (host := _get(fields, "host")):
+            connection["host"] = host
         elif cmd == "disconnect":
-            if _text(fields.get("helo")):
-                connection.setdefault("helo", _text(fields["helo"]))
+            if helo := _get(fields, "helo"):
+                connection.setdefault("helo", helo)
             session.closed_at = self.clock
             self._settling.append((self.clock, key))
         for message in session.messages.values() or [self._session_message(session)]:
@@ -227,27 +245,37 @@ class Assembler:
         if not qid or qid.__class__ is not str:
             self.counts["sendmail lines without a queue id"] += 1
             return
-        host = _host(record)
+        host = record.get("host")
+        if host.__class__ is not str:
+            host = ""
         target = self._queue_ids.get((host, qid))
         session = self._open.get(target[0]) if target else None
         if session is not None and target[1] in session.messages:
             key, message = target[0], session.messages[target[1]]
-            self._open.move_to_end(key)
+            if session.last_active != self.clock:
+                self._touch(key, session)
         else:
             key = (QUEUE, host, qid)
             session = self._open.get(key)
             if session is None:
-                session = self._add(key, _waiting_alone(host, qid), out)
-            else:
-                self._open.move_to_end(key)
+                session = self._add(key, _waiting_alone(host, qid, self.clock), out)
+            elif session.last_active != self.clock:
+                self._touch(key, session)
             message = session.messages[""]
-        session.last_active = self.clock
         message.count_line(time)
         message.take_sendmail(qid, _fields(record), time)
         if session.settled:
             self._emit_ready(key, session, out)
 
     # -- open entries --------------------------------------------------------------------------
+
+    def _touch(self, key: tuple, session: Session) -> None:
+        """A line of an open entry at a later second than its last: it becomes the most recently
+        active. Callers skip lines of the same second (the clock counts whole seconds), so the
+        order within a second is that of each entry's first line in it: moving the entry for
+        every line would cost a tenth of the assembler's time."""
+        session.last_active = self.clock
+        self._open.move_to_end(key)
 
     def _add(self, key: tuple, session: Session, out: list[dict]) -> Session:
         """Open a new entry; at the bound, the least recently active one goes out first."""
@@ -288,14 +316,9 @@ def _fields(record: dict) -> dict:
     return fields if fields.__class__ is dict else {}
 
 
-def _host(record: dict) -> str:
-    host = record.get("host")
-    return host if host.__class__ is str else ""
-
-
-def _waiting_alone(host: str, qid: str) -> Session:
+def _waiting_alone(host: str, qid: str, now: float) -> Session:
     message = Message(host, None, "", qids=[qid])
-    return Session(host, None, message.connection, {"": message})
+    return Session(host, None, message.connection, {"": message}, last_active=now)
 
 
 def _message_number(fields: dict, session: Session) -> str:
@@ -308,9 +331,18 @@ def _message_number(fields: dict, session: Session) -> str:
     return number
 
 
-def _seconds(time: str | None) -> float | None:
-    if not isinstance(time, str):
-        return None
+def _second_after(time: str) -> tuple[str, str]:
+    """("YYYY-mm-ddTHH:MM:SS" one second after `time`'s second, its zone "±zz:zz"), for a time
+    written as YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz; ("", "") for any other."""
+    if len(time) != 32:
+        return "", ""
+    try:
+        return (datetime.fromisoformat(time[:19]) + timedelta(seconds=1)).isoformat(), time[26:]
+    except (ValueError, OverflowError):  # year 9999's last second has none after it
+        return "", ""
+
+
+def _seconds(time: str) -> float | None:
     try:
         return datetime.fromisoformat(time).timestamp()
     except ValueError:

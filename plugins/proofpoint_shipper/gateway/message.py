@@ -61,17 +61,24 @@ class Message:
     def count_line(self, time: str | None) -> None:
         self.line_count += 1
         if time is not None:  # normalised times of one host compare as strings
-            if self.last is None or time > self.last:
+            if self.last is None:  # and so is first
+                self.first = self.last = time
+            elif time > self.last:
                 self.last = time
-            if self.first is None or time < self.first:
+            elif time < self.first:
                 self.first = time
 
     # -- filter lines --------------------------------------------------------------------------
 
     def take_filter(self, fields: dict) -> None:
         self.has_content = True
-        mod = _get(fields, "mod")  # a repeated key: its last value, as for every field
-        handler = _HANDLERS.get((mod, _get(fields, "cmd")))
+        # _get(fields, "mod") and "cmd", spelled out: this runs for most lines
+        mod, cmd = fields.get("mod"), fields.get("cmd")
+        if mod.__class__ is not str or not mod:
+            mod = _text(mod)  # a repeated key: its last value, as for every field
+        if cmd.__class__ is not str or not cmd:
+            cmd = _text(cmd)
+        handler = _HANDLERS.get((mod, cmd))
         if handler is not None:
             handler(self, fields)
         elif mod in PLAIN_MODULES:
@@ -261,7 +268,7 @@ def _text(value) -> str | None:
 def _get(fields: dict, key: str) -> str | None:
     """`_text(fields.get(key))`, in one step for the common case of a plain string."""
     value = fields.get(key)
-    if value.__class__ is str:
+    if value.__class__ is str or value is None:  # None: the key is absent, as it often is
         return value or None
     return _text(value)
 
@@ -285,10 +292,13 @@ def _addresses(value) -> list[str]:
 
 
 def _part(fields: dict) -> dict:
-    part = {name: _text(fields[key]) for key, name in PART_FIELDS.items() if _text(fields.get(key))}
-    if _number(fields.get("size")) is not None:
-        part["detectedSizeBytes"] = _number(fields["size"])
+    part = {}
+    for key, name in PART_FIELDS.items():
+        if value := _get(fields, key):
+            part[name] = value
+    if (size := _number(fields.get("size"))) is not None:
+        part["detectedSizeBytes"] = size
     for key, name in PART_FLAGS.items():
-        if _text(fields.get(key)) is not None:
-            part[name] = _text(fields[key]) not in ("0", "no", "false")
+        if (flag := _get(fields, key)) is not None:
+            part[name] = flag not in ("0", "no", "false")
     return part
