@@ -114,13 +114,13 @@ class AssembleJob:
             out: list[dict] = []
             feed, parse = self.assembler.feed, self.parser.parse_with_body  # looked up once a batch
             for line in b"\n".join(batch.lines).decode("utf-8", "replace").split("\n"):
-                feed(self.json_record(line) if line[:1] == "{" else parse(line)[0], out)
+                feed(self.ndjson_record(line) if line[:1] == "{" else parse(line)[0], out)
             self.write(out)
             if self.output_closed:
                 return  # stopped, the reader ends with what a pipe holds then
         self.unfinished_bytes += reader.unfinished_bytes
 
-    def json_record(self, line: str) -> dict:
+    def ndjson_record(self, line: str) -> dict:
         """The NDJSON record of `gateway parse` a line holds, else the line parsed as a raw line."""
         record, _ = json_record(line)
         if record is not None and "stream" in record:
