@@ -61,7 +61,7 @@ class Assembler:
         self._settling: deque[tuple[float, tuple]] = deque()  # (disconnect time, key)
         self._expired_at = 0.0  # the clock at the last expire() from feed()
         self._second_of: dict[str, float] = {}  # "YYYY-mm-ddTHH:MM:SS±zz:zz" → epoch seconds
-        self._next_second, self._clock_zone = "", ""  # see _take_time; "" sorts before any time
+        self._second, self._next_second, self._clock_zone = "", "", ""  # see _take_time
 
     @property
     def open_count(self) -> int:
@@ -76,13 +76,8 @@ class Assembler:
         clock_moved = False
         if time.__class__ is not str:
             time = None  # records read as NDJSON may hold anything: only a string is a time
-        elif not (
-            len(time) == 32
-            and time[10] == "T"
-            and time < self._next_second
-            and time.endswith(self._clock_zone)
-        ):
-            clock_moved = self._take_time(time)  # else: at or before the clock's second, as text
+        elif not (self._second <= time < self._next_second and time.endswith(self._clock_zone)):
+            clock_moved = self._take_time(time)  # else: in the clock's second, read as text
         self.lines += 1
         stream = record.get("stream")
         if stream == FILTER:
@@ -99,16 +94,16 @@ class Assembler:
     def _take_time(self, time: str) -> bool:
         """Move the clock to a line's time when it is later; True when it moved.
 
-        When it moves, the text of the next second in the line's zone is kept: a line of that
-        zone, written as the parser writes times, whose time sorts before it cannot move the
-        clock, which `feed` sees without parsing the time (most lines of a busy gateway share the
+        When it moves, the text of its second and of the next one are kept with its zone: a time
+        of that zone that sorts between the two starts with the first, and so lies in the clock's
+        second, which `feed` sees without parsing the time (most lines of a busy gateway share the
         second of the line before).
         """
         moment = self._seconds(time)
         if moment is None or moment <= self.clock or not self._believable(moment):
             return False
         self.clock = moment
-        self._next_second, self._clock_zone = _second_after(time)
+        self._second, self._next_second, self._clock_zone = _second_bounds(time)
         return True
 
     def _believable(self, moment: float) -> bool:
@@ -331,15 +326,17 @@ def _message_number(fields: dict, session: Session) -> str:
     return number
 
 
-def _second_after(time: str) -> tuple[str, str]:
-    """("YYYY-mm-ddTHH:MM:SS" one second after `time`'s second, its zone "±zz:zz"), for a time
-    written as YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz; ("", "") for any other."""
+def _second_bounds(time: str) -> tuple[str, str, str]:
+    """`time`'s second as "YYYY-mm-ddTHH:MM:SS", the next second so, and its zone "±zz:zz", for a
+    time written as YYYY-mm-ddTHH:MM:SS.ffffff±zz:zz; empty texts, which no time sorts between,
+    for any other."""
     if len(time) != 32:
-        return "", ""
+        return "", "", ""
     try:
-        return (datetime.fromisoformat(time[:19]) + timedelta(seconds=1)).isoformat(), time[26:]
+        second = datetime.fromisoformat(time[:19])
+        return time[:19], (second + timedelta(seconds=1)).isoformat(), time[26:]
     except (ValueError, OverflowError):  # year 9999's last second has none after it
-        return "", ""
+        return "", "", ""
 
 
 def _seconds(time: str) -> float | None:
