@@ -9,11 +9,11 @@ message has named yet wait on their own, and join the message that names it late
 A message comes out `complete` once its session disconnected (and `settle` seconds of log time
 passed, for lines that arrive a little late) and its deliveries are final. Anything idle for
 `idle_timeout` seconds comes out with `complete: false`, and so does the least recently active
-session (to the second) when `max_open` are open: memory is bounded and nothing is held forever. Time is the
-lines' own (the newest seen), so a file replayed gives the same records as the live stream. A
-line dated more than `max_ahead` after this machine's clock (a gateway whose clock jumped) is
-assembled but does not move the time: believed, it would time out every open message at once
-and leave later ones waiting for a time that is years away.
+session (to the second) when `max_open` are open: memory is bounded and nothing is held
+forever. Time is the lines' own (the newest seen), so a file replayed gives the same records as
+the live stream. A line dated more than `max_ahead` after this machine's clock (a gateway whose
+clock jumped) is assembled but does not move the time: believed, it would time out every open
+message at once and leave later ones waiting for a time that is years away.
 """
 
 import time as wall
@@ -267,8 +267,8 @@ class Assembler:
     def _touch(self, key: tuple, session: Session) -> None:
         """A line of an open entry at a later second than its last: it becomes the most recently
         active. Callers skip lines of the same second (the clock counts whole seconds), so the
-        order within a second is that of each entry's first line in it: moving the entry for
-        every line would cost a tenth of the assembler's time."""
+        order within a second is that of each entry's first line in it: moving the entry at
+        every line would be a step a line that the timeouts, in whole seconds, do not need."""
         session.last_active = self.clock
         self._open.move_to_end(key)
 
