@@ -161,6 +161,7 @@ class Assembler:
     # -- filter lines --------------------------------------------------------------------------
 
     def _filter(self, record: dict, time: str | None, out: list[dict]) -> None:
+        # _fields(record) and _host(record), spelled out: most lines are filter lines
         fields = record.get("fields")
         sid = fields.get("s") if fields.__class__ is dict else None
         if not sid or sid.__class__ is not str:
@@ -240,9 +241,7 @@ class Assembler:
         if not qid or qid.__class__ is not str:
             self.counts["sendmail lines without a queue id"] += 1
             return
-        host = record.get("host")
-        if host.__class__ is not str:
-            host = ""
+        host = _host(record)
         target = self._queue_ids.get((host, qid))
         session = self._open.get(target[0]) if target else None
         if session is not None and target[1] in session.messages:
@@ -309,6 +308,11 @@ class Assembler:
 def _fields(record: dict) -> dict:
     fields = record.get("fields")
     return fields if fields.__class__ is dict else {}
+
+
+def _host(record: dict) -> str:
+    host = record.get("host")
+    return host if host.__class__ is str else ""
 
 
 def _waiting_alone(host: str, qid: str, now: float) -> Session:
